@@ -1,0 +1,439 @@
+//! The event base: one `mio::Poll`, the handler and timer tables, and the run modes.
+//!
+//! One iteration ([`EventBase::run_once`]) is:
+//!
+//! 1. compute the poll timeout: zero if work is already pending (events left over from an
+//!    interrupted batch), otherwise the time to the earliest timer, capped by the caller's limit;
+//! 2. poll (skipped while left-over events remain), retrying `EINTR` with the remaining time;
+//!    sample the clock once, after the poll returns;
+//! 3. dispatch the harvested I/O events in kernel order (cross-thread posts are one of them);
+//! 4. fire every timer due at the sampled time that was scheduled before step 4 began, in
+//!    `(deadline, insertion)` order.
+//!
+//! [`exit`](EventBase::exit) is checked after every callback; whatever is left of the batch stays
+//! queued and is dispatched first by the next run, so an edge is never lost.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use crate::io::{FdTable, Readiness};
+use crate::metrics::Metrics;
+use crate::remote::{self, Remote};
+use crate::timer::{self, Action, Clock, Schedule, Tick, TimerId, Timers};
+
+/// Default capacity of the events buffer handed to `epoll_wait`.
+const DEFAULT_EVENTS_CAPACITY: usize = 256;
+
+/// An event harvested by a poll, with the handler kinds still to run for it.
+#[derive(Clone, Copy)]
+pub(crate) struct Harvested {
+    pub(crate) token: Token,
+    pub(crate) ready: Readiness,
+    /// Bit `k` set: the handler of kind `k` has not been given this event yet.
+    pub(crate) todo: u8,
+}
+
+/// A single-threaded event loop: fd handlers, timers and cross-thread posts on one epoll.
+///
+/// `S` is the caller's state. Every run call takes `&mut S` and hands it, together with
+/// `&mut EventBase<S>`, to every callback, so callbacks can change the state, add and remove
+/// handlers and timers, and stop the loop without `Rc<RefCell<_>>`.
+///
+/// ```
+/// use std::time::Duration;
+/// use aioloop::EventBase;
+///
+/// let mut base = EventBase::<u32>::new()?;
+/// base.add_timer(Duration::from_millis(1), |base, ticks, _| {
+///     *ticks += 1;
+///     base.exit();
+/// });
+/// let mut ticks = 0;
+/// base.run(&mut ticks)?;
+/// assert_eq!(ticks, 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Callback rules
+///
+/// * Callbacks run on the thread that calls a run method, one at a time, never nested.
+/// * A callback may add, remove or change any handler or timer, including its own. Removing a
+///   handler guarantees its callback is not called again, even for an event already harvested
+///   in the same batch.
+/// * A run method called from inside a callback returns an error: the loop is not re-entrant.
+///
+/// # Panics in callbacks
+///
+/// A panic in a callback propagates out of the run call. The base stays consistent and usable:
+/// the handler or timer whose callback panicked is removed (as if removed by hand, including
+/// its epoll registration), every other handler and timer is untouched, and events harvested
+/// but not yet dispatched are kept and dispatched first by the next run.
+pub struct EventBase<S> {
+    pub(crate) poll: Poll,
+    events: Events,
+    /// The current batch, copied out of `events` so callbacks can borrow the base mutably.
+    pub(crate) harvested: Vec<Harvested>,
+    /// Index of the first event of `harvested` not fully dispatched yet.
+    cursor: usize,
+    pub(crate) fds: FdTable<S>,
+    pub(crate) timers: Timers<S>,
+    pub(crate) clock: Clock,
+    /// Loop time: sampled once after each poll.
+    pub(crate) now: Tick,
+    pub(crate) remote: Option<Arc<remote::Shared<S>>>,
+    pub(crate) exit_requested: bool,
+    exit_when_empty: bool,
+    running: bool,
+    pub(crate) metrics: Metrics,
+}
+
+impl<S> EventBase<S> {
+    /// Creates a base with the default events-buffer capacity (256 events per poll).
+    ///
+    /// Fails only if the kernel refuses an epoll instance (`EMFILE`, `ENFILE`, `ENOMEM`).
+    pub fn new() -> io::Result<Self> {
+        Self::with_capacity(DEFAULT_EVENTS_CAPACITY)
+    }
+
+    /// Creates a base whose polls harvest at most `events` events each (at least 1).
+    ///
+    /// A burst larger than the buffer is not lost: the kernel keeps the rest ready and the
+    /// following iterations harvest it. A small buffer only trades syscalls for latency.
+    pub fn with_capacity(events: usize) -> io::Result<Self> {
+        let poll = Poll::new().map_err(|e| {
+            crate::error::context(e, "cannot create the epoll instance (check RLIMIT_NOFILE)")
+        })?;
+        let capacity = events.max(1);
+        let clock = Clock::new();
+        log::debug!("event base created: epoll fd {}", poll.as_raw_fd());
+        Ok(EventBase {
+            poll,
+            events: Events::with_capacity(capacity),
+            harvested: Vec::with_capacity(capacity),
+            cursor: 0,
+            fds: FdTable::new(),
+            timers: Timers::new(),
+            clock,
+            now: clock.now(),
+            remote: None,
+            exit_requested: false,
+            exit_when_empty: false,
+            running: false,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Runs until [`exit`](Self::exit) is called, or, with
+    /// [`set_exit_when_empty`](Self::set_exit_when_empty), until nothing keeps the loop alive.
+    ///
+    /// A pending `exit` from before this call is forgotten: each run starts afresh.
+    pub fn run(&mut self, state: &mut S) -> io::Result<()> {
+        self.run_until(state, None)
+    }
+
+    /// Runs like [`run`](Self::run), but for at most `duration`. With `Duration::ZERO` it makes
+    /// one non-blocking iteration.
+    ///
+    /// The time limit is not a timer: it does not keep an otherwise empty base alive.
+    pub fn run_for(&mut self, state: &mut S, duration: Duration) -> io::Result<()> {
+        let deadline = timer::deadline_after(self.clock.now(), duration);
+        self.run_until(state, Some(deadline))
+    }
+
+    /// Runs one iteration: waits for events at most `timeout` (`None`: until an event or a timer
+    /// is due; `Some(Duration::ZERO)`: not at all), dispatches them, then fires due timers.
+    ///
+    /// Returns the number of callbacks run (zero if the wait timed out). With
+    /// [`set_exit_when_empty`](Self::set_exit_when_empty) and nothing alive, returns `Ok(0)` at
+    /// once instead of blocking forever.
+    pub fn run_once(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<u64> {
+        self.enter()?;
+        let before = self.metrics.callbacks;
+        let result = if self.should_stop_empty() {
+            Ok(())
+        } else {
+            let limit = timeout.map(|t| timer::deadline_after(self.clock.now(), t));
+            self.iterate(state, limit)
+        };
+        self.running = false;
+        result.map(|()| self.metrics.callbacks - before)
+    }
+
+    /// Stops the current run right after the callback that calls it returns.
+    ///
+    /// Events of the current batch not dispatched yet are kept for the next run; due timers not
+    /// fired yet fire in the next run. Outside a run, it does nothing: each run clears it.
+    pub fn exit(&mut self) {
+        self.exit_requested = true;
+    }
+
+    /// Stops the loop `delay` from now, through a timer that does not keep the loop alive.
+    ///
+    /// Cancel it with [`cancel_timer`](Self::cancel_timer). Unlike `exit`, it outlives the run
+    /// that created it: if that run ends first, the timer still stops a later one.
+    pub fn exit_after(&mut self, delay: Duration) -> TimerId {
+        let deadline = timer::deadline_after(self.clock.now(), delay);
+        self.timers.insert(deadline, false, Action::Exit)
+    }
+
+    /// Chooses whether runs end when nothing keeps the loop alive: no referenced fd handler,
+    /// no referenced timer, no queued cross-thread post. Off by default, because a daemon's
+    /// main loop usually waits for events that nothing has registered yet.
+    pub fn set_exit_when_empty(&mut self, exit_when_empty: bool) {
+        self.exit_when_empty = exit_when_empty;
+    }
+
+    /// Whether anything keeps the loop alive (see [`set_exit_when_empty`](Self::set_exit_when_empty)).
+    pub fn is_alive(&self) -> bool {
+        self.fds.refd() > 0 || self.timers.refd() > 0 || remote::has_posts(self.remote.as_deref())
+    }
+
+    /// How long the loop would block now: `Some(Duration::ZERO)` if work is pending, `None` if
+    /// only an event can wake it, otherwise the time to the earliest timer.
+    ///
+    /// With [`AsRawFd`] this lets another loop embed this one: wait until the epoll fd is
+    /// readable or this timeout elapses, then call `run_once(state, Some(Duration::ZERO))`.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        self.poll_timeout(self.clock.now(), None)
+    }
+
+    /// The loop time: sampled once right after each poll returns. Cheap; use
+    /// `std::time::Instant::now()` for a fresh reading inside a long callback.
+    pub fn now(&self) -> Instant {
+        self.clock.instant(self.now)
+    }
+
+    /// A snapshot of the loop's counters.
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            fd_handlers: self.fds.handlers(),
+            timers: self.timers.len(),
+            ..self.metrics
+        }
+    }
+
+    /// A handle for other threads: it wakes this loop and runs closures on it. All handles of a
+    /// base share one eventfd, created by the first call.
+    pub fn remote(&mut self) -> io::Result<Remote<S>> {
+        if self.remote.is_none() {
+            self.remote = Some(remote::Shared::new(self.poll.registry())?);
+        }
+        Ok(Remote::new(self.remote.clone().expect("created above")))
+    }
+
+    fn enter(&mut self) -> io::Result<()> {
+        if self.running {
+            return Err(io::Error::other(
+                "EventBase run method called from inside a callback: the loop is not re-entrant; \
+                 return from the callback and let the running loop continue",
+            ));
+        }
+        self.running = true;
+        self.exit_requested = false;
+        Ok(())
+    }
+
+    fn run_until(&mut self, state: &mut S, deadline: Option<Tick>) -> io::Result<()> {
+        self.enter()?;
+        let result = loop {
+            if self.exit_requested || self.should_stop_empty() {
+                break Ok(());
+            }
+            if let Err(e) = self.iterate(state, deadline) {
+                break Err(e);
+            }
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
+                break Ok(());
+            }
+        };
+        self.running = false;
+        result
+    }
+
+    fn should_stop_empty(&self) -> bool {
+        self.exit_when_empty && !self.is_alive() && self.cursor == self.harvested.len()
+    }
+
+    /// One iteration; `limit` caps the wait.
+    fn iterate(&mut self, state: &mut S, limit: Option<Tick>) -> io::Result<()> {
+        if self.cursor == self.harvested.len() {
+            self.poll_events(limit)?;
+        }
+        self.dispatch_harvested(state);
+        if !self.exit_requested {
+            self.fire_due_timers(state);
+        }
+        self.metrics.iterations += 1;
+        Ok(())
+    }
+
+    /// The poll timeout at time `now`, capped by the deadline `limit`.
+    fn poll_timeout(&self, now: Tick, limit: Option<Tick>) -> Option<Duration> {
+        if self.cursor < self.harvested.len() {
+            return Some(Duration::ZERO);
+        }
+        let wake = match (self.timers.next_deadline(), limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        wake.map(|at| Duration::from_nanos(at.saturating_sub(now)))
+    }
+
+    /// Polls once (retrying `EINTR` with the time left) and copies the batch into `harvested`.
+    fn poll_events(&mut self, limit: Option<Tick>) -> io::Result<()> {
+        let started = self.clock.now();
+        let mut timeout = self.poll_timeout(started, limit);
+        log::trace!("poll: timeout {timeout:?}");
+        self.fds.mark_batch();
+        loop {
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    timeout = self.poll_timeout(self.clock.now(), limit);
+                }
+                Err(e) => return Err(crate::error::context(e, "epoll_wait failed")),
+            }
+        }
+        self.now = self.clock.now();
+        self.metrics.polls += 1;
+        self.metrics.poll_time += Duration::from_nanos(self.now - started);
+        self.harvested.clear();
+        self.cursor = 0;
+        self.harvested.extend(self.events.iter().map(|e| Harvested {
+            token: e.token(),
+            ready: Readiness::from_event(e),
+            todo: u8::MAX,
+        }));
+        log::trace!("poll: {} events", self.harvested.len());
+        Ok(())
+    }
+
+    fn dispatch_harvested(&mut self, state: &mut S) {
+        while self.cursor < self.harvested.len() {
+            let event = self.harvested[self.cursor];
+            if event.token == remote::TOKEN {
+                self.cursor += 1;
+                self.run_posts(state);
+            } else {
+                self.dispatch_io(self.cursor, state);
+                if self.harvested[self.cursor].todo == 0 {
+                    self.cursor += 1;
+                }
+            }
+            if self.exit_requested {
+                return;
+            }
+        }
+    }
+
+    fn fire_due_timers(&mut self, state: &mut S) {
+        let mark = self.timers.seq_mark();
+        while let Some(id) = self.timers.pop_due(self.now, mark) {
+            self.fire_timer(id, state);
+            if self.exit_requested {
+                return;
+            }
+        }
+    }
+
+    fn fire_timer(&mut self, id: TimerId, state: &mut S) {
+        let Some(entry) = self.timers.get_mut(id) else {
+            return;
+        };
+        match &mut entry.action {
+            Action::Once(callback) => {
+                let callback = callback.take();
+                self.timers.remove(id);
+                if let Some(callback) = callback {
+                    self.guarded(|base| callback(base, state, id), |_| {});
+                }
+            }
+            Action::Repeat {
+                period,
+                schedule,
+                callback,
+            } => {
+                let (period, schedule) = (*period, *schedule);
+                let Some(mut callback) = callback.take() else {
+                    return;
+                };
+                self.guarded(
+                    |base| callback(base, state, id),
+                    |base| {
+                        base.timers.remove(id);
+                    },
+                );
+                self.finish_repeat(id, callback, period, schedule);
+            }
+            &mut Action::HandlerTimeout { fd, gen, kind } => {
+                self.handler_timeout(id, fd, gen, kind, state)
+            }
+            Action::Exit => {
+                self.timers.remove(id);
+                self.exit_requested = true;
+            }
+        }
+    }
+
+    /// Puts a repeating timer's callback back and schedules its next run, unless the callback
+    /// cancelled the timer (the callback is then dropped) or rescheduled it itself.
+    fn finish_repeat(
+        &mut self,
+        id: TimerId,
+        callback: timer::RepeatCallback<S>,
+        period: Duration,
+        schedule: Schedule,
+    ) {
+        let Some(entry) = self.timers.get_mut(id) else {
+            return;
+        };
+        if let Action::Repeat { callback: slot, .. } = &mut entry.action {
+            *slot = Some(callback);
+        }
+        if self.timers.is_detached(id) {
+            let deadline = self.timers.get_mut(id).map_or(0, |e| e.deadline);
+            let next = timer::next_deadline(schedule, period, deadline, self.clock.now());
+            self.timers.reschedule(id, next);
+        }
+    }
+
+    /// Runs a user callback. If it panics, `cleanup` removes what the callback belonged to, and
+    /// the panic continues out of the run call with the base consistent.
+    pub(crate) fn guarded(&mut self, call: impl FnOnce(&mut Self), cleanup: impl FnOnce(&mut Self)) {
+        self.metrics.callbacks += 1;
+        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| call(self))) {
+            cleanup(self);
+            self.running = false;
+            panic::resume_unwind(panic);
+        }
+    }
+}
+
+
+impl<S> AsRawFd for EventBase<S> {
+    /// The epoll fd, for embedding this loop in another one (see [`EventBase::next_timeout`]).
+    fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+}
+
+impl<S> AsFd for EventBase<S> {
+    /// The epoll fd, for embedding this loop in another one (see [`EventBase::next_timeout`]).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poll.registry().as_fd()
+    }
+}
+
+impl<S> Drop for EventBase<S> {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.remote {
+            shared.close();
+        }
+        log::debug!("event base dropped: epoll fd {}", self.poll.as_raw_fd());
+    }
+}

@@ -1,0 +1,61 @@
+//! aioloop: a single-threaded, callback-based event loop for Linux.
+//!
+//! One [`EventBase`] owns one epoll instance (through [`mio`]) and carries every kind of
+//! event as a readiness source:
+//!
+//! * **fd handlers** on any pollable fd, edge- or level-triggered, one-shot or persistent,
+//!   with per-handler inactivity timeouts ([`EventBase::set_io_handler`]);
+//! * **timers**, one-shot and repeating ([`EventBase::add_timer`]);
+//! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]).
+//!
+//! The design follows the Common Lisp IOLib *event-base* (`set-io-handler`, `add-timer`,
+//! `event-dispatch`, `exit-event-loop`), with its known flaws fixed: stale events never reach a
+//! handler that reused a slot or an fd number, one-shot handlers can re-register themselves,
+//! equal deadlines fire in FIFO order, `exit` is immediate and does not leak into the next run.
+//! `docs/architecture.md` describes one iteration step by step.
+//!
+//! Callbacks receive `&mut EventBase<S>` and the caller's `&mut S`:
+//!
+//! ```
+//! use std::time::Duration;
+//! use aioloop::{EventBase, Schedule};
+//!
+//! struct State { ticks: u32 }
+//!
+//! let mut base = EventBase::new()?;
+//! base.add_repeating_timer(Duration::from_millis(1), Schedule::FixedRate, |base, st: &mut State, me| {
+//!     st.ticks += 1;
+//!     if st.ticks == 5 {
+//!         base.cancel_timer(me);
+//!         base.exit();
+//!     }
+//! });
+//! let mut state = State { ticks: 0 };
+//! base.run(&mut state)?;
+//! assert_eq!(state.ticks, 5);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "aioloop supports Linux only: it is built on epoll, eventfd, signalfd and kernel AIO"
+);
+
+mod base;
+mod error;
+mod io;
+mod metrics;
+mod remote;
+mod timer;
+
+pub use base::EventBase;
+pub use error::os_error;
+pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};
+pub use metrics::Metrics;
+pub use remote::Remote;
+pub use timer::{Schedule, TimerId};
+
+/// The `mio` this crate is built on, for its socket types (`mio::net::TcpListener`, ...).
+pub use mio;

@@ -1,0 +1,551 @@
+//! Timers: one-shot and repeating callbacks, plus the loop's internal deadlines.
+//!
+//! All deadlines of a base live in one indexed binary min-heap ordered by `(deadline, seq)`:
+//!
+//! * `deadline` is a [`Tick`], nanoseconds since the base was created, saturating at
+//!   [`NEVER`], so a delay of `Duration::MAX` neither overflows nor panics;
+//! * `seq` grows by one every time any timer is (re)scheduled, so equal deadlines fire in the
+//!   order they were scheduled (FIFO), and a pass over due timers can refuse every timer
+//!   scheduled during that pass (a zero-delay re-arm runs next iteration, not in a livelock).
+//!
+//! Each timer lives in a [`Slab`] entry that records its position in the heap, so cancelling or
+//! rescheduling any timer is `O(log n)` and a cancelled timer leaves nothing behind: the slab
+//! reuses its slot and the heap shrinks at once (no lazy tombstones, which is how calloop's heap
+//! grew without bound under add/cancel churn before its PR #238).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::base::EventBase;
+use crate::io::HandlerKind;
+
+/// Nanoseconds since the base's epoch.
+pub(crate) type Tick = u64;
+
+/// A deadline that is never reached; the poll never wakes up for it.
+pub(crate) const NEVER: Tick = u64::MAX;
+
+/// Converts a duration to ticks, saturating at [`NEVER`].
+pub(crate) fn ticks(d: Duration) -> Tick {
+    u64::try_from(d.as_nanos()).unwrap_or(NEVER)
+}
+
+/// The deadline `delay` after `now`, saturating at [`NEVER`].
+pub(crate) fn deadline_after(now: Tick, delay: Duration) -> Tick {
+    now.saturating_add(ticks(delay))
+}
+
+/// Identifies a timer of an [`EventBase`].
+///
+/// Ids are never reused: an id whose timer has fired (one-shot) or been cancelled stays
+/// invalid, so cancelling it later is a harmless no-op that returns `false`, even when its slot
+/// now holds another timer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    key: usize,
+    unique: u64,
+}
+
+impl fmt::Debug for TimerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TimerId({})", self.unique)
+    }
+}
+
+/// How a repeating timer picks its next deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Drift-free: the next deadline is the previous deadline plus the period, so the timer
+    /// keeps its phase however long callbacks take. After a stall that spans several periods
+    /// it fires **once** and skips the missed slots (no catch-up burst).
+    FixedRate,
+    /// The next deadline is one period after the callback returns: there is always at least a
+    /// full period between two runs, and the schedule drifts by the callback's duration.
+    FixedDelay,
+}
+
+/// Callback of a one-shot timer.
+pub(crate) type OnceCallback<S> = Box<dyn FnOnce(&mut EventBase<S>, &mut S, TimerId)>;
+/// Callback of a repeating timer.
+pub(crate) type RepeatCallback<S> = Box<dyn FnMut(&mut EventBase<S>, &mut S, TimerId)>;
+
+/// What happens when a timer's deadline passes.
+pub(crate) enum Action<S> {
+    /// A user one-shot timer; the callback is consumed when it fires.
+    Once(Option<OnceCallback<S>>),
+    /// A user repeating timer; the callback is `None` while it runs.
+    Repeat {
+        period: Duration,
+        schedule: Schedule,
+        callback: Option<RepeatCallback<S>>,
+    },
+    /// The inactivity timeout of an fd handler (see `io.rs`).
+    HandlerTimeout {
+        fd: i32,
+        gen: u32,
+        kind: HandlerKind,
+    },
+    /// `EventBase::exit_after`.
+    Exit,
+}
+
+pub(crate) struct Entry<S> {
+    pub(crate) unique: u64,
+    /// The deadline it was last scheduled for (kept while it fires, for drift-free repeats).
+    pub(crate) deadline: Tick,
+    /// Index in the heap, or `DETACHED` while the timer is firing.
+    heap_pos: usize,
+    pub(crate) refd: bool,
+    pub(crate) action: Action<S>,
+}
+
+const DETACHED: usize = usize::MAX;
+
+#[derive(Clone, Copy)]
+struct Node {
+    deadline: Tick,
+    seq: u64,
+    key: usize,
+}
+
+impl Node {
+    fn before(&self, other: &Node) -> bool {
+        (self.deadline, self.seq) < (other.deadline, other.seq)
+    }
+}
+
+/// The timers of one base.
+pub(crate) struct Timers<S> {
+    entries: Slab<Entry<S>>,
+    heap: Vec<Node>,
+    next_seq: u64,
+    next_unique: u64,
+    refd: usize,
+}
+
+impl<S> Timers<S> {
+    pub(crate) fn new() -> Self {
+        Timers {
+            entries: Slab::new(),
+            heap: Vec::new(),
+            next_seq: 0,
+            next_unique: 0,
+            refd: 0,
+        }
+    }
+
+    /// Number of live timers (user timers, handler timeouts and exit timers).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Number of timers that keep the loop alive.
+    pub(crate) fn refd(&self) -> usize {
+        self.refd
+    }
+
+    /// The sequence number the next scheduling will get: timers scheduled from now on compare
+    /// greater than or equal to it.
+    pub(crate) fn seq_mark(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Adds a timer due at `deadline` and returns its id.
+    pub(crate) fn insert(&mut self, deadline: Tick, refd: bool, action: Action<S>) -> TimerId {
+        let unique = self.next_unique;
+        self.next_unique += 1;
+        let key = self.entries.insert(Entry {
+            unique,
+            deadline,
+            heap_pos: DETACHED,
+            refd,
+            action,
+        });
+        self.refd += usize::from(refd);
+        self.schedule(key, deadline);
+        TimerId { key, unique }
+    }
+
+    /// The entry of a live timer.
+    pub(crate) fn get_mut(&mut self, id: TimerId) -> Option<&mut Entry<S>> {
+        self.entries.get_mut(id.key).filter(|e| e.unique == id.unique)
+    }
+
+    pub(crate) fn get(&self, id: TimerId) -> Option<&Entry<S>> {
+        self.entries.get(id.key).filter(|e| e.unique == id.unique)
+    }
+
+    /// Whether `id` names a live timer.
+    pub(crate) fn contains(&self, id: TimerId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Removes a timer (scheduled or firing) and returns its entry.
+    pub(crate) fn remove(&mut self, id: TimerId) -> Option<Entry<S>> {
+        if !self.contains(id) {
+            return None;
+        }
+        let pos = self.entries[id.key].heap_pos;
+        if pos != DETACHED {
+            self.heap_remove(pos);
+        }
+        let entry = self.entries.remove(id.key);
+        self.refd -= usize::from(entry.refd);
+        Some(entry)
+    }
+
+    /// Moves a live timer (scheduled or firing) to a new deadline, behind every timer already
+    /// scheduled for the same deadline.
+    pub(crate) fn reschedule(&mut self, id: TimerId, deadline: Tick) -> bool {
+        if !self.contains(id) {
+            return false;
+        }
+        let pos = self.entries[id.key].heap_pos;
+        if pos != DETACHED {
+            self.heap_remove(pos);
+        }
+        self.schedule(id.key, deadline);
+        true
+    }
+
+    /// Whether the timer is out of the heap because it is firing now.
+    pub(crate) fn is_detached(&self, id: TimerId) -> bool {
+        self.get(id).is_some_and(|e| e.heap_pos == DETACHED)
+    }
+
+    /// Marks a timer as keeping the loop alive, or not.
+    pub(crate) fn set_ref(&mut self, id: TimerId, refd: bool) -> bool {
+        let Some(entry) = self.get_mut(id) else {
+            return false;
+        };
+        let was = std::mem::replace(&mut entry.refd, refd);
+        self.refd = self.refd + usize::from(refd) - usize::from(was);
+        true
+    }
+
+    /// The earliest deadline, if any timer can ever fire.
+    pub(crate) fn next_deadline(&self) -> Option<Tick> {
+        self.heap.first().map(|n| n.deadline).filter(|&d| d != NEVER)
+    }
+
+    /// Takes the earliest timer out of the heap if it is due at `now` and was scheduled before
+    /// `seq_mark`. The timer stays in the slab, detached, until it is rescheduled or removed.
+    pub(crate) fn pop_due(&mut self, now: Tick, seq_mark: u64) -> Option<TimerId> {
+        let root = *self.heap.first()?;
+        if root.deadline > now || root.seq >= seq_mark {
+            return None;
+        }
+        self.heap_remove(0);
+        Some(TimerId {
+            key: root.key,
+            unique: self.entries[root.key].unique,
+        })
+    }
+
+    fn schedule(&mut self, key: usize, deadline: Tick) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = &mut self.entries[key];
+        entry.deadline = deadline;
+        entry.heap_pos = self.heap.len();
+        self.heap.push(Node { deadline, seq, key });
+        self.sift_up(self.heap.len() - 1);
+    }
+
+    fn heap_remove(&mut self, pos: usize) {
+        let removed = self.heap.swap_remove(pos);
+        self.entries[removed.key].heap_pos = DETACHED;
+        if pos < self.heap.len() {
+            self.entries[self.heap[pos].key].heap_pos = pos;
+            let pos = self.sift_up(pos);
+            self.sift_down(pos);
+        }
+    }
+
+    fn sift_up(&mut self, mut pos: usize) -> usize {
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if !self.heap[pos].before(&self.heap[parent]) {
+                break;
+            }
+            self.swap(pos, parent);
+            pos = parent;
+        }
+        pos
+    }
+
+    fn sift_down(&mut self, mut pos: usize) {
+        loop {
+            let left = 2 * pos + 1;
+            let right = left + 1;
+            let mut first = pos;
+            if left < self.heap.len() && self.heap[left].before(&self.heap[first]) {
+                first = left;
+            }
+            if right < self.heap.len() && self.heap[right].before(&self.heap[first]) {
+                first = right;
+            }
+            if first == pos {
+                return;
+            }
+            self.swap(pos, first);
+            pos = first;
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.entries[self.heap[a].key].heap_pos = a;
+        self.entries[self.heap[b].key].heap_pos = b;
+    }
+
+    /// Heap capacity and slab capacity, for the churn test.
+    #[cfg(test)]
+    fn capacities(&self) -> (usize, usize) {
+        (self.heap.capacity(), self.entries.capacity())
+    }
+}
+
+/// The next deadline of a repeating timer that was due at `deadline` and whose callback
+/// returned at `now`.
+pub(crate) fn next_deadline(schedule: Schedule, period: Duration, deadline: Tick, now: Tick) -> Tick {
+    let period = ticks(period);
+    match schedule {
+        Schedule::FixedDelay => now.saturating_add(period),
+        Schedule::FixedRate if period == 0 => now,
+        Schedule::FixedRate => {
+            let next = deadline.saturating_add(period);
+            if next > now {
+                return next;
+            }
+            // Skip every slot missed during a stall: fire once, keep the phase.
+            let missed = (now - deadline) / period;
+            deadline.saturating_add((missed + 1).saturating_mul(period))
+        }
+    }
+}
+
+/// The clock of a base: ticks since its creation.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Tick {
+        ticks(self.epoch.elapsed())
+    }
+
+    pub(crate) fn instant(&self, tick: Tick) -> Instant {
+        self.epoch + Duration::from_nanos(tick)
+    }
+}
+
+impl<S> EventBase<S> {
+    /// Runs `callback` once, `delay` from now (never earlier), and returns the timer's id.
+    ///
+    /// Timers due at the same instant fire in the order they were added. A timer added from a
+    /// callback with zero delay fires in the next iteration, after one poll for I/O.
+    /// `Duration::MAX` means "never" and does not overflow.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aioloop::EventBase;
+    ///
+    /// let mut base = EventBase::<Vec<&str>>::new()?;
+    /// base.add_timer(Duration::from_millis(2), |_, log, _| log.push("second"));
+    /// base.add_timer(Duration::from_millis(1), |_, log, _| log.push("first"));
+    /// base.set_exit_when_empty(true);
+    /// let mut log = Vec::new();
+    /// base.run(&mut log)?;
+    /// assert_eq!(log, ["first", "second"]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_timer<F>(&mut self, delay: Duration, callback: F) -> TimerId
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, TimerId) + 'static,
+    {
+        let deadline = deadline_after(self.clock.now(), delay);
+        let id = self.timers.insert(deadline, true, Action::Once(Some(Box::new(callback))));
+        log::trace!("{id:?} added: once in {delay:?}");
+        id
+    }
+
+    /// Runs `callback` every `period`, first one `period` from now, until cancelled (from any
+    /// callback, its own included). `schedule` picks drift-free or fixed-delay repeats; either
+    /// way a stall makes it fire once, not in a burst. A zero period fires once per iteration.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aioloop::{EventBase, Schedule};
+    ///
+    /// let mut base = EventBase::<u32>::new()?;
+    /// base.add_repeating_timer(Duration::from_millis(1), Schedule::FixedRate, |base, n, me| {
+    ///     *n += 1;
+    ///     if *n == 3 {
+    ///         base.cancel_timer(me);
+    ///     }
+    /// });
+    /// base.set_exit_when_empty(true);
+    /// let mut n = 0;
+    /// base.run(&mut n)?;
+    /// assert_eq!(n, 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_repeating_timer<F>(&mut self, period: Duration, schedule: Schedule, callback: F) -> TimerId
+    where
+        F: FnMut(&mut EventBase<S>, &mut S, TimerId) + 'static,
+    {
+        let deadline = deadline_after(self.clock.now(), period);
+        let action = Action::Repeat {
+            period,
+            schedule,
+            callback: Some(Box::new(callback)),
+        };
+        let id = self.timers.insert(deadline, true, action);
+        log::trace!("{id:?} added: every {period:?} ({schedule:?})");
+        id
+    }
+
+    /// Cancels a timer; returns whether it was pending. A one-shot timer that has fired, a
+    /// cancelled timer, or an unknown id give `false`. A repeating timer may cancel itself from
+    /// its own callback.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        let cancelled = self.timers.remove(id).is_some();
+        log::trace!("{id:?} cancelled: {cancelled}");
+        cancelled
+    }
+
+    /// Moves a pending timer to `delay` from now; returns `false` if it is not pending.
+    /// For a repeating timer, later periods count from the new deadline. Called from the timer's
+    /// own callback, it replaces the next scheduled run.
+    pub fn reset_timer(&mut self, id: TimerId, delay: Duration) -> bool {
+        let deadline = deadline_after(self.clock.now(), delay);
+        self.timers.reschedule(id, deadline)
+    }
+
+    /// Time left until a pending timer fires (zero if due), or `None` if it is not pending.
+    pub fn timer_remaining(&self, id: TimerId) -> Option<Duration> {
+        let entry = self.timers.get(id)?;
+        Some(Duration::from_nanos(entry.deadline.saturating_sub(self.clock.now())))
+    }
+
+    /// Chooses whether a timer keeps the loop alive (default: yes; `exit_after` timers: no).
+    /// See [`set_exit_when_empty`](EventBase::set_exit_when_empty). Returns `false` if the timer
+    /// is not pending.
+    pub fn set_timer_ref(&mut self, id: TimerId, refd: bool) -> bool {
+        self.timers.set_ref(id, refd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn once() -> Action<()> {
+        Action::Exit
+    }
+
+    fn drain(timers: &mut Timers<()>, now: Tick) -> Vec<TimerId> {
+        let mark = timers.seq_mark();
+        let mut out = Vec::new();
+        while let Some(id) = timers.pop_due(now, mark) {
+            timers.remove(id);
+            out.push(id);
+        }
+        out
+    }
+
+    #[test]
+    fn equal_deadlines_pop_in_insertion_order() {
+        let mut timers = Timers::new();
+        let ids: Vec<_> = (0..100).map(|_| timers.insert(5, true, once())).collect();
+        assert_eq!(drain(&mut timers, 5), ids);
+    }
+
+    #[test]
+    fn deadlines_pop_in_order_after_random_cancels() {
+        let mut timers = Timers::new();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut live = Vec::new();
+        for _ in 0..2000 {
+            let d = rand() % 500;
+            live.push((d, timers.insert(d, true, once())));
+            if rand() % 3 == 0 {
+                let victim = live.swap_remove((rand() % live.len() as u64) as usize);
+                assert!(timers.remove(victim.1).is_some());
+            }
+        }
+        let popped = drain(&mut timers, NEVER - 1);
+        assert_eq!(popped.len(), live.len());
+        let deadline_of = |id: &TimerId| live.iter().find(|(_, l)| l == id).unwrap().0;
+        assert!(popped.windows(2).all(|w| deadline_of(&w[0]) <= deadline_of(&w[1])));
+    }
+
+    #[test]
+    fn timers_scheduled_during_a_pass_wait_for_the_next_pass() {
+        let mut timers = Timers::new();
+        timers.insert(0, true, once());
+        let mark = timers.seq_mark();
+        let first = timers.pop_due(10, mark).unwrap();
+        timers.reschedule(first, 0);
+        assert_eq!(timers.pop_due(10, mark), None);
+        assert_eq!(timers.pop_due(10, timers.seq_mark()), Some(first));
+    }
+
+    #[test]
+    fn cancelled_ids_stay_invalid_after_slot_reuse() {
+        let mut timers = Timers::new();
+        let old = timers.insert(1, true, once());
+        timers.remove(old);
+        let new = timers.insert(1, true, once());
+        assert!(timers.remove(old).is_none());
+        assert!(timers.contains(new));
+    }
+
+    #[test]
+    fn add_cancel_churn_keeps_memory_bounded() {
+        let mut timers = Timers::new();
+        let keep: Vec<_> = (0..10).map(|i| timers.insert(i, true, once())).collect();
+        for i in 0..1_000_000u64 {
+            let id = timers.insert(i % 1000, true, once());
+            timers.remove(id);
+        }
+        assert_eq!(timers.len(), keep.len());
+        let (heap, slab) = timers.capacities();
+        assert!(heap <= 16 && slab <= 16, "heap {heap}, slab {slab}");
+    }
+
+    #[test]
+    fn never_deadline_is_not_a_wakeup() {
+        let mut timers = Timers::new();
+        timers.insert(deadline_after(7, Duration::MAX), true, once());
+        assert_eq!(timers.next_deadline(), None);
+        assert_eq!(timers.pop_due(NEVER - 1, timers.seq_mark()), None);
+    }
+
+    #[test]
+    fn fixed_rate_skips_missed_periods_and_keeps_phase() {
+        let p = Duration::from_nanos(100);
+        assert_eq!(next_deadline(Schedule::FixedRate, p, 1000, 1050), 1100);
+        assert_eq!(next_deadline(Schedule::FixedRate, p, 1000, 1570), 1600);
+        assert_eq!(next_deadline(Schedule::FixedRate, p, 1000, 1600), 1700);
+        assert_eq!(next_deadline(Schedule::FixedDelay, p, 1000, 1570), 1670);
+        assert_eq!(next_deadline(Schedule::FixedRate, Duration::MAX, 1000, 1570), NEVER);
+        assert_eq!(next_deadline(Schedule::FixedRate, Duration::ZERO, 1000, 1570), 1570);
+    }
+}
