@@ -610,12 +610,13 @@ impl<S> EventBase<S> {
             _ => Interest::WRITABLE,
         };
         if let Some(entry) = self.fds.entry(fd) {
-            if entry.handlers[kind as usize].is_some() {
-                return Err(already_exists(fd, kind));
-            }
+            // Also for a duplicate: the MOD is what tells a live registration from one that
+            // vanished when its fd was closed behind our back (and the number reused).
+            let taken = entry.handlers[kind as usize].is_some();
             let interest = entry.interest | wanted;
             let token = self.fds.token(fd);
             match self.poll.registry().reregister(&mut SourceFd(&fd), token, interest) {
+                Ok(()) if taken => return Err(already_exists(fd, kind)),
                 Ok(()) => {
                     if let Some(entry) = self.fds.entry_mut(fd) {
                         entry.interest = interest;

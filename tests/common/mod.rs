@@ -1,0 +1,52 @@
+//! Real kernel objects for the tests: pipes, socketpairs, byte I/O on raw fds.
+#![allow(dead_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// A connected pair of non-blocking Unix stream sockets.
+pub fn socketpair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, b)
+}
+
+/// Writes `bytes` to a raw fd, expecting all of them to fit.
+pub fn put(fd: &impl AsRawFd, bytes: &[u8]) {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+    assert_eq!(n, bytes.len() as isize, "write: {}", io::Error::last_os_error());
+}
+
+/// Reads up to `max` bytes from a raw fd: `Ok(0)` at EOF, `Err(WouldBlock)` when empty.
+pub fn take(fd: RawFd, max: usize) -> io::Result<usize> {
+    let mut buf = vec![0u8; max];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Reads until `WouldBlock` or EOF and returns the byte count.
+pub fn drain(fd: RawFd) -> usize {
+    let mut total = 0;
+    while let Ok(n @ 1..) = take(fd, 4096) {
+        total += n;
+    }
+    total
+}
