@@ -1,0 +1,197 @@
+//! Timer ordering, accuracy limits and edge cases, on a real base.
+
+use std::time::{Duration, Instant};
+
+use aioloop::{EventBase, Schedule};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn timer_never_fires_before_its_deadline() {
+    let mut base = EventBase::<Vec<(Duration, Duration)>>::new().unwrap();
+    for i in 0..50u64 {
+        let delay = Duration::from_micros(i * 397 % 5000);
+        let added = Instant::now();
+        base.add_timer(delay, move |_, seen, _| seen.push((delay, added.elapsed())));
+    }
+    base.set_exit_when_empty(true);
+    let mut seen = Vec::new();
+    base.run(&mut seen).unwrap();
+    assert_eq!(seen.len(), 50);
+    for (delay, waited) in seen {
+        assert!(waited >= delay, "fired after {waited:?}, asked {delay:?}");
+    }
+}
+
+#[test]
+fn timers_fire_in_deadline_order() {
+    let mut base = EventBase::<Vec<u64>>::new().unwrap();
+    for d in [30, 10, 20, 0, 25, 5] {
+        base.add_timer(ms(d), move |_, order, _| order.push(d));
+    }
+    base.set_exit_when_empty(true);
+    let mut order = Vec::new();
+    base.run(&mut order).unwrap();
+    assert_eq!(order, [0, 5, 10, 20, 25, 30]);
+}
+
+#[test]
+fn zero_delay_rearm_runs_next_iteration_not_in_a_livelock() {
+    fn again(base: &mut EventBase<Vec<u64>>, iterations: &mut Vec<u64>, _: aioloop::TimerId) {
+        iterations.push(base.metrics().iterations);
+        if iterations.len() < 100 {
+            base.add_timer(Duration::ZERO, again);
+        }
+    }
+    let mut base = EventBase::<Vec<u64>>::new().unwrap();
+    base.add_timer(Duration::ZERO, again);
+    base.set_exit_when_empty(true);
+    let mut iterations = Vec::new();
+    base.run(&mut iterations).unwrap();
+    assert_eq!(iterations.len(), 100);
+    assert!(iterations.windows(2).all(|w| w[1] == w[0] + 1), "one firing per iteration");
+}
+
+#[test]
+fn zero_period_repeating_timer_fires_once_per_iteration() {
+    let mut base = EventBase::<u64>::new().unwrap();
+    base.add_repeating_timer(Duration::ZERO, Schedule::FixedRate, |base, n, me| {
+        *n += 1;
+        if *n == 10 {
+            base.cancel_timer(me);
+        }
+    });
+    base.set_exit_when_empty(true);
+    let mut n = 0;
+    base.run(&mut n).unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(base.metrics().iterations, 10);
+}
+
+#[test]
+fn huge_durations_neither_overflow_nor_panic() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let once = base.add_timer(Duration::MAX, |_, _, _| unreachable!());
+    base.add_repeating_timer(Duration::MAX, Schedule::FixedRate, |_, _, _| unreachable!());
+    base.add_repeating_timer(Duration::MAX, Schedule::FixedDelay, |_, _, _| unreachable!());
+    let exit = base.exit_after(Duration::MAX);
+    assert!(base.reset_timer(once, Duration::MAX));
+    assert_eq!(base.next_timeout(), None, "a deadline at the end of time is no wake-up");
+    assert!(base.timer_remaining(exit).unwrap() > Duration::from_secs(100 * 365 * 86400));
+    base.run_for(&mut (), Duration::ZERO).unwrap();
+    base.run_for(&mut (), ms(10)).unwrap();
+    assert_eq!(base.metrics().timers, 4);
+}
+
+#[test]
+fn repeating_timer_fires_once_after_a_stall_not_in_a_burst() {
+    for schedule in [Schedule::FixedRate, Schedule::FixedDelay] {
+        let mut base = EventBase::<Vec<Instant>>::new().unwrap();
+        base.add_repeating_timer(ms(10), schedule, |_, fired, _| {
+            fired.push(Instant::now());
+            if fired.len() == 1 {
+                std::thread::sleep(ms(100)); // a stall spanning ten periods
+            }
+        });
+        let mut fired = Vec::new();
+        base.run_for(&mut fired, ms(150)).unwrap();
+        // Without catch-up: 1 + about 4 after the stall. A burst would add 10 more.
+        assert!(fired.len() <= 8, "{schedule:?}: {} firings", fired.len());
+        let gap = fired[2] - fired[1];
+        assert!(gap >= ms(5), "{schedule:?}: back-to-back firings after the stall ({gap:?})");
+    }
+}
+
+#[test]
+fn fixed_rate_keeps_phase_while_fixed_delay_counts_from_callback_end() {
+    let period = ms(20);
+    let run = |schedule| {
+        let mut base = EventBase::<Vec<Instant>>::new().unwrap();
+        let start = Instant::now();
+        base.add_repeating_timer(period, schedule, move |base, fired, me| {
+            fired.push(Instant::now());
+            std::thread::sleep(ms(8));
+            if fired.len() == 5 {
+                base.cancel_timer(me);
+            }
+        });
+        base.set_exit_when_empty(true);
+        let mut fired = Vec::new();
+        base.run(&mut fired).unwrap();
+        fired.last().unwrap().duration_since(start)
+    };
+    let rate = run(Schedule::FixedRate);
+    let delay = run(Schedule::FixedDelay);
+    assert!(rate >= 5 * period, "never early: {rate:?}");
+    assert!(delay >= 5 * period + 4 * ms(8), "each gap adds the callback time: {delay:?}");
+}
+
+#[test]
+fn timer_callback_receives_its_own_id() {
+    let mut base = EventBase::<Option<aioloop::TimerId>>::new().unwrap();
+    let id = base.add_timer(ms(1), |_, seen, me| *seen = Some(me));
+    base.set_exit_when_empty(true);
+    let mut seen = None;
+    base.run(&mut seen).unwrap();
+    assert_eq!(seen, Some(id));
+}
+
+#[test]
+fn cancelled_and_fired_timers_report_false() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let fired = base.add_timer(Duration::ZERO, |_, _, _| {});
+    let pending = base.add_timer(Duration::from_secs(60), |_, _, _| unreachable!());
+    base.run_once(&mut (), Some(Duration::ZERO)).unwrap();
+    assert!(!base.cancel_timer(fired));
+    assert!(!base.reset_timer(fired, ms(1)));
+    assert!(base.cancel_timer(pending));
+    assert!(!base.cancel_timer(pending));
+    assert_eq!(base.metrics().timers, 0);
+}
+
+#[test]
+fn reset_timer_postpones_a_pending_timer() {
+    let mut base = EventBase::<Option<Instant>>::new().unwrap();
+    let start = Instant::now();
+    let id = base.add_timer(ms(10), |_, at, _| *at = Some(Instant::now()));
+    assert!(base.reset_timer(id, ms(60)));
+    base.set_exit_when_empty(true);
+    let mut at = None;
+    base.run(&mut at).unwrap();
+    assert!(at.unwrap() - start >= ms(60));
+}
+
+#[test]
+fn repeating_timer_reset_from_its_own_callback_replaces_the_next_run() {
+    let mut base = EventBase::<Vec<Instant>>::new().unwrap();
+    base.add_repeating_timer(ms(5), Schedule::FixedRate, |base, fired, me| {
+        fired.push(Instant::now());
+        match fired.len() {
+            1 => assert!(base.reset_timer(me, ms(80))),
+            _ => assert!(base.cancel_timer(me)),
+        }
+    });
+    base.set_exit_when_empty(true);
+    let mut fired = Vec::new();
+    base.run(&mut fired).unwrap();
+    assert_eq!(fired.len(), 2);
+    assert!(fired[1] - fired[0] >= ms(80));
+}
+
+#[test]
+fn timer_can_cancel_another_due_in_the_same_pass() {
+    let mut base = EventBase::<Vec<&str>>::new().unwrap();
+    let second = std::rc::Rc::new(std::cell::Cell::new(None));
+    let handle = second.clone();
+    base.add_timer(Duration::ZERO, move |base, log, _| {
+        log.push("first");
+        assert!(base.cancel_timer(handle.get().unwrap()));
+    });
+    second.set(Some(base.add_timer(Duration::ZERO, |_, log, _| log.push("second"))));
+    std::thread::sleep(ms(1));
+    let mut log = Vec::new();
+    base.run_once(&mut log, Some(Duration::ZERO)).unwrap();
+    assert_eq!(log, ["first"]);
+}
