@@ -404,7 +404,11 @@ impl<S> EventBase<S> {
 
     /// Runs a user callback. If it panics, `cleanup` removes what the callback belonged to, and
     /// the panic continues out of the run call with the base consistent.
-    pub(crate) fn guarded(&mut self, call: impl FnOnce(&mut Self), cleanup: impl FnOnce(&mut Self)) {
+    pub(crate) fn guarded(
+        &mut self,
+        call: impl FnOnce(&mut Self),
+        cleanup: impl FnOnce(&mut Self),
+    ) {
         self.metrics.callbacks += 1;
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| call(self))) {
             cleanup(self);
@@ -413,7 +417,6 @@ impl<S> EventBase<S> {
         }
     }
 }
-
 
 impl<S> AsRawFd for EventBase<S> {
     /// The epoll fd, for embedding this loop in another one (see [`EventBase::next_timeout`]).

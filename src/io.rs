@@ -457,9 +457,9 @@ fn registration_error(err: io::Error, fd: RawFd) -> io::Error {
              always ready; read files through the AIO API instead"
         ),
         Some(libc::EBADF) => format!("fd {fd} is not an open file descriptor (EBADF)"),
-        Some(libc::EEXIST) => format!(
-            "fd {fd} is already registered on this epoll instance outside aioloop (EEXIST)"
-        ),
+        Some(libc::EEXIST) => {
+            format!("fd {fd} is already registered on this epoll instance outside aioloop (EEXIST)")
+        }
         Some(libc::ENOSPC) => format!(
             "cannot watch fd {fd}: the per-user epoll watch limit is reached (ENOSPC); raise \
              /proc/sys/fs/epoll/max_user_watches"
@@ -477,7 +477,8 @@ impl<S> EventBase<S> {
     /// Installs the `direction` handler of `fd`: `callback` runs when the fd is ready for it.
     ///
     /// `fd` is anything with a raw fd: a `RawFd`, a `mio::net::TcpStream`, a `std` socket, a
-    /// pipe. The base does not own it: keep it (in your state, say), and remove its handlers
+    /// pipe; register a socket that the callback itself owns by its number (`&sock.as_raw_fd()`).
+    /// The base does not own it: keep it (in your state, say), and remove its handlers
     /// with [`remove_fd_handlers`](Self::remove_fd_handlers) **before** closing it, because
     /// epoll tracks open files, not fd numbers.
     ///
@@ -488,13 +489,16 @@ impl<S> EventBase<S> {
     ///
     /// ```
     /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
     /// use std::os::unix::net::UnixStream;
     /// use aioloop::{Direction, EventBase, IoOptions};
     ///
     /// let (mut a, b) = UnixStream::pair()?;
     /// b.set_nonblocking(true)?;
     /// let mut base = EventBase::<Vec<u8>>::new()?;
-    /// base.set_io_handler(&b, Direction::Read, IoOptions::new(), move |base, got, _ev| {
+    /// // The closure owns `b`, so register by its raw fd number.
+    /// let fd = b.as_raw_fd();
+    /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, got, _ev| {
     ///     let mut buf = [0; 64];
     ///     // Edge-triggered: read until WouldBlock.
     ///     while let Ok(n @ 1..) = (&b).read(&mut buf) {
@@ -559,7 +563,14 @@ impl<S> EventBase<S> {
             return Err(already_exists(fd, HandlerKind::Error));
         }
         let now = self.clock.now();
-        self.install(fd, HandlerKind::Error, IoOptions::new(), now, None, Box::new(callback));
+        self.install(
+            fd,
+            HandlerKind::Error,
+            IoOptions::new(),
+            now,
+            None,
+            Box::new(callback),
+        );
         log::debug!("fd {fd}: error handler installed");
         Ok(())
     }
@@ -615,7 +626,11 @@ impl<S> EventBase<S> {
             let taken = entry.handlers[kind as usize].is_some();
             let interest = entry.interest | wanted;
             let token = self.fds.token(fd);
-            match self.poll.registry().reregister(&mut SourceFd(&fd), token, interest) {
+            match self
+                .poll
+                .registry()
+                .reregister(&mut SourceFd(&fd), token, interest)
+            {
                 Ok(()) if taken => return Err(already_exists(fd, kind)),
                 Ok(()) => {
                     if let Some(entry) = self.fds.entry_mut(fd) {
@@ -626,7 +641,9 @@ impl<S> EventBase<S> {
                 Err(e) if is_stale_registration(&e) => {
                     // The fd was closed behind our back (and maybe its number reused): the old
                     // registration is gone from epoll, so drop our record and start afresh.
-                    log::warn!("fd {fd} was closed without remove_fd_handlers; dropping its handlers");
+                    log::warn!(
+                        "fd {fd} was closed without remove_fd_handlers; dropping its handlers"
+                    );
                     self.drop_entry(fd);
                 }
                 Err(e) => return Err(registration_error(e, fd)),
@@ -688,7 +705,11 @@ impl<S> EventBase<S> {
             }
             Some(wanted) if wanted != entry.interest => {
                 let token = self.fds.token(fd);
-                if let Err(e) = self.poll.registry().reregister(&mut SourceFd(&fd), token, wanted) {
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .reregister(&mut SourceFd(&fd), token, wanted)
+                {
                     log::warn!("fd {fd}: cannot update epoll interest ({e}); was it closed?");
                 }
                 if let Some(entry) = self.fds.entry_mut(fd) {
@@ -720,14 +741,17 @@ impl<S> EventBase<S> {
             return;
         };
         if event.todo == u8::MAX {
-            self.harvested[index].todo = HandlerKind::Read.bit()
-                | HandlerKind::Write.bit()
-                | HandlerKind::Error.bit();
+            self.harvested[index].todo =
+                HandlerKind::Read.bit() | HandlerKind::Write.bit() | HandlerKind::Error.bit();
             if entry.has_level_handler_for(event.ready) {
                 // Re-arm before the callbacks: epoll re-checks readiness when it next harvests,
                 // so this reports the fd again next iteration only if it is still ready then.
                 let (interest, token) = (entry.interest, event.token);
-                if let Err(e) = self.poll.registry().reregister(&mut SourceFd(&fd), token, interest) {
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .reregister(&mut SourceFd(&fd), token, interest)
+                {
                     log::warn!("fd {fd}: level re-arm failed ({e}); was it closed?");
                 }
             }
@@ -747,7 +771,14 @@ impl<S> EventBase<S> {
         }
     }
 
-    fn run_handler(&mut self, fd: RawFd, gen: u32, kind: HandlerKind, ready: Readiness, state: &mut S) {
+    fn run_handler(
+        &mut self,
+        fd: RawFd,
+        gen: u32,
+        kind: HandlerKind,
+        ready: Readiness,
+        state: &mut S,
+    ) {
         let batch_mark = self.fds.batch_mark;
         let Some(entry) = self.fds.current(fd, gen) else {
             return;
@@ -790,7 +821,8 @@ impl<S> EventBase<S> {
             return;
         }
         handler.last_active = now;
-        self.timers.reschedule(timer, timer::deadline_after(now, timeout));
+        self.timers
+            .reschedule(timer, timer::deadline_after(now, timeout));
         self.invoke(fd, kind, Readiness::TIMEOUT, state);
     }
 
@@ -816,7 +848,11 @@ impl<S> EventBase<S> {
         self.guarded(
             |base| callback(base, state, event),
             |base| {
-                if base.fds.handler(fd, kind).is_some_and(|h| h.install == install) {
+                if base
+                    .fds
+                    .handler(fd, kind)
+                    .is_some_and(|h| h.install == install)
+                {
                     base.remove_fd_handlers(&fd, handlers_of(kind));
                 }
             },

@@ -57,5 +57,10 @@ pub use metrics::Metrics;
 pub use remote::Remote;
 pub use timer::{Schedule, TimerId};
 
+/// Compiles the README's example as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The `mio` this crate is built on, for its socket types (`mio::net::TcpListener`, ...).
 pub use mio;

@@ -24,8 +24,9 @@ pub(crate) struct Shared<S> {
 
 impl<S> Shared<S> {
     pub(crate) fn new(registry: &Registry) -> io::Result<Arc<Self>> {
-        let waker = Waker::new(registry, TOKEN)
-            .map_err(|e| crate::error::context(e, "cannot create the cross-thread waker eventfd"))?;
+        let waker = Waker::new(registry, TOKEN).map_err(|e| {
+            crate::error::context(e, "cannot create the cross-thread waker eventfd")
+        })?;
         Ok(Arc::new(Shared {
             queue: Mutex::new(Some(VecDeque::new())),
             waker,
@@ -35,7 +36,9 @@ impl<S> Shared<S> {
     fn lock(&self) -> MutexGuard<'_, Option<VecDeque<Post<S>>>> {
         // Only push and pop run under the lock, never user code, so poisoning cannot leave the
         // queue half-changed.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn pop(&self) -> Option<Post<S>> {

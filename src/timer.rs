@@ -170,7 +170,9 @@ impl<S> Timers<S> {
 
     /// The entry of a live timer.
     pub(crate) fn get_mut(&mut self, id: TimerId) -> Option<&mut Entry<S>> {
-        self.entries.get_mut(id.key).filter(|e| e.unique == id.unique)
+        self.entries
+            .get_mut(id.key)
+            .filter(|e| e.unique == id.unique)
     }
 
     pub(crate) fn get(&self, id: TimerId) -> Option<&Entry<S>> {
@@ -227,7 +229,10 @@ impl<S> Timers<S> {
 
     /// The earliest deadline, if any timer can ever fire.
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
-        self.heap.first().map(|n| n.deadline).filter(|&d| d != NEVER)
+        self.heap
+            .first()
+            .map(|n| n.deadline)
+            .filter(|&d| d != NEVER)
     }
 
     /// Takes the earliest timer out of the heap if it is due at `now` and was scheduled before
@@ -310,7 +315,12 @@ impl<S> Timers<S> {
 
 /// The next deadline of a repeating timer that was due at `deadline` and whose callback
 /// returned at `now`.
-pub(crate) fn next_deadline(schedule: Schedule, period: Duration, deadline: Tick, now: Tick) -> Tick {
+pub(crate) fn next_deadline(
+    schedule: Schedule,
+    period: Duration,
+    deadline: Tick,
+    now: Tick,
+) -> Tick {
     let period = ticks(period);
     match schedule {
         Schedule::FixedDelay => now.saturating_add(period),
@@ -374,7 +384,9 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, TimerId) + 'static,
     {
         let deadline = deadline_after(self.clock.now(), delay);
-        let id = self.timers.insert(deadline, true, Action::Once(Some(Box::new(callback))));
+        let id = self
+            .timers
+            .insert(deadline, true, Action::Once(Some(Box::new(callback))));
         log::trace!("{id:?} added: once in {delay:?}");
         id
     }
@@ -400,7 +412,12 @@ impl<S> EventBase<S> {
     /// assert_eq!(n, 3);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn add_repeating_timer<F>(&mut self, period: Duration, schedule: Schedule, callback: F) -> TimerId
+    pub fn add_repeating_timer<F>(
+        &mut self,
+        period: Duration,
+        schedule: Schedule,
+        callback: F,
+    ) -> TimerId
     where
         F: FnMut(&mut EventBase<S>, &mut S, TimerId) + 'static,
     {
@@ -435,7 +452,9 @@ impl<S> EventBase<S> {
     /// Time left until a pending timer fires (zero if due), or `None` if it is not pending.
     pub fn timer_remaining(&self, id: TimerId) -> Option<Duration> {
         let entry = self.timers.get(id)?;
-        Some(Duration::from_nanos(entry.deadline.saturating_sub(self.clock.now())))
+        Some(Duration::from_nanos(
+            entry.deadline.saturating_sub(self.clock.now()),
+        ))
     }
 
     /// Chooses whether a timer keeps the loop alive (default: yes; `exit_after` timers: no).
@@ -493,7 +512,9 @@ mod tests {
         let popped = drain(&mut timers, NEVER - 1);
         assert_eq!(popped.len(), live.len());
         let deadline_of = |id: &TimerId| live.iter().find(|(_, l)| l == id).unwrap().0;
-        assert!(popped.windows(2).all(|w| deadline_of(&w[0]) <= deadline_of(&w[1])));
+        assert!(popped
+            .windows(2)
+            .all(|w| deadline_of(&w[0]) <= deadline_of(&w[1])));
     }
 
     #[test]
@@ -545,7 +566,13 @@ mod tests {
         assert_eq!(next_deadline(Schedule::FixedRate, p, 1000, 1570), 1600);
         assert_eq!(next_deadline(Schedule::FixedRate, p, 1000, 1600), 1700);
         assert_eq!(next_deadline(Schedule::FixedDelay, p, 1000, 1570), 1670);
-        assert_eq!(next_deadline(Schedule::FixedRate, Duration::MAX, 1000, 1570), NEVER);
-        assert_eq!(next_deadline(Schedule::FixedRate, Duration::ZERO, 1000, 1570), 1570);
+        assert_eq!(
+            next_deadline(Schedule::FixedRate, Duration::MAX, 1000, 1570),
+            NEVER
+        );
+        assert_eq!(
+            next_deadline(Schedule::FixedRate, Duration::ZERO, 1000, 1570),
+            1570
+        );
     }
 }

@@ -71,8 +71,13 @@ fn steady_state_dispatch_of_fds_and_timers_does_not_allocate() {
         *n += 1;
     })
     .unwrap();
-    base.set_io_handler(&level_r, Direction::Read, IoOptions::new().level(), |_, n, _| *n += 1)
-        .unwrap();
+    base.set_io_handler(
+        &level_r,
+        Direction::Read,
+        IoOptions::new().level(),
+        |_, n, _| *n += 1,
+    )
+    .unwrap();
     base.add_repeating_timer(Duration::ZERO, Schedule::FixedRate, move |_, n, _| {
         put(&writer, b"x");
         *n += 1;
@@ -88,6 +93,13 @@ fn steady_state_dispatch_of_fds_and_timers_does_not_allocate() {
     }
     COUNTING.with(|on| on.set(false));
     let dispatched = base.metrics().callbacks - before;
-    assert!(dispatched >= 2500, "{dispatched} callbacks in 1000 iterations");
-    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations while dispatching");
+    assert!(
+        dispatched >= 2500,
+        "{dispatched} callbacks in 1000 iterations"
+    );
+    assert_eq!(
+        ALLOCATIONS.with(Cell::get),
+        0,
+        "allocations while dispatching"
+    );
 }

@@ -14,7 +14,10 @@ fn install_interrupting_handler() {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = ignore as *const () as libc::sighandler_t;
         libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
     }
 }
 
@@ -49,7 +52,11 @@ fn interrupted_poll_waits_out_the_remaining_time() {
 
     let signals = interrupt_me_repeatedly();
     let start = Instant::now();
-    assert_eq!(base.run_once(&mut n, Some(Duration::from_millis(150))).unwrap(), 0);
+    assert_eq!(
+        base.run_once(&mut n, Some(Duration::from_millis(150)))
+            .unwrap(),
+        0
+    );
     assert!(start.elapsed() >= Duration::from_millis(150));
     signals.join().unwrap();
 }

@@ -18,9 +18,14 @@ fn closed_fd_is_refused_with_ebadf_and_leaves_no_trace() {
     // Not a recently closed fd: other tests run in parallel and would reuse its number.
     let fd = 9_999;
     let mut base = EventBase::<()>::new().unwrap();
-    let err = base.set_io_handler(&fd, Direction::Read, IoOptions::new(), |_, _, _| {}).unwrap_err();
+    let err = base
+        .set_io_handler(&fd, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap_err();
     assert_eq!(aioloop::os_error(&err), Some(libc::EBADF));
-    assert!(err.to_string().contains("not an open file descriptor"), "{err}");
+    assert!(
+        err.to_string().contains("not an open file descriptor"),
+        "{err}"
+    );
     assert_eq!(base.metrics().fd_handlers, 0);
     assert!(!base.is_alive());
 }
@@ -28,7 +33,9 @@ fn closed_fd_is_refused_with_ebadf_and_leaves_no_trace() {
 #[test]
 fn negative_fd_is_invalid_input() {
     let mut base = EventBase::<()>::new().unwrap();
-    let err = base.set_io_handler(&-1, Direction::Read, IoOptions::new(), |_, _, _| {}).unwrap_err();
+    let err = base
+        .set_io_handler(&-1, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
@@ -41,7 +48,14 @@ fn same_fd_and_direction_twice_is_refused_and_the_first_handler_stays() {
         drain(ev.fd);
     })
     .unwrap();
-    let err = base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| unreachable!()).unwrap_err();
+    let err = base
+        .set_io_handler(
+            &r,
+            Direction::Read,
+            IoOptions::new(),
+            |_, _, _| unreachable!(),
+        )
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     assert!(err.to_string().contains("remove_fd_handlers"), "{err}");
     put(&w, b"x");
@@ -57,9 +71,13 @@ fn error_handler_needs_an_io_handler_and_goes_with_the_last_one() {
     let mut base = EventBase::<()>::new().unwrap();
     let err = base.set_error_handler(&a, |_, _, _| {}).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    base.set_io_handler(&a, Direction::Read, IoOptions::new(), |_, _, _| {}).unwrap();
+    base.set_io_handler(&a, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap();
     base.set_error_handler(&a, |_, _, _| {}).unwrap();
-    assert_eq!(base.set_error_handler(&a, |_, _, _| {}).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        base.set_error_handler(&a, |_, _, _| {}).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     assert!(base.remove_fd_handlers(&a, Handlers::READ));
     assert!(!base.has_fd_handler(&a, HandlerKind::Error));
     assert_eq!(base.metrics().fd_handlers, 0);
@@ -70,8 +88,10 @@ fn remove_fd_handlers_reports_whether_anything_was_removed() {
     let (a, _b) = socketpair();
     let mut base = EventBase::<()>::new().unwrap();
     assert!(!base.remove_fd_handlers(&a, Handlers::ALL));
-    base.set_io_handler(&a, Direction::Read, IoOptions::new(), |_, _, _| {}).unwrap();
-    base.set_io_handler(&a, Direction::Write, IoOptions::new(), |_, _, _| {}).unwrap();
+    base.set_io_handler(&a, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap();
+    base.set_io_handler(&a, Direction::Write, IoOptions::new(), |_, _, _| {})
+        .unwrap();
     assert!(!base.remove_fd_handlers(&a, Handlers::ERROR));
     assert!(base.remove_fd_handlers(&a, Handlers::WRITE));
     assert!(base.has_fd_handler(&a, HandlerKind::Read));
@@ -88,9 +108,12 @@ fn read_and_write_handlers_on_one_socket_both_run() {
         seen.push(ev.kind)
     })
     .unwrap();
-    base.set_io_handler(&a, Direction::Write, IoOptions::new().one_shot(), |_, seen, ev| {
-        seen.push(ev.kind)
-    })
+    base.set_io_handler(
+        &a,
+        Direction::Write,
+        IoOptions::new().one_shot(),
+        |_, seen, ev| seen.push(ev.kind),
+    )
     .unwrap();
     (&b).write_all(b"x").unwrap();
     let mut seen = Vec::new();
@@ -103,8 +126,10 @@ fn read_and_write_handlers_on_one_socket_both_run() {
 fn peer_close_on_a_socket_reports_read_closed() {
     let (a, b) = socketpair();
     let mut base = EventBase::<Vec<aioloop::Readiness>>::new().unwrap();
-    base.set_io_handler(&a, Direction::Read, IoOptions::new(), |_, seen, ev| seen.push(ev.ready))
-        .unwrap();
+    base.set_io_handler(&a, Direction::Read, IoOptions::new(), |_, seen, ev| {
+        seen.push(ev.ready)
+    })
+    .unwrap();
     drop(b);
     let mut seen = Vec::new();
     base.run_once(&mut seen, Some(ms(1000))).unwrap();
@@ -122,15 +147,25 @@ fn level_flood_does_not_starve_other_fds_or_timers() {
     put(&flood_w, &[0u8; 4096]); // never drained: ready on every iteration
     let (quiet_r, quiet_w) = pipe();
     let mut base = EventBase::<St>::new().unwrap();
-    base.set_io_handler(&flood_r, Direction::Read, IoOptions::new().level(), |_, st, _| st.flood += 1)
-        .unwrap();
-    base.set_io_handler(&quiet_r, Direction::Read, IoOptions::new(), |base, st, ev| {
-        drain(ev.fd);
-        st.quiet += 1;
-        if st.timer {
-            base.exit();
-        }
-    })
+    base.set_io_handler(
+        &flood_r,
+        Direction::Read,
+        IoOptions::new().level(),
+        |_, st, _| st.flood += 1,
+    )
+    .unwrap();
+    base.set_io_handler(
+        &quiet_r,
+        Direction::Read,
+        IoOptions::new(),
+        |base, st, ev| {
+            drain(ev.fd);
+            st.quiet += 1;
+            if st.timer {
+                base.exit();
+            }
+        },
+    )
     .unwrap();
     base.add_timer(ms(20), move |_, st, _| {
         st.timer = true;
@@ -179,19 +214,33 @@ fn handler_added_during_a_batch_waits_for_the_next_poll() {
     put(&w2, b"x");
     let r2_fd = r2.as_raw_fd();
     let mut base = EventBase::<Vec<&str>>::new().unwrap();
-    base.set_io_handler(&r1, Direction::Read, IoOptions::new(), move |base, log, ev| {
-        drain(ev.fd);
-        log.push("r1");
-        base.set_io_handler(&r2_fd, Direction::Read, IoOptions::new(), |_, log: &mut Vec<&str>, ev| {
+    base.set_io_handler(
+        &r1,
+        Direction::Read,
+        IoOptions::new(),
+        move |base, log, ev| {
             drain(ev.fd);
-            log.push("r2");
-        })
-        .unwrap();
-    })
+            log.push("r1");
+            base.set_io_handler(
+                &r2_fd,
+                Direction::Read,
+                IoOptions::new(),
+                |_, log: &mut Vec<&str>, ev| {
+                    drain(ev.fd);
+                    log.push("r2");
+                },
+            )
+            .unwrap();
+        },
+    )
     .unwrap();
     let mut log = Vec::new();
     base.run_once(&mut log, Some(ms(1000))).unwrap();
     assert_eq!(log, ["r1"]);
     base.run_once(&mut log, Some(ms(1000))).unwrap();
-    assert_eq!(log, ["r1", "r2"], "its readiness is reported by the next poll");
+    assert_eq!(
+        log,
+        ["r1", "r2"],
+        "its readiness is reported by the next poll"
+    );
 }

@@ -20,20 +20,26 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-
 #[test]
 fn fd_closed_without_removal_and_reused_can_be_registered_and_works() {
     let _alone = FD_NUMBERS.lock().unwrap_or_else(|e| e.into_inner());
     let (r, w) = pipe();
     let mut base = EventBase::<u32>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| panic!("stale handler"))
-        .unwrap();
+    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| {
+        panic!("stale handler")
+    })
+    .unwrap();
     let old = r.as_raw_fd();
     drop((r, w));
     let (r2, w2) = pipe();
-    assert_eq!(r2.as_raw_fd(), old, "the kernel reuses the lowest free number");
+    assert_eq!(
+        r2.as_raw_fd(),
+        old,
+        "the kernel reuses the lowest free number"
+    );
     // The other direction first: IOLib's EPOLL_CTL_MOD got ENOENT here and only warned (P26).
-    base.set_io_handler(&w2, Direction::Write, IoOptions::new(), |_, _, _| {}).unwrap();
+    base.set_io_handler(&w2, Direction::Write, IoOptions::new(), |_, _, _| {})
+        .unwrap();
     base.set_io_handler(&r2, Direction::Read, IoOptions::new(), |_, n, ev| {
         *n += 1;
         drain(ev.fd);
@@ -65,21 +71,36 @@ fn stale_event_for_an_fd_closed_and_reused_in_the_same_batch_is_dropped() {
             return; // the victim itself ran first; nothing to test in that order
         }
         // Remove and close the other fd, then reuse its number for a new, empty pipe.
-        let other = if ev.fd == victim_fd { unreachable!() } else { victim_fd };
+        let other = if ev.fd == victim_fd {
+            unreachable!()
+        } else {
+            victim_fd
+        };
         base.remove_fd_handlers(&other, Handlers::ALL);
         st.victim = None;
         let (nr, nw) = pipe();
         assert_eq!(nr.as_raw_fd(), other);
-        base.set_io_handler(&nr, Direction::Read, IoOptions::new(), |_, st: &mut St, ev| {
-            st.calls.push(format!("new {}", ev.fd));
-        })
+        base.set_io_handler(
+            &nr,
+            Direction::Read,
+            IoOptions::new(),
+            |_, st: &mut St, ev| {
+                st.calls.push(format!("new {}", ev.fd));
+            },
+        )
         .unwrap();
         st.replacement = Some((nr, nw));
     };
-    base.set_io_handler(&r1, Direction::Read, IoOptions::new(), on_ready).unwrap();
-    base.set_io_handler(&r2, Direction::Read, IoOptions::new(), |_, st: &mut St, ev| {
-        st.calls.push(format!("old {}", ev.fd));
-    })
+    base.set_io_handler(&r1, Direction::Read, IoOptions::new(), on_ready)
+        .unwrap();
+    base.set_io_handler(
+        &r2,
+        Direction::Read,
+        IoOptions::new(),
+        |_, st: &mut St, ev| {
+            st.calls.push(format!("old {}", ev.fd));
+        },
+    )
     .unwrap();
     let mut st = St {
         victim: Some((r2, w2)),

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use aioloop::{Direction, EventBase, Handlers, HandlerKind, IoEvent, IoOptions, Readiness, Schedule};
+use aioloop::{
+    Direction, EventBase, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Schedule,
+};
 use common::{drain, pipe, put, socketpair};
 
 type Log = Vec<String>;
@@ -68,19 +70,31 @@ fn one_shot_handlers_accept_a_connection_and_read_four_bytes() {
     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let mut base = EventBase::<St>::new().unwrap();
-    base.add_timer(Duration::from_secs(5), |_, _, _| panic!("guard timer: test hung"));
+    base.add_timer(Duration::from_secs(5), |_, _, _| {
+        panic!("guard timer: test hung")
+    });
     let listener_fd = listener.as_raw_fd();
-    base.set_io_handler(&listener_fd, Direction::Read, IoOptions::new().one_shot(), move |base, st, _| {
-        let (peer, _) = listener.accept().unwrap();
-        base.set_io_handler(&peer, Direction::Read, IoOptions::new().one_shot(), |base, st: &mut St, _| {
-            let mut buf = [0u8; 5];
-            let n = st.peer.as_ref().unwrap().read(&mut buf).unwrap();
-            st.got.extend_from_slice(&buf[..n]);
-            base.exit();
-        })
-        .unwrap();
-        st.peer = Some(peer);
-    })
+    base.set_io_handler(
+        &listener_fd,
+        Direction::Read,
+        IoOptions::new().one_shot(),
+        move |base, st, _| {
+            let (peer, _) = listener.accept().unwrap();
+            base.set_io_handler(
+                &peer,
+                Direction::Read,
+                IoOptions::new().one_shot(),
+                |base, st: &mut St, _| {
+                    let mut buf = [0u8; 5];
+                    let n = st.peer.as_ref().unwrap().read(&mut buf).unwrap();
+                    st.got.extend_from_slice(&buf[..n]);
+                    base.exit();
+                },
+            )
+            .unwrap();
+            st.peer = Some(peer);
+        },
+    )
     .unwrap();
     let mut client = std::net::TcpStream::connect(addr).unwrap();
     client.write_all(&[1, 2, 3, 4]).unwrap();
@@ -96,7 +110,8 @@ fn count_calls_without_draining(options: IoOptions) -> u32 {
     let (r, w) = pipe();
     put(&w, b"x");
     let mut base = EventBase::<u32>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, options, |_, n, _| *n += 1).unwrap();
+    base.set_io_handler(&r, Direction::Read, options, |_, n, _| *n += 1)
+        .unwrap();
     let mut calls = 0;
     for _ in 0..3 {
         base.run_once(&mut calls, Some(ms(20))).unwrap();
@@ -120,10 +135,15 @@ fn level_handler_stops_being_called_once_drained() {
     put(&w, b"abc");
     let mut base = EventBase::<u32>::new().unwrap();
     let fd = r.as_raw_fd();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new().level(), move |_, n, _| {
-        *n += 1;
-        common::take(fd, 1).unwrap(); // one byte per call
-    })
+    base.set_io_handler(
+        &r,
+        Direction::Read,
+        IoOptions::new().level(),
+        move |_, n, _| {
+            *n += 1;
+            common::take(fd, 1).unwrap(); // one byte per call
+        },
+    )
     .unwrap();
     let mut calls = 0;
     for _ in 0..6 {
@@ -139,8 +159,13 @@ fn one_shot_handler_runs_once_and_leaves_the_base_empty() {
     let (r, w) = pipe();
     put(&w, b"x");
     let mut base = EventBase::<u32>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new().one_shot(), |_, n, _| *n += 1)
-        .unwrap();
+    base.set_io_handler(
+        &r,
+        Direction::Read,
+        IoOptions::new().one_shot(),
+        |_, n, _| *n += 1,
+    )
+    .unwrap();
     base.set_exit_when_empty(true);
     let mut calls = 0;
     base.run(&mut calls).unwrap();
@@ -162,15 +187,20 @@ fn inactivity_timeout_counts_from_the_last_dispatched_event() {
     let timeout = ms(300);
     let mut base = EventBase::<St>::new().unwrap();
     let fd = r.as_raw_fd();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new().timeout(timeout), move |base, st, ev| {
-        if ev.ready.is_timeout() {
-            st.timeout_at = Some(Instant::now());
-            base.exit();
-        } else {
-            drain(fd);
-            st.data_at = Some(Instant::now());
-        }
-    })
+    base.set_io_handler(
+        &r,
+        Direction::Read,
+        IoOptions::new().timeout(timeout),
+        move |base, st, ev| {
+            if ev.ready.is_timeout() {
+                st.timeout_at = Some(Instant::now());
+                base.exit();
+            } else {
+                drain(fd);
+                st.data_at = Some(Instant::now());
+            }
+        },
+    )
     .unwrap();
     base.add_timer(ms(150), move |_, _, _| put(&w, b"x"));
     let mut st = St {
@@ -179,20 +209,29 @@ fn inactivity_timeout_counts_from_the_last_dispatched_event() {
     };
     base.run(&mut st).unwrap();
     let (data_at, timeout_at) = (st.data_at.unwrap(), st.timeout_at.unwrap());
-    assert!(timeout_at >= data_at + timeout, "timeout came {:?} after data", timeout_at - data_at);
+    assert!(
+        timeout_at >= data_at + timeout,
+        "timeout came {:?} after data",
+        timeout_at - data_at
+    );
 }
 
 #[test]
 fn persistent_handler_timeout_repeats_and_the_handler_stays() {
     let (r, _w) = pipe();
     let mut base = EventBase::<u32>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new().timeout(ms(20)), |base, n, ev| {
-        assert_eq!(ev.ready, Readiness::TIMEOUT);
-        *n += 1;
-        if *n == 3 {
-            base.exit();
-        }
-    })
+    base.set_io_handler(
+        &r,
+        Direction::Read,
+        IoOptions::new().timeout(ms(20)),
+        |base, n, ev| {
+            assert_eq!(ev.ready, Readiness::TIMEOUT);
+            *n += 1;
+            if *n == 3 {
+                base.exit();
+            }
+        },
+    )
     .unwrap();
     let mut n = 0;
     base.run(&mut n).unwrap();
@@ -263,9 +302,17 @@ fn exit_takes_effect_right_after_the_current_callback_and_nothing_is_lost() {
     }
     let mut log = Log::new();
     base.run(&mut log).unwrap();
-    assert_eq!(log.len(), 1, "exit must stop before the second handler: {log:?}");
+    assert_eq!(
+        log.len(),
+        1,
+        "exit must stop before the second handler: {log:?}"
+    );
     base.run(&mut log).unwrap();
-    assert_eq!(log.len(), 2, "the second edge must survive the exit: {log:?}");
+    assert_eq!(
+        log.len(),
+        2,
+        "the second edge must survive the exit: {log:?}"
+    );
 }
 
 #[test]
@@ -287,14 +334,21 @@ fn exit_called_between_runs_does_not_leak_into_the_next_run() {
 fn one_shot_handler_reinstalls_itself_while_the_other_direction_has_a_handler() {
     let (a, b) = socketpair();
     let mut base = EventBase::<u32>::new().unwrap();
-    base.set_io_handler(&a, Direction::Write, IoOptions::new(), |_, _, _| {}).unwrap();
+    base.set_io_handler(&a, Direction::Write, IoOptions::new(), |_, _, _| {})
+        .unwrap();
     fn on_read(base: &mut EventBase<u32>, n: &mut u32, ev: IoEvent) {
         *n += 1;
         drain(ev.fd);
-        base.set_io_handler(&ev.fd, Direction::Read, IoOptions::new().one_shot(), on_read)
-            .expect("re-register from inside a one-shot callback");
+        base.set_io_handler(
+            &ev.fd,
+            Direction::Read,
+            IoOptions::new().one_shot(),
+            on_read,
+        )
+        .expect("re-register from inside a one-shot callback");
     }
-    base.set_io_handler(&a, Direction::Read, IoOptions::new().one_shot(), on_read).unwrap();
+    base.set_io_handler(&a, Direction::Read, IoOptions::new().one_shot(), on_read)
+        .unwrap();
     let mut n = 0;
     for round in 1..=3 {
         (&b).write_all(b"ping").unwrap();
@@ -312,7 +366,10 @@ fn panicking_handler_is_removed_and_the_base_stays_usable() {
     let (r1, w1) = pipe();
     let (r2, w2) = pipe();
     let mut base = EventBase::<Log>::new().unwrap();
-    base.set_io_handler(&r1, Direction::Read, IoOptions::new(), |_, _, _| panic!("boom")).unwrap();
+    base.set_io_handler(&r1, Direction::Read, IoOptions::new(), |_, _, _| {
+        panic!("boom")
+    })
+    .unwrap();
     base.set_io_handler(&r2, Direction::Read, IoOptions::new(), |_, log, ev| {
         log.push("r2".into());
         drain(ev.fd);
@@ -381,8 +438,10 @@ fn hangup_on_a_pipe_read_end_reports_read_closed_and_keeps_the_handler() {
     let (r, w) = pipe();
     drop(w);
     let mut base = EventBase::<Vec<Readiness>>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, seen, ev| seen.push(ev.ready))
-        .unwrap();
+    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, seen, ev| {
+        seen.push(ev.ready)
+    })
+    .unwrap();
     let mut seen = Vec::new();
     base.run_once(&mut seen, Some(ms(1000))).unwrap();
     assert_eq!(seen.len(), 1);
@@ -399,15 +458,20 @@ fn closed_reader_under_a_pipe_writer_reports_error_to_write_then_error_handler()
         log.push(format!("{:?} error={}", ev.kind, ev.ready.is_error()));
     })
     .unwrap();
-    base.set_error_handler(&w, |_, log, ev| log.push(format!("{:?} error={}", ev.kind, ev.ready.is_error())))
-        .unwrap();
+    base.set_error_handler(&w, |_, log, ev| {
+        log.push(format!("{:?} error={}", ev.kind, ev.ready.is_error()))
+    })
+    .unwrap();
     let mut log = Log::new();
     base.run_once(&mut log, Some(ms(1000))).unwrap();
     assert_eq!(log, ["Write error=false"]);
     drop(r);
     base.run_once(&mut log, Some(ms(1000))).unwrap();
     assert_eq!(log[1..], ["Write error=true", "Error error=true"]);
-    assert!(base.has_fd_handler(&w, HandlerKind::Write), "handlers are not removed on error");
+    assert!(
+        base.has_fd_handler(&w, HandlerKind::Write),
+        "handlers are not removed on error"
+    );
     assert!(base.has_fd_handler(&w, HandlerKind::Error));
 }
 
@@ -438,10 +502,15 @@ fn throttled_writer_built_from_a_timer_does_not_spin() {
     let mut base = EventBase::<u32>::new().unwrap();
     let fd = a.as_raw_fd();
     base.add_repeating_timer(ms(20), Schedule::FixedRate, move |base, n, me| {
-        base.set_io_handler(&fd, Direction::Write, IoOptions::new().one_shot(), |_, n: &mut u32, ev| {
-            put(&ev.fd, b"tick");
-            *n += 1;
-        })
+        base.set_io_handler(
+            &fd,
+            Direction::Write,
+            IoOptions::new().one_shot(),
+            |_, n: &mut u32, ev| {
+                put(&ev.fd, b"tick");
+                *n += 1;
+            },
+        )
         .unwrap();
         if *n == 4 {
             base.cancel_timer(me);
@@ -466,11 +535,16 @@ fn callback_removing_another_ready_handler_prevents_its_call() {
     let fds = [r1.as_raw_fd(), r2.as_raw_fd()];
     let mut base = EventBase::<Log>::new().unwrap();
     for fd in fds {
-        base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, log, ev| {
-            log.push(format!("{}", ev.fd));
-            let other = if ev.fd == fds[0] { fds[1] } else { fds[0] };
-            base.remove_fd_handlers(&other, Handlers::ALL);
-        })
+        base.set_io_handler(
+            &fd,
+            Direction::Read,
+            IoOptions::new(),
+            move |base, log, ev| {
+                log.push(format!("{}", ev.fd));
+                let other = if ev.fd == fds[0] { fds[1] } else { fds[0] };
+                base.remove_fd_handlers(&other, Handlers::ALL);
+            },
+        )
         .unwrap();
     }
     let mut log = Log::new();
@@ -485,11 +559,16 @@ fn timeout_callback_removing_another_timed_out_handler_prevents_its_timeout() {
     let fds = [r1.as_raw_fd(), r2.as_raw_fd()];
     let mut base = EventBase::<Log>::new().unwrap();
     for fd in fds {
-        base.set_io_handler(&fd, Direction::Read, IoOptions::new().timeout(ms(10)), move |base, log, ev| {
-            log.push(format!("{} {:?}", ev.fd, ev.ready));
-            let other = if ev.fd == fds[0] { fds[1] } else { fds[0] };
-            base.remove_fd_handlers(&other, Handlers::ALL);
-        })
+        base.set_io_handler(
+            &fd,
+            Direction::Read,
+            IoOptions::new().timeout(ms(10)),
+            move |base, log, ev| {
+                log.push(format!("{} {:?}", ev.fd, ev.ready));
+                let other = if ev.fd == fds[0] { fds[1] } else { fds[0] };
+                base.remove_fd_handlers(&other, Handlers::ALL);
+            },
+        )
         .unwrap();
     }
     std::thread::sleep(ms(30)); // both timeouts are due in the same pass
@@ -498,7 +577,10 @@ fn timeout_callback_removing_another_timed_out_handler_prevents_its_timeout() {
     assert_eq!(log.len(), 1, "{log:?}");
     base.run_for(&mut log, ms(40)).unwrap();
     assert!(log.len() >= 2, "the survivor keeps timing out: {log:?}");
-    assert!(log.iter().all(|l| *l == log[0]), "only the survivor: {log:?}");
+    assert!(
+        log.iter().all(|l| *l == log[0]),
+        "only the survivor: {log:?}"
+    );
 }
 
 // 16. P20.
@@ -508,8 +590,10 @@ fn io_events_run_before_due_timers_in_an_iteration() {
     let (r, w) = pipe();
     let mut base = EventBase::<Log>::new().unwrap();
     base.add_timer(Duration::ZERO, |_, log, _| log.push("timer".into()));
-    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, log, _| log.push("fd".into()))
-        .unwrap();
+    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, log, _| {
+        log.push("fd".into())
+    })
+    .unwrap();
     put(&w, b"x");
     let mut log = Log::new();
     base.run_once(&mut log, Some(ms(1000))).unwrap();

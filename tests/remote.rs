@@ -35,7 +35,10 @@ fn posts_from_four_threads_all_arrive_in_per_thread_order() {
     }
     for (t, s) in seen.iter().enumerate() {
         assert_eq!(s.len(), POSTS, "thread {t} lost posts");
-        assert!(s.windows(2).all(|w| w[0] < w[1]), "thread {t} posts out of order");
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "thread {t} posts out of order"
+        );
     }
 }
 
@@ -62,7 +65,10 @@ fn queued_posts_keep_an_exit_when_empty_loop_alive() {
     let mut n = 0;
     base.run(&mut n).unwrap();
     assert_eq!(n, 2);
-    assert!(!base.is_alive(), "a remote handle alone keeps nothing alive");
+    assert!(
+        !base.is_alive(),
+        "a remote handle alone keeps nothing alive"
+    );
 }
 
 #[test]
@@ -72,7 +78,10 @@ fn post_after_the_base_is_dropped_fails_with_broken_pipe() {
     drop(base);
     let err = remote.post(|_, _| {}).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
-    assert_eq!(remote.wake().unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    assert_eq!(
+        remote.wake().unwrap_err().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
 }
 
 #[test]
@@ -83,12 +92,16 @@ fn posts_queued_during_a_drain_run_in_the_next_iteration() {
     remote
         .post(move |base, log| {
             log.push(base.metrics().iterations);
-            again.post(|base, log| log.push(base.metrics().iterations)).unwrap();
+            again
+                .post(|base, log| log.push(base.metrics().iterations))
+                .unwrap();
         })
         .unwrap();
     let mut log = Vec::new();
-    base.run_once(&mut log, Some(Duration::from_secs(1))).unwrap();
-    base.run_once(&mut log, Some(Duration::from_secs(1))).unwrap();
+    base.run_once(&mut log, Some(Duration::from_secs(1)))
+        .unwrap();
+    base.run_once(&mut log, Some(Duration::from_secs(1)))
+        .unwrap();
     assert_eq!(log, [0, 1]);
 }
 

@@ -113,7 +113,8 @@ fn unrefd_timer_does_not_keep_the_loop_alive_but_fires_while_it_runs() {
 fn unrefd_fd_does_not_keep_the_loop_alive() {
     let (r, _w) = pipe();
     let mut base = EventBase::<()>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| {}).unwrap();
+    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap();
     assert!(base.is_alive());
     assert!(base.set_fd_ref(&r, false));
     assert!(!base.is_alive());
@@ -180,7 +181,8 @@ fn loop_time_is_sampled_after_the_poll() {
 fn metrics_count_iterations_callbacks_handlers_and_poll_time() {
     let (r, _w) = pipe();
     let mut base = EventBase::<()>::new().unwrap();
-    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| {}).unwrap();
+    base.set_io_handler(&r, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap();
     base.add_timer(ms(20), |_, _, _| {});
     base.add_timer(Duration::from_secs(60), |_, _, _| {});
     let before = base.metrics();

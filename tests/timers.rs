@@ -51,7 +51,10 @@ fn zero_delay_rearm_runs_next_iteration_not_in_a_livelock() {
     let mut iterations = Vec::new();
     base.run(&mut iterations).unwrap();
     assert_eq!(iterations.len(), 100);
-    assert!(iterations.windows(2).all(|w| w[1] == w[0] + 1), "one firing per iteration");
+    assert!(
+        iterations.windows(2).all(|w| w[1] == w[0] + 1),
+        "one firing per iteration"
+    );
 }
 
 #[test]
@@ -75,10 +78,18 @@ fn huge_durations_neither_overflow_nor_panic() {
     let mut base = EventBase::<()>::new().unwrap();
     let once = base.add_timer(Duration::MAX, |_, _, _| unreachable!());
     base.add_repeating_timer(Duration::MAX, Schedule::FixedRate, |_, _, _| unreachable!());
-    base.add_repeating_timer(Duration::MAX, Schedule::FixedDelay, |_, _, _| unreachable!());
+    base.add_repeating_timer(
+        Duration::MAX,
+        Schedule::FixedDelay,
+        |_, _, _| unreachable!(),
+    );
     let exit = base.exit_after(Duration::MAX);
     assert!(base.reset_timer(once, Duration::MAX));
-    assert_eq!(base.next_timeout(), None, "a deadline at the end of time is no wake-up");
+    assert_eq!(
+        base.next_timeout(),
+        None,
+        "a deadline at the end of time is no wake-up"
+    );
     assert!(base.timer_remaining(exit).unwrap() > Duration::from_secs(100 * 365 * 86400));
     base.run_for(&mut (), Duration::ZERO).unwrap();
     base.run_for(&mut (), ms(10)).unwrap();
@@ -100,7 +111,10 @@ fn repeating_timer_fires_once_after_a_stall_not_in_a_burst() {
         // Without catch-up: 1 + about 4 after the stall. A burst would add 10 more.
         assert!(fired.len() <= 8, "{schedule:?}: {} firings", fired.len());
         let gap = fired[2] - fired[1];
-        assert!(gap >= ms(5), "{schedule:?}: back-to-back firings after the stall ({gap:?})");
+        assert!(
+            gap >= ms(5),
+            "{schedule:?}: back-to-back firings after the stall ({gap:?})"
+        );
     }
 }
 
@@ -125,7 +139,10 @@ fn fixed_rate_keeps_phase_while_fixed_delay_counts_from_callback_end() {
     let rate = run(Schedule::FixedRate);
     let delay = run(Schedule::FixedDelay);
     assert!(rate >= 5 * period, "never early: {rate:?}");
-    assert!(delay >= 5 * period + 4 * ms(8), "each gap adds the callback time: {delay:?}");
+    assert!(
+        delay >= 5 * period + 4 * ms(8),
+        "each gap adds the callback time: {delay:?}"
+    );
 }
 
 #[test]
@@ -189,7 +206,9 @@ fn timer_can_cancel_another_due_in_the_same_pass() {
         log.push("first");
         assert!(base.cancel_timer(handle.get().unwrap()));
     });
-    second.set(Some(base.add_timer(Duration::ZERO, |_, log, _| log.push("second"))));
+    second.set(Some(
+        base.add_timer(Duration::ZERO, |_, log, _| log.push("second")),
+    ));
     std::thread::sleep(ms(1));
     let mut log = Vec::new();
     base.run_once(&mut log, Some(Duration::ZERO)).unwrap();

@@ -27,7 +27,12 @@ pub fn socketpair() -> (UnixStream, UnixStream) {
 pub fn put(fd: &impl AsRawFd, bytes: &[u8]) {
     // SAFETY: the pointer and length describe `bytes`, which outlives the call.
     let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-    assert_eq!(n, bytes.len() as isize, "write: {}", io::Error::last_os_error());
+    assert_eq!(
+        n,
+        bytes.len() as isize,
+        "write: {}",
+        io::Error::last_os_error()
+    );
 }
 
 /// Reads up to `max` bytes from a raw fd: `Ok(0)` at EOF, `Err(WouldBlock)` when empty.
