@@ -24,6 +24,7 @@ use mio::{Events, Poll, Token};
 use crate::io::{FdTable, Readiness};
 use crate::metrics::Metrics;
 use crate::remote::{self, Remote};
+use crate::signal::{self, Signals};
 use crate::timer::{self, Action, Clock, Schedule, Tick, TimerId, Timers};
 
 /// Default capacity of the events buffer handed to `epoll_wait`.
@@ -82,6 +83,7 @@ pub struct EventBase<S> {
     cursor: usize,
     pub(crate) fds: FdTable<S>,
     pub(crate) timers: Timers<S>,
+    pub(crate) signals: Signals<S>,
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
@@ -118,6 +120,7 @@ impl<S> EventBase<S> {
             cursor: 0,
             fds: FdTable::new(),
             timers: Timers::new(),
+            signals: Signals::new(),
             clock,
             now: clock.now(),
             remote: None,
@@ -190,7 +193,10 @@ impl<S> EventBase<S> {
 
     /// Whether anything keeps the loop alive (see [`set_exit_when_empty`](Self::set_exit_when_empty)).
     pub fn is_alive(&self) -> bool {
-        self.fds.refd() > 0 || self.timers.refd() > 0 || remote::has_posts(self.remote.as_deref())
+        self.fds.refd() > 0
+            || self.timers.refd() > 0
+            || self.signals.refd() > 0
+            || remote::has_posts(self.remote.as_deref())
     }
 
     /// How long the loop would block now: `Some(Duration::ZERO)` if work is pending, `None` if
@@ -256,12 +262,20 @@ impl<S> EventBase<S> {
     }
 
     fn should_stop_empty(&self) -> bool {
-        self.exit_when_empty && !self.is_alive() && self.cursor == self.harvested.len()
+        self.exit_when_empty && !self.is_alive() && !self.owes_work()
+    }
+
+    /// Whether work harvested earlier is still owed (after an `exit` or a panic).
+    fn owes_work(&self) -> bool {
+        self.cursor < self.harvested.len() || self.signals.has_owed()
     }
 
     /// One iteration; `limit` caps the wait.
     fn iterate(&mut self, state: &mut S, limit: Option<Tick>) -> io::Result<()> {
-        if self.cursor == self.harvested.len() {
+        if self.signals.has_owed() {
+            self.dispatch_signals(state);
+        }
+        if self.cursor == self.harvested.len() && !self.exit_requested {
             self.poll_events(limit)?;
         }
         self.dispatch_harvested(state);
@@ -274,7 +288,7 @@ impl<S> EventBase<S> {
 
     /// The poll timeout at time `now`, capped by the deadline `limit`.
     fn poll_timeout(&self, now: Tick, limit: Option<Tick>) -> Option<Duration> {
-        if self.cursor < self.harvested.len() {
+        if self.owes_work() {
             return Some(Duration::ZERO);
         }
         let wake = match (self.timers.next_deadline(), limit) {
@@ -319,6 +333,9 @@ impl<S> EventBase<S> {
             if event.token == remote::TOKEN {
                 self.cursor += 1;
                 self.run_posts(state);
+            } else if event.token == signal::TOKEN {
+                self.cursor += 1;
+                self.dispatch_signals(state);
             } else {
                 self.dispatch_io(self.cursor, state);
                 if self.harvested[self.cursor].todo == 0 {

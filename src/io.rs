@@ -582,16 +582,19 @@ impl<S> EventBase<S> {
     /// last read/write handler drops the fd's epoll registration and its error handler.
     pub fn remove_fd_handlers(&mut self, fd: &impl AsRawFd, which: Handlers) -> bool {
         let fd = fd.as_raw_fd();
-        let mut removed = false;
-        for kind in KINDS {
-            if which.contains(kind) {
-                removed |= self.detach(fd, kind).is_some();
-            }
-        }
-        if removed {
+        let removed = KINDS.map(|kind| {
+            which
+                .contains(kind)
+                .then(|| self.detach(fd, kind))
+                .flatten()
+        });
+        let any = removed.iter().any(Option::is_some);
+        if any {
             self.sync_interest(fd);
         }
-        removed
+        // Dropped only now, after the registration is gone: a callback may own the fd itself.
+        drop(removed);
+        any
     }
 
     /// Whether `fd` has a handler of `kind`.
@@ -698,10 +701,11 @@ impl<S> EventBase<S> {
         };
         match entry.wanted() {
             None => {
-                self.drop_entry(fd);
+                let entry = self.drop_entry(fd);
                 if let Err(e) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
                     log::debug!("fd {fd}: deregister failed ({e}); it was probably closed first");
                 }
+                drop(entry);
             }
             Some(wanted) if wanted != entry.interest => {
                 let token = self.fds.token(fd);
@@ -721,14 +725,15 @@ impl<S> EventBase<S> {
     }
 
     /// Forgets every handler of `fd` and cancels their timeouts, without touching epoll.
-    fn drop_entry(&mut self, fd: RawFd) {
-        if let Some(entry) = self.fds.remove(fd) {
-            for handler in entry.handlers.iter().flatten() {
-                if let Some(timer) = handler.timer {
-                    self.timers.remove(timer);
-                }
+    /// Returns the handlers, for the caller to drop once epoll is done with the fd.
+    fn drop_entry(&mut self, fd: RawFd) -> Option<Box<FdEntry<S>>> {
+        let entry = self.fds.remove(fd)?;
+        for handler in entry.handlers.iter().flatten() {
+            if let Some(timer) = handler.timer {
+                self.timers.remove(timer);
             }
         }
+        Some(entry)
     }
 
     /// Delivers harvested event `index` to the handlers still owed it. Returns early, leaving

@@ -6,6 +6,8 @@
 //! * **fd handlers** on any pollable fd, edge- or level-triggered, one-shot or persistent,
 //!   with per-handler inactivity timeouts ([`EventBase::set_io_handler`]);
 //! * **timers**, one-shot and repeating ([`EventBase::add_timer`]);
+//! * **signals** through a signalfd ([`EventBase::add_signal_handler`]) and **child exits**
+//!   through pidfds ([`EventBase::watch_child`]);
 //! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]).
 //!
 //! The design follows the Common Lisp IOLib *event-base* (`set-io-handler`, `add-timer`,
@@ -44,17 +46,22 @@ compile_error!(
 );
 
 mod base;
+mod child;
 mod error;
 mod io;
 mod metrics;
 mod remote;
+mod signal;
+mod sys;
 mod timer;
 
 pub use base::EventBase;
+pub use child::ChildExit;
 pub use error::os_error;
 pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};
 pub use metrics::Metrics;
 pub use remote::Remote;
+pub use signal::{block_signals, ignore_sigpipe, SignalHandlerId, SignalInfo};
 pub use timer::{Schedule, TimerId};
 
 /// Compiles the README's example as a doctest, so it cannot rot.

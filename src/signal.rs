@@ -1,0 +1,485 @@
+//! Signals through one `signalfd` per base.
+//!
+//! A signal is blocked in the loop's thread while any handler for it exists (in any base of
+//! that thread) and is read from the base's signalfd instead of interrupting the program. Every
+//! handler of the signal runs, in registration order. When the last handler of a signal in the
+//! thread goes, the thread's mask bit returns to what it was before the first one came; if that
+//! means unblocking, instances still pending are discarded first, so removing a handler never
+//! lets a queued signal fall through to its default action (which would often kill the
+//! process).
+//!
+//! # Threads
+//!
+//! The kernel delivers a process-directed signal (`kill`, `sigqueue`) to *any* thread that does
+//! not block it, the old way. A program with more than one thread must therefore block its
+//! signals in every thread: call [`block_signals`] in `main` before spawning any thread (threads
+//! inherit the mask), or block them in each thread it spawns.
+//!
+//! # Coalescing
+//!
+//! Standard signals coalesce: two `SIGCHLD` sent before the loop reads them arrive as one.
+//! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use slab::Slab;
+
+use crate::base::EventBase;
+use crate::sys::{self, SigSet};
+
+/// The token of the signalfd; fd tokens never reach it (see `io.rs`).
+pub(crate) const TOKEN: Token = Token(usize::MAX - 1);
+
+/// Records read from the signalfd per `read(2)`.
+const READ_BATCH: usize = 16;
+
+/// What a signal handler is told: the fields of the signal's `siginfo` that matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalInfo {
+    /// The signal number (`libc::SIGUSR1`, ...).
+    pub signo: i32,
+    /// How it was sent (`libc::SI_USER` for `kill`, `libc::SI_QUEUE` for `sigqueue`,
+    /// `libc::CLD_EXITED` and friends for `SIGCHLD`, ...).
+    pub code: i32,
+    /// The sending process (or, for `SIGCHLD`, the child).
+    pub pid: u32,
+    /// The sender's real user id.
+    pub uid: u32,
+    /// For `SIGCHLD`: the exit code or the signal that ended the child.
+    pub status: i32,
+    /// The value passed to `sigqueue` (`sival_ptr`, whose low bits hold `sival_int`).
+    pub value: u64,
+}
+
+impl SignalInfo {
+    fn from_raw(raw: &libc::signalfd_siginfo) -> SignalInfo {
+        SignalInfo {
+            signo: raw.ssi_signo as i32,
+            code: raw.ssi_code,
+            pid: raw.ssi_pid,
+            uid: raw.ssi_uid,
+            status: raw.ssi_status,
+            value: raw.ssi_ptr,
+        }
+    }
+}
+
+/// Identifies a signal handler of an [`EventBase`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SignalHandlerId {
+    key: usize,
+    unique: u64,
+}
+
+type SignalCallback<S> = Box<dyn FnMut(&mut EventBase<S>, &mut S, SignalInfo)>;
+
+struct Handler<S> {
+    signo: i32,
+    unique: u64,
+    /// `None` while it runs.
+    callback: Option<SignalCallback<S>>,
+    one_shot: bool,
+    refd: bool,
+}
+
+/// A signal read from the signalfd whose handlers have not all run yet.
+struct Owed {
+    info: SignalInfo,
+    /// Only handlers registered before the signal was read get it...
+    before: u64,
+    /// ...and those up to this one have already been given it.
+    done_up_to: u64,
+}
+
+/// The signal handlers of one base.
+pub(crate) struct Signals<S> {
+    fd: Option<OwnedFd>,
+    /// The signals this base's signalfd reads.
+    set: SigSet,
+    handlers: Slab<Handler<S>>,
+    /// Starts at 1: `done_up_to == 0` means no handler ran yet.
+    next_unique: u64,
+    owed: VecDeque<Owed>,
+    refd: usize,
+}
+
+impl<S> Signals<S> {
+    pub(crate) fn new() -> Self {
+        Signals {
+            fd: None,
+            set: SigSet::empty(),
+            handlers: Slab::new(),
+            next_unique: 1,
+            owed: VecDeque::new(),
+            refd: 0,
+        }
+    }
+
+    /// Number of handlers that keep the loop alive.
+    pub(crate) fn refd(&self) -> usize {
+        self.refd
+    }
+
+    /// Whether signals were read but not fully dispatched (after an `exit` or a panic).
+    pub(crate) fn has_owed(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
+    fn get(&self, id: SignalHandlerId) -> Option<&Handler<S>> {
+        self.handlers.get(id.key).filter(|h| h.unique == id.unique)
+    }
+
+    /// The next handler owed the front signal, in registration order.
+    fn next_for(&self, owed: &Owed) -> Option<SignalHandlerId> {
+        self.handlers
+            .iter()
+            .filter(|(_, h)| {
+                h.signo == owed.info.signo && h.unique > owed.done_up_to && h.unique < owed.before
+            })
+            .min_by_key(|(_, h)| h.unique)
+            .map(|(key, h)| SignalHandlerId {
+                key,
+                unique: h.unique,
+            })
+    }
+
+    fn wants(&self, signo: i32) -> bool {
+        self.handlers.iter().any(|(_, h)| h.signo == signo)
+    }
+
+    /// Reads up to `READ_BATCH` signals into `owed`; returns whether any came.
+    fn read_batch(&mut self) -> io::Result<bool> {
+        let Some(fd) = &self.fd else {
+            return Ok(false);
+        };
+        // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
+        let mut buf: [libc::signalfd_siginfo; READ_BATCH] = unsafe { mem::zeroed() };
+        let n = sys::signalfd_read(fd.as_fd(), &mut buf)?;
+        let before = self.next_unique;
+        self.owed.extend(buf[..n].iter().map(|raw| Owed {
+            info: SignalInfo::from_raw(raw),
+            before,
+            done_up_to: 0,
+        }));
+        Ok(n > 0)
+    }
+}
+
+impl<S> Drop for Signals<S> {
+    fn drop(&mut self) {
+        for (_, handler) in self.handlers.iter() {
+            thread_mask::release(handler.signo);
+        }
+    }
+}
+
+/// Per-thread bookkeeping of which signals aioloop blocks, shared by all bases of the thread.
+mod thread_mask {
+    use super::*;
+
+    #[derive(Clone, Copy, Default)]
+    struct Want {
+        handlers: u32,
+        was_blocked: bool,
+    }
+
+    thread_local! {
+        static WANTS: RefCell<Vec<Want>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// One more handler wants `signo` blocked in this thread.
+    pub(super) fn acquire(signo: i32) -> io::Result<()> {
+        WANTS.with(|wants| {
+            let mut wants = wants.borrow_mut();
+            let index = signo as usize;
+            if wants.len() <= index {
+                wants.resize(index + 1, Want::default());
+            }
+            if wants[index].handlers == 0 {
+                let was_blocked = sys::current_sigmask()?.contains(signo);
+                if !was_blocked {
+                    sys::thread_sigmask(libc::SIG_BLOCK, &SigSet::of(signo))?;
+                }
+                wants[index].was_blocked = was_blocked;
+            }
+            wants[index].handlers += 1;
+            Ok(())
+        })
+    }
+
+    /// One handler less; the last one restores the thread's original mask bit.
+    pub(super) fn release(signo: i32) {
+        let _ = WANTS.try_with(|wants| {
+            let mut wants = wants.borrow_mut();
+            let Some(want) = wants.get_mut(signo as usize) else {
+                return;
+            };
+            want.handlers = want.handlers.saturating_sub(1);
+            if want.handlers == 0 && !want.was_blocked {
+                let mut discarded = 0;
+                while sys::take_pending(signo) {
+                    discarded += 1;
+                }
+                if discarded > 0 {
+                    log::debug!(
+                        "signal {signo}: discarded {discarded} pending with its last handler"
+                    );
+                }
+                if let Err(e) = sys::thread_sigmask(libc::SIG_UNBLOCK, &SigSet::of(signo)) {
+                    log::error!("signal {signo}: cannot restore the thread's mask: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Checks that `signo` can be handled through a signalfd.
+fn check_signal(signo: i32) -> io::Result<()> {
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    match signo {
+        libc::SIGKILL | libc::SIGSTOP => refuse(format!(
+            "signal {signo} (SIGKILL/SIGSTOP) can be neither caught nor blocked"
+        )),
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL => refuse(format!(
+            "signal {signo} is a synchronous fault signal: it is raised by the faulting \
+             instruction itself and cannot wait for the event loop; use sigaction"
+        )),
+        s if s < 1 || s > libc::SIGRTMAX() => refuse(format!(
+            "{signo} is not a signal number (valid: 1..={})",
+            libc::SIGRTMAX()
+        )),
+        s if s > libc::SIGSYS && s < libc::SIGRTMIN() => refuse(format!(
+            "signal {signo} is reserved by the C library for its threads; real-time signals \
+             start at SIGRTMIN ({})",
+            libc::SIGRTMIN()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Blocks `signals` in the calling thread and, through inheritance, in every thread it spawns
+/// afterwards. Call it at the start of `main`, before any thread exists, for each signal the
+/// program will handle on its event loop; otherwise a thread that leaves a signal unblocked
+/// may receive it the old way (often: the default action kills the process).
+///
+/// ```
+/// aioloop::block_signals(&[libc::SIGTERM, libc::SIGHUP])?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let mut set = SigSet::empty();
+    for &signo in signals {
+        check_signal(signo)?;
+        set.insert(signo);
+    }
+    sys::thread_sigmask(libc::SIG_BLOCK, &set).map(drop)
+}
+
+/// Ignores `SIGPIPE` process-wide, as daemons should: a write to a closed socket or pipe then
+/// fails with `EPIPE` instead of killing the process. (Rust's own `main` already does this;
+/// call it when embedding in a program whose entry point is not Rust's.)
+pub fn ignore_sigpipe() -> io::Result<()> {
+    sys::ignore_signal(libc::SIGPIPE)
+}
+
+impl<S> EventBase<S> {
+    /// Calls `callback` on the loop thread every time `signo` arrives, after any handler
+    /// registered earlier for it. See the [module docs](crate::block_signals) about threads.
+    ///
+    /// Refuses (`InvalidInput`) SIGKILL, SIGSTOP, the synchronous fault signals (SIGSEGV,
+    /// SIGBUS, SIGFPE, SIGILL), the C library's reserved signals and invalid numbers.
+    ///
+    /// ```no_run
+    /// use aioloop::EventBase;
+    ///
+    /// aioloop::block_signals(&[libc::SIGHUP])?;
+    /// let mut base = EventBase::<u32>::new()?;
+    /// let reload = base.add_signal_handler(libc::SIGHUP, |_, reloads, info| {
+    ///     *reloads += 1;
+    ///     println!("SIGHUP from pid {}", info.pid);
+    /// })?;
+    /// base.set_signal_ref(reload, false); // a SIGHUP handler alone keeps nothing alive
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_signal_handler<F>(&mut self, signo: i32, callback: F) -> io::Result<SignalHandlerId>
+    where
+        F: FnMut(&mut EventBase<S>, &mut S, SignalInfo) + 'static,
+    {
+        self.insert_signal_handler(signo, false, Box::new(callback))
+    }
+
+    /// Like [`add_signal_handler`](Self::add_signal_handler), but the handler is removed before
+    /// its first call.
+    pub fn add_signal_handler_once<F>(
+        &mut self,
+        signo: i32,
+        callback: F,
+    ) -> io::Result<SignalHandlerId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, SignalInfo) + 'static,
+    {
+        let mut callback = Some(callback);
+        let callback = move |base: &mut EventBase<S>, state: &mut S, info: SignalInfo| {
+            if let Some(callback) = callback.take() {
+                callback(base, state, info);
+            }
+        };
+        self.insert_signal_handler(signo, true, Box::new(callback))
+    }
+
+    /// Removes a signal handler; returns whether it existed. Allowed from any callback.
+    pub fn remove_signal_handler(&mut self, id: SignalHandlerId) -> bool {
+        if self.signals.get(id).is_none() {
+            return false;
+        }
+        let handler = self.signals.handlers.remove(id.key);
+        self.signals.refd -= usize::from(handler.refd);
+        if !self.signals.wants(handler.signo) {
+            self.signals.set.remove(handler.signo);
+            self.update_signalfd();
+        }
+        thread_mask::release(handler.signo);
+        log::debug!("signal {}: handler removed", handler.signo);
+        true
+    }
+
+    /// Chooses whether a signal handler keeps the loop alive (default: yes). Returns `false` if
+    /// the handler does not exist.
+    pub fn set_signal_ref(&mut self, id: SignalHandlerId, refd: bool) -> bool {
+        let Some(handler) = self
+            .signals
+            .handlers
+            .get_mut(id.key)
+            .filter(|h| h.unique == id.unique)
+        else {
+            return false;
+        };
+        let was = mem::replace(&mut handler.refd, refd);
+        self.signals.refd = self.signals.refd + usize::from(refd) - usize::from(was);
+        true
+    }
+
+    fn insert_signal_handler(
+        &mut self,
+        signo: i32,
+        one_shot: bool,
+        callback: SignalCallback<S>,
+    ) -> io::Result<SignalHandlerId> {
+        check_signal(signo)?;
+        thread_mask::acquire(signo)?;
+        if let Err(e) = self.watch_signal(signo) {
+            thread_mask::release(signo);
+            return Err(e);
+        }
+        let unique = self.signals.next_unique;
+        self.signals.next_unique += 1;
+        let key = self.signals.handlers.insert(Handler {
+            signo,
+            unique,
+            callback: Some(callback),
+            one_shot,
+            refd: true,
+        });
+        self.signals.refd += 1;
+        log::debug!("signal {signo}: handler added");
+        Ok(SignalHandlerId { key, unique })
+    }
+
+    /// Adds `signo` to the signalfd, creating and registering it on first use.
+    fn watch_signal(&mut self, signo: i32) -> io::Result<()> {
+        if self.signals.set.contains(signo) {
+            return Ok(());
+        }
+        let mut set = self.signals.set;
+        set.insert(signo);
+        match &self.signals.fd {
+            Some(fd) => sys::signalfd_update(fd.as_fd(), &set)?,
+            None => {
+                let fd = sys::signalfd_create(&set)
+                    .map_err(|e| crate::error::context(e, "cannot create the signalfd"))?;
+                let raw = fd.as_raw_fd();
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&raw), TOKEN, Interest::READABLE)?;
+                self.signals.fd = Some(fd);
+            }
+        }
+        self.signals.set = set;
+        Ok(())
+    }
+
+    fn update_signalfd(&mut self) {
+        if let Some(fd) = &self.signals.fd {
+            if let Err(e) = sys::signalfd_update(fd.as_fd(), &self.signals.set) {
+                log::error!("cannot update the signalfd's set: {e}");
+            }
+        }
+    }
+
+    /// Reads and dispatches signals until the signalfd is empty (it is edge-triggered). On
+    /// `exit`, what was read stays owed and the registration is re-armed for what was not.
+    pub(crate) fn dispatch_signals(&mut self, state: &mut S) {
+        loop {
+            if self.signals.owed.is_empty() {
+                match self.signals.read_batch() {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => return log::error!("reading the signalfd failed: {e}"),
+                }
+            }
+            while let Some(owed) = self.signals.owed.front() {
+                match self.signals.next_for(owed) {
+                    Some(id) => self.run_signal_handler(id, owed.info, state),
+                    None => drop(self.signals.owed.pop_front()),
+                }
+                if self.exit_requested {
+                    return self.rearm_signalfd();
+                }
+            }
+        }
+    }
+
+    fn run_signal_handler(&mut self, id: SignalHandlerId, info: SignalInfo, state: &mut S) {
+        if let Some(owed) = self.signals.owed.front_mut() {
+            owed.done_up_to = id.unique;
+        }
+        let handler = &mut self.signals.handlers[id.key];
+        let one_shot = handler.one_shot;
+        let Some(mut callback) = handler.callback.take() else {
+            return;
+        };
+        if one_shot {
+            self.remove_signal_handler(id);
+        }
+        self.guarded(
+            |base| callback(base, state, info),
+            |base| {
+                base.remove_signal_handler(id);
+            },
+        );
+        if let Some(handler) = self.signals.handlers.get_mut(id.key) {
+            if handler.unique == id.unique {
+                handler.callback = Some(callback);
+            }
+        }
+    }
+
+    fn rearm_signalfd(&mut self) {
+        if let Some(fd) = &self.signals.fd {
+            let raw = fd.as_raw_fd();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut SourceFd(&raw), TOKEN, Interest::READABLE)
+            {
+                log::error!("cannot re-arm the signalfd: {e}");
+            }
+        }
+    }
+}
