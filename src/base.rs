@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
+use crate::aio::{self, Aio};
 use crate::io::{FdTable, Readiness};
 use crate::metrics::Metrics;
 use crate::remote::{self, Remote};
@@ -84,6 +85,7 @@ pub struct EventBase<S> {
     pub(crate) fds: FdTable<S>,
     pub(crate) timers: Timers<S>,
     pub(crate) signals: Signals<S>,
+    pub(crate) aio: Aio<S>,
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
@@ -121,6 +123,7 @@ impl<S> EventBase<S> {
             fds: FdTable::new(),
             timers: Timers::new(),
             signals: Signals::new(),
+            aio: Aio::new(),
             clock,
             now: clock.now(),
             remote: None,
@@ -196,6 +199,7 @@ impl<S> EventBase<S> {
         self.fds.refd() > 0
             || self.timers.refd() > 0
             || self.signals.refd() > 0
+            || self.aio.pending() > 0
             || remote::has_posts(self.remote.as_deref())
     }
 
@@ -219,6 +223,7 @@ impl<S> EventBase<S> {
         Metrics {
             fd_handlers: self.fds.handlers(),
             timers: self.timers.len(),
+            aio_in_flight: self.aio.in_flight(),
             ..self.metrics
         }
     }
@@ -267,13 +272,20 @@ impl<S> EventBase<S> {
 
     /// Whether work harvested earlier is still owed (after an `exit` or a panic).
     fn owes_work(&self) -> bool {
-        self.cursor < self.harvested.len() || self.signals.has_owed()
+        self.cursor < self.harvested.len() || self.signals.has_owed() || self.aio.owes_work()
     }
 
     /// One iteration; `limit` caps the wait.
     fn iterate(&mut self, state: &mut S, limit: Option<Tick>) -> io::Result<()> {
         if self.signals.has_owed() {
             self.dispatch_signals(state);
+        }
+        if !self.exit_requested {
+            self.run_aio_completions(state);
+        }
+        if !self.exit_requested {
+            // Everything callbacks submitted since the last poll goes out in one batch.
+            self.flush_aio();
         }
         if self.cursor == self.harvested.len() && !self.exit_requested {
             self.poll_events(limit)?;
@@ -336,6 +348,9 @@ impl<S> EventBase<S> {
             } else if event.token == signal::TOKEN {
                 self.cursor += 1;
                 self.dispatch_signals(state);
+            } else if event.token == aio::TOKEN {
+                self.cursor += 1;
+                self.dispatch_aio(state);
             } else {
                 self.dispatch_io(self.cursor, state);
                 if self.harvested[self.cursor].todo == 0 {

@@ -6,6 +6,8 @@
 //! * **fd handlers** on any pollable fd, edge- or level-triggered, one-shot or persistent,
 //!   with per-handler inactivity timeouts ([`EventBase::set_io_handler`]);
 //! * **timers**, one-shot and repeating ([`EventBase::add_timer`]);
+//! * **file I/O** through Linux kernel AIO, completions signalled on an eventfd
+//!   ([`EventBase::read_at`], [`AioFile`]); truly asynchronous for `O_DIRECT` files only;
 //! * **signals** through a signalfd ([`EventBase::add_signal_handler`]) and **child exits**
 //!   through pidfds ([`EventBase::watch_child`]);
 //! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]).
@@ -45,6 +47,7 @@ compile_error!(
     "aioloop supports Linux only: it is built on epoll, eventfd, signalfd and kernel AIO"
 );
 
+mod aio;
 mod base;
 mod child;
 mod error;
@@ -55,6 +58,7 @@ mod signal;
 mod sys;
 mod timer;
 
+pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut};
 pub use base::EventBase;
 pub use child::ChildExit;
 pub use error::os_error;

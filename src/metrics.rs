@@ -20,4 +20,13 @@ pub struct Metrics {
     pub fd_handlers: usize,
     /// Timers pending now, including handler inactivity timeouts and `exit_after` timers.
     pub timers: usize,
+    /// AIO requests handed to the kernel and not completed yet.
+    pub aio_in_flight: usize,
+    /// `io_submit` calls made.
+    pub aio_submit_calls: u64,
+    /// Total time spent inside `io_submit`. For files without `O_DIRECT` this is where the
+    /// reads and writes themselves happen, on the loop thread.
+    pub aio_submit_time: Duration,
+    /// AIO requests completed (their callbacks were called).
+    pub aio_completions: u64,
 }

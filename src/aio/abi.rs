@@ -1,0 +1,204 @@
+//! The kernel AIO ABI (`include/uapi/linux/aio_abi.h`, `fs/aio.c`) and its five syscalls.
+//!
+//! Nothing here is in `libc`: the structs are declared `#[repr(C)]` to match the kernel's
+//! layout exactly (pinned by the size and offset tests below), and the syscalls are made
+//! through `libc::syscall`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// `aio_context_t`: the user address of the context's completion ring.
+pub(crate) type ContextId = libc::c_ulong;
+
+pub(crate) const IOCB_CMD_PREAD: u16 = 0;
+pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
+pub(crate) const IOCB_CMD_FSYNC: u16 = 2;
+pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
+pub(crate) const IOCB_CMD_PREADV: u16 = 7;
+pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
+
+/// Signal `aio_resfd` (an eventfd) when the request completes.
+pub(crate) const IOCB_FLAG_RESFD: u32 = 1;
+
+/// `struct iocb`, 64 bytes. `aio_key` and `aio_rw_flags` share a 64-bit slot whose halves
+/// swap with endianness.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Iocb {
+    pub(crate) aio_data: u64,
+    #[cfg(target_endian = "little")]
+    pub(crate) aio_key: u32,
+    pub(crate) aio_rw_flags: i32,
+    #[cfg(target_endian = "big")]
+    pub(crate) aio_key: u32,
+    pub(crate) aio_lio_opcode: u16,
+    pub(crate) aio_reqprio: i16,
+    pub(crate) aio_fildes: u32,
+    pub(crate) aio_buf: u64,
+    pub(crate) aio_nbytes: u64,
+    pub(crate) aio_offset: i64,
+    pub(crate) aio_reserved2: u64,
+    pub(crate) aio_flags: u32,
+    pub(crate) aio_resfd: u32,
+}
+
+/// `struct io_event`, 32 bytes: one completion.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IoEvent {
+    /// The submitted iocb's `aio_data`.
+    pub(crate) data: u64,
+    /// The user address of the iocb (not used: addresses are not identities).
+    pub(crate) obj: u64,
+    /// Bytes transferred, or a negative errno.
+    pub(crate) res: i64,
+    pub(crate) res2: i64,
+}
+
+/// `struct aio_ring` (private to `fs/aio.c`, stable since 2.6): the header of the completion
+/// ring mapped at the context's address, followed by `nr` `IoEvent`s.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RingHeader {
+    pub(crate) id: u32,
+    pub(crate) nr: u32,
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+    pub(crate) magic: u32,
+    pub(crate) compat_features: u32,
+    pub(crate) incompat_features: u32,
+    pub(crate) header_length: u32,
+}
+
+pub(crate) const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `io_setup(2)`: a context able to hold `nr_events` requests.
+pub(crate) fn io_setup(nr_events: u32) -> io::Result<ContextId> {
+    let mut ctx: ContextId = 0;
+    // SAFETY: `ctx` is a zeroed aio_context_t that outlives the call, as io_setup requires.
+    check(unsafe { libc::syscall(libc::SYS_io_setup, nr_events, &mut ctx) })?;
+    Ok(ctx)
+}
+
+/// `io_destroy(2)`: cancels what it can and **waits for every request in flight**; the ring
+/// is unmapped afterwards.
+pub(crate) fn io_destroy(ctx: ContextId) -> io::Result<()> {
+    // SAFETY: `ctx` came from io_setup and is destroyed once by its owner.
+    check(unsafe { libc::syscall(libc::SYS_io_destroy, ctx) })?;
+    Ok(())
+}
+
+/// `io_submit(2)`: queues the iocbs in order; returns how many were queued, or the error of the
+/// first one if none was.
+///
+/// # Safety
+///
+/// Every pointer must point to a valid `Iocb` for the duration of the call, and each iocb's
+/// buffers (and iovec arrays) must stay valid until its completion is reaped or the context is
+/// destroyed.
+pub(crate) unsafe fn io_submit(ctx: ContextId, iocbs: &mut [*mut Iocb]) -> io::Result<usize> {
+    let nr = iocbs.len() as libc::c_long;
+    // SAFETY: the caller upholds the pointer and buffer contracts above.
+    let n = check(unsafe { libc::syscall(libc::SYS_io_submit, ctx, nr, iocbs.as_mut_ptr()) })?;
+    Ok(n as usize)
+}
+
+/// `io_getevents(2)` with a zero timeout: the completions ready now, at most `out.len()`.
+pub(crate) fn io_getevents_now(ctx: ContextId, out: &mut [IoEvent]) -> io::Result<usize> {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `out` is writable for `out.len()` events and `zero` outlives the call.
+    let n = check(unsafe {
+        libc::syscall(
+            libc::SYS_io_getevents,
+            ctx,
+            0 as libc::c_long,
+            out.len() as libc::c_long,
+            out.as_mut_ptr(),
+            &zero,
+        )
+    })?;
+    Ok(n as usize)
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes an initial value and flags and returns a new fd or -1.
+    let fd =
+        check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Reads (and so resets) an eventfd's counter; 0 if it was already zero.
+pub(crate) fn eventfd_take(fd: RawFd) -> u64 {
+    let mut count = 0u64;
+    // SAFETY: an 8-byte read into a u64 that outlives the call.
+    let n = unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+    if n == 8 {
+        count
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn iocb_matches_the_kernel_layout() {
+        assert_eq!(size_of::<Iocb>(), 64);
+        assert_eq!(offset_of!(Iocb, aio_data), 0);
+        #[cfg(target_endian = "little")]
+        {
+            assert_eq!(offset_of!(Iocb, aio_key), 8);
+            assert_eq!(offset_of!(Iocb, aio_rw_flags), 12);
+        }
+        assert_eq!(offset_of!(Iocb, aio_lio_opcode), 16);
+        assert_eq!(offset_of!(Iocb, aio_reqprio), 18);
+        assert_eq!(offset_of!(Iocb, aio_fildes), 20);
+        assert_eq!(offset_of!(Iocb, aio_buf), 24);
+        assert_eq!(offset_of!(Iocb, aio_nbytes), 32);
+        assert_eq!(offset_of!(Iocb, aio_offset), 40);
+        assert_eq!(offset_of!(Iocb, aio_reserved2), 48);
+        assert_eq!(offset_of!(Iocb, aio_flags), 56);
+        assert_eq!(offset_of!(Iocb, aio_resfd), 60);
+    }
+
+    #[test]
+    fn io_event_matches_the_kernel_layout() {
+        assert_eq!(size_of::<IoEvent>(), 32);
+        assert_eq!(offset_of!(IoEvent, data), 0);
+        assert_eq!(offset_of!(IoEvent, obj), 8);
+        assert_eq!(offset_of!(IoEvent, res), 16);
+        assert_eq!(offset_of!(IoEvent, res2), 24);
+    }
+
+    #[test]
+    fn ring_header_and_context_id_match_the_kernel_layout() {
+        assert_eq!(size_of::<RingHeader>(), 32);
+        assert_eq!(offset_of!(RingHeader, head), 8);
+        assert_eq!(offset_of!(RingHeader, tail), 12);
+        assert_eq!(offset_of!(RingHeader, magic), 16);
+        assert_eq!(offset_of!(RingHeader, incompat_features), 24);
+        assert_eq!(offset_of!(RingHeader, header_length), 28);
+        assert_eq!(
+            size_of::<ContextId>(),
+            size_of::<usize>(),
+            "aio_context_t is pointer-sized"
+        );
+    }
+}

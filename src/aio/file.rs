@@ -1,0 +1,152 @@
+//! `AioFile`: a file prepared for kernel AIO, with its O_DIRECT alignment looked up once.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Alignment assumed when the file system does not report one (tmpfs reports nothing).
+const FALLBACK_ALIGN: usize = 4096;
+
+/// A file for the loop's AIO operations ([`EventBase::read_at`](crate::EventBase::read_at)...).
+///
+/// It records once whether the file was opened with `O_DIRECT` and, if so, the alignment
+/// `statx(STATX_DIOALIGN)` reports for buffers and for offsets and lengths (4096 when
+/// unreported), so each request is checked **before** submission instead of failing later with
+/// a bare `EINVAL`.
+///
+/// Clones share the file. Every request holds a clone until its completion, so dropping your
+/// `AioFile` with requests still queued or in flight is safe: the fd is closed after the last
+/// one completes, and its number cannot be reused under a request not yet submitted.
+///
+/// Only `O_DIRECT` files are truly asynchronous: for any other file the kernel performs the
+/// read or write inside `io_submit`, on the loop thread (see `docs/aio.md`).
+#[derive(Clone)]
+pub struct AioFile {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    file: File,
+    /// `(memory, offset and length)` alignment if the file is O_DIRECT.
+    direct: Option<(usize, usize)>,
+}
+
+impl AioFile {
+    /// Prepares an open file (any access mode; `O_DIRECT` or not).
+    pub fn new(file: File) -> io::Result<AioFile> {
+        let fd = file.as_raw_fd();
+        // SAFETY: F_GETFL on an fd we own; no pointers involved.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let direct = (flags & libc::O_DIRECT != 0).then(|| dio_alignment(fd));
+        match direct {
+            Some((mem, off)) => log::debug!(
+                "fd {fd}: O_DIRECT, buffers aligned to {mem}, offsets and lengths to {off}"
+            ),
+            None => log::debug!(
+                "fd {fd}: buffered (no O_DIRECT): kernel AIO runs its I/O inside io_submit, \
+                 which blocks the loop while the data is read from disk"
+            ),
+        }
+        Ok(AioFile {
+            inner: Rc::new(Inner { file, direct }),
+        })
+    }
+
+    /// Opens `path` read-only, with `O_DIRECT` if `direct`.
+    pub fn open(path: impl AsRef<Path>, direct: bool) -> io::Result<AioFile> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        if direct {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let path = path.as_ref();
+        let file = options.open(path).map_err(|e| {
+            crate::error::context(e, format!("cannot open {} for AIO", path.display()))
+        })?;
+        AioFile::new(file)
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.inner.file
+    }
+
+    /// Whether the file is `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.inner.direct.is_some()
+    }
+
+    /// For an `O_DIRECT` file: the alignment required of buffer addresses, and of file offsets
+    /// and lengths.
+    pub fn alignment(&self) -> Option<(usize, usize)> {
+        self.inner.direct
+    }
+
+    /// Refuses an `O_DIRECT` transfer the kernel would reject with `EINVAL` after submission.
+    pub(crate) fn check_transfer(&self, addr: usize, len: usize, offset: u64) -> io::Result<()> {
+        let Some((mem, off)) = self.inner.direct else {
+            return Ok(());
+        };
+        if addr % mem == 0 && len % off == 0 && offset % off as u64 == 0 {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "O_DIRECT I/O on fd {} needs buffers aligned to {mem} bytes and offsets and \
+                 lengths multiple of {off} bytes; got buffer address {addr:#x}, offset {offset}, \
+                 length {len} (use AlignedBuf::new(len, {mem}))",
+                self.as_raw_fd()
+            ),
+        ))
+    }
+}
+
+/// `statx(STATX_DIOALIGN)`; a file system that does not report it gets the fallback.
+fn dio_alignment(fd: RawFd) -> (usize, usize) {
+    // SAFETY: an all-zero statx is a valid value for the kernel to fill.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
+    let rc = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    let reported = rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0;
+    let (mem, off) = (
+        stx.stx_dio_mem_align as usize,
+        stx.stx_dio_offset_align as usize,
+    );
+    if reported && mem.is_power_of_two() && off.is_power_of_two() {
+        (mem, off)
+    } else {
+        log::debug!("fd {fd}: no O_DIRECT alignment reported; assuming {FALLBACK_ALIGN}");
+        (FALLBACK_ALIGN, FALLBACK_ALIGN)
+    }
+}
+
+impl AsRawFd for AioFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.file.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for AioFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AioFile")
+            .field("fd", &self.as_raw_fd())
+            .field("direct", &self.inner.direct)
+            .finish()
+    }
+}
