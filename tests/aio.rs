@@ -360,7 +360,7 @@ fn dropped_file_handle_keeps_its_fd_for_requests_in_flight_and_completions_match
         )
         .unwrap();
     }
-    base.run_once(&mut 0, Some(Duration::ZERO)).unwrap(); // submitted: in flight now
+    base.submit_aio(); // in flight now, and not dispatched before the next run
     drop(a);
     // The requests keep A open, so B cannot take its number while they run.
     let b = AioFile::open(&path_b, true).unwrap();
@@ -427,8 +427,8 @@ fn cancel_delivers_ecanceled_with_the_buffer_once_the_kernel_is_done() {
             record("in flight", data.clone()),
         )
         .unwrap();
-    base.run_once(&mut Seen::new(), Some(Duration::ZERO))
-        .unwrap();
+    base.submit_aio();
+    assert_eq!(base.metrics().aio_in_flight, 1);
     assert!(base.cancel_aio(in_flight));
     let mut seen = Seen::new();
     run_to_completion(&mut base, &mut seen);

@@ -86,6 +86,8 @@ impl AioOptions {
 
     /// Reap completions with the `io_getevents` syscall instead of reading the kernel's
     /// user-space ring (for debugging, or tools such as valgrind that cannot see the ring).
+    /// Setting the environment variable `AIOLOOP_FORCE_IO_GETEVENTS=1` does the same for every
+    /// base of the process, without a rebuild.
     pub fn force_io_getevents(mut self, force: bool) -> AioOptions {
         self.force_io_getevents = force;
         self
@@ -495,20 +497,27 @@ impl<S> EventBase<S> {
         }
     }
 
+    /// Hands queued requests to the kernel now, in one batch, instead of right before the next
+    /// poll. Useful to start I/O before a long computation in a callback; completions are
+    /// still delivered by the loop. Refusals are reported through the requests' callbacks.
+    pub fn submit_aio(&mut self) {
+        self.flush_aio();
+    }
+
     fn ensure_aio_context(&mut self) -> io::Result<()> {
         if self.aio.context.is_some() {
             return Ok(());
         }
         let options = self.aio.options;
+        let forced = std::env::var_os("AIOLOOP_FORCE_IO_GETEVENTS").is_some_and(|v| v == "1");
         let nr = options.ring_size.unwrap_or(options.max_in_flight);
         let eventfd = abi::eventfd()
             .map_err(|e| crate::error::context(e, "cannot create the AIO completion eventfd"))?;
         let id = abi::io_setup(nr).map_err(|e| setup_error(e, nr))?;
         // SAFETY: `id` comes from io_setup and the Ring is dropped with the Context, before
         // io_destroy unmaps it (`Context::drop` runs before its fields drop).
-        let ring = (!options.force_io_getevents)
-            .then(|| unsafe { Ring::new(id) })
-            .flatten();
+        let use_ring = !(options.force_io_getevents || forced);
+        let ring = use_ring.then(|| unsafe { Ring::new(id) }).flatten();
         let context = Context { id, ring, eventfd };
         let raw = context.eventfd.as_raw_fd();
         self.poll
