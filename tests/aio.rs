@@ -28,6 +28,30 @@ fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
+/// Queues `count` reads of `size` bytes at consecutive offsets of `file`, each checking that
+/// it got exactly its own bytes of `data` and counting itself in the state.
+fn queue_checked_reads(
+    base: &mut EventBase<usize>,
+    file: &AioFile,
+    data: &[u8],
+    count: usize,
+    size: usize,
+) {
+    for i in 0..count {
+        let expected = data[i * size..][..size].to_vec();
+        let buf = AlignedBuf::new(size, 4096).unwrap();
+        base.read_at(file, (i * size) as u64, buf, move |_, n, buf, r| {
+            assert_eq!(r.unwrap(), size);
+            assert!(
+                buf[..] == expected[..],
+                "a completion reached the wrong request"
+            );
+            *n += 1;
+        })
+        .unwrap();
+    }
+}
+
 fn run_to_completion<S>(base: &mut EventBase<S>, state: &mut S) {
     base.set_exit_when_empty(true);
     let guard = base.exit_after(Duration::from_secs(60));
@@ -343,45 +367,13 @@ fn dropped_file_handle_keeps_its_fd_for_requests_in_flight_and_completions_match
     let mut base = EventBase::<usize>::new().unwrap();
     let a = AioFile::open(&path_a, true).unwrap();
     let fd_a = std::os::fd::AsRawFd::as_raw_fd(&a);
-    for i in 0..16u64 {
-        let expected = data_a[i as usize * 65536..][..65536].to_vec();
-        base.read_at(
-            &a,
-            i * 65536,
-            AlignedBuf::new(65536, 4096).unwrap(),
-            move |_, n, buf, r| {
-                assert_eq!(r.unwrap(), 65536);
-                assert!(
-                    buf[..] == expected[..],
-                    "a completion reached the wrong request"
-                );
-                *n += 1;
-            },
-        )
-        .unwrap();
-    }
+    queue_checked_reads(&mut base, &a, &data_a, 16, 65536);
     base.submit_aio(); // in flight now, and not dispatched before the next run
     drop(a);
     // The requests keep A open, so B cannot take its number while they run.
     let b = AioFile::open(&path_b, true).unwrap();
     assert_ne!(std::os::fd::AsRawFd::as_raw_fd(&b), fd_a);
-    for i in 0..16u64 {
-        let expected = data_b[i as usize * 65536..][..65536].to_vec();
-        base.read_at(
-            &b,
-            i * 65536,
-            AlignedBuf::new(65536, 4096).unwrap(),
-            move |_, n, buf, r| {
-                assert_eq!(r.unwrap(), 65536);
-                assert!(
-                    buf[..] == expected[..],
-                    "a completion reached the wrong request"
-                );
-                *n += 1;
-            },
-        )
-        .unwrap();
-    }
+    queue_checked_reads(&mut base, &b, &data_b, 16, 65536);
     let mut n = 0;
     run_to_completion(&mut base, &mut n);
     assert_eq!(n, 32);
@@ -535,20 +527,7 @@ fn ring_and_io_getevents_reaping_agree() {
         let mut base = EventBase::<usize>::new().unwrap();
         base.set_aio_options(AioOptions::new().force_io_getevents(force))
             .unwrap();
-        for i in 0..64u64 {
-            let expected = data[i as usize * 16384..][..16384].to_vec();
-            base.read_at(
-                &file,
-                i * 16384,
-                AlignedBuf::new(16384, 4096).unwrap(),
-                move |_, n, buf, r| {
-                    assert_eq!(r.unwrap(), 16384);
-                    assert!(buf[..] == expected[..]);
-                    *n += 1;
-                },
-            )
-            .unwrap();
-        }
+        queue_checked_reads(&mut base, &file, &data, 64, 16384);
         let mut n = 0;
         run_to_completion(&mut base, &mut n);
         assert_eq!(n, 64, "force_io_getevents={force}");

@@ -34,6 +34,7 @@ fn sigqueue_self(signo: i32, value: i32) {
 }
 
 fn thread_blocks(signo: i32) -> bool {
+    // SAFETY: sigset_t is plain data; all-zero is a valid (empty) value.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: reading the mask into a valid set.
     unsafe {
@@ -201,6 +202,7 @@ fn removed_handler_gets_nothing_and_the_signal_stays_blocked_while_wanted() {
 fn mask_is_restored_after_the_last_handler_and_after_drop() {
     std::thread::spawn(|| {
         let set = {
+            // SAFETY: sigset_t is plain data; all-zero is a valid (empty) value.
             let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
             // SAFETY: building a set on the stack.
             unsafe {
