@@ -6,7 +6,7 @@ use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a `-1`-on-error return value into an `io::Result`.
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -159,4 +159,54 @@ pub(crate) fn waitid_pidfd(
     // SAFETY: waitid succeeded, so the child fields of the union are the ones written.
     let pid = unsafe { info.si_pid() };
     Ok((pid != 0).then_some(info))
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags and returns a new fd or -1.
+    let fd =
+        check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Reads (and so resets) an eventfd's counter; 0 if it was already zero.
+pub(crate) fn eventfd_take(fd: BorrowedFd<'_>) -> u64 {
+    let mut count = 0u64;
+    // SAFETY: an 8-byte read into a u64 that outlives the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    if n == 8 {
+        count
+    } else {
+        0
+    }
+}
+
+/// The file status flags of `fd` (`fcntl(F_GETFL)`: `O_DIRECT`, `O_NONBLOCK`, ...).
+pub(crate) fn file_status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as libc::c_long)?;
+    Ok(flags as libc::c_int)
+}
+
+/// `statx(STATX_DIOALIGN)`: the O_DIRECT alignment of `fd`'s memory buffers and of its file
+/// offsets and lengths, or `None` if the file system does not report it.
+pub(crate) fn dio_alignment(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
+    // SAFETY: an all-zero statx is a valid value for the kernel to fill.
+    let mut stx: libc::statx = unsafe { mem::zeroed() };
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    let reported = rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0;
+    reported.then_some((
+        stx.stx_dio_mem_align as usize,
+        stx.stx_dio_offset_align as usize,
+    ))
 }

@@ -5,7 +5,8 @@
 //! through `libc::syscall`.
 
 use std::io;
-use std::os::fd::RawFd;
+
+use crate::sys::check;
 
 /// `aio_context_t`: the user address of the context's completion ring.
 pub(crate) type ContextId = libc::c_ulong;
@@ -72,14 +73,6 @@ pub(crate) struct RingHeader {
 
 pub(crate) const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
 
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// `io_setup(2)`: a context able to hold `nr_events` requests.
 pub(crate) fn io_setup(nr_events: u32) -> io::Result<ContextId> {
     let mut ctx: ContextId = 0;
@@ -129,28 +122,6 @@ pub(crate) fn io_getevents_now(ctx: ContextId, out: &mut [IoEvent]) -> io::Resul
         )
     })?;
     Ok(n as usize)
-}
-
-/// A non-blocking, close-on-exec eventfd.
-pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: eventfd takes an initial value and flags and returns a new fd or -1.
-    let fd =
-        check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) } as libc::c_long)?;
-    // SAFETY: the fd is new and owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Reads (and so resets) an eventfd's counter; 0 if it was already zero.
-pub(crate) fn eventfd_take(fd: RawFd) -> u64 {
-    let mut count = 0u64;
-    // SAFETY: an 8-byte read into a u64 that outlives the call.
-    let n = unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
-    if n == 8 {
-        count
-    } else {
-        0
-    }
 }
 
 #[cfg(test)]

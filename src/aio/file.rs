@@ -3,10 +3,12 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::rc::Rc;
+
+use crate::sys;
 
 /// Alignment assumed when the file system does not report one (tmpfs reports nothing).
 const FALLBACK_ALIGN: usize = 4096;
@@ -39,12 +41,8 @@ impl AioFile {
     /// Prepares an open file (any access mode; `O_DIRECT` or not).
     pub fn new(file: File) -> io::Result<AioFile> {
         let fd = file.as_raw_fd();
-        // SAFETY: F_GETFL on an fd we own; no pointers involved.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let direct = (flags & libc::O_DIRECT != 0).then(|| dio_alignment(fd));
+        let flags = sys::file_status_flags(file.as_fd())?;
+        let direct = (flags & libc::O_DIRECT != 0).then(|| dio_alignment(&file));
         match direct {
             Some((mem, off)) => log::debug!(
                 "fd {fd}: O_DIRECT, buffers aligned to {mem}, offsets and lengths to {off}"
@@ -109,30 +107,17 @@ impl AioFile {
     }
 }
 
-/// `statx(STATX_DIOALIGN)`; a file system that does not report it gets the fallback.
-fn dio_alignment(fd: RawFd) -> (usize, usize) {
-    // SAFETY: an all-zero statx is a valid value for the kernel to fill.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
-    let rc = unsafe {
-        libc::statx(
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            &mut stx,
-        )
-    };
-    let reported = rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0;
-    let (mem, off) = (
-        stx.stx_dio_mem_align as usize,
-        stx.stx_dio_offset_align as usize,
-    );
-    if reported && mem.is_power_of_two() && off.is_power_of_two() {
-        (mem, off)
-    } else {
-        log::debug!("fd {fd}: no O_DIRECT alignment reported; assuming {FALLBACK_ALIGN}");
-        (FALLBACK_ALIGN, FALLBACK_ALIGN)
+/// The O_DIRECT alignment `statx` reports, or the fallback when it reports none (or nonsense).
+fn dio_alignment(file: &File) -> (usize, usize) {
+    match sys::dio_alignment(file.as_fd()) {
+        Some((mem, off)) if mem.is_power_of_two() && off.is_power_of_two() => (mem, off),
+        _ => {
+            log::debug!(
+                "fd {}: no O_DIRECT alignment reported; assuming {FALLBACK_ALIGN}",
+                file.as_raw_fd()
+            );
+            (FALLBACK_ALIGN, FALLBACK_ALIGN)
+        }
     }
 }
 

@@ -26,7 +26,7 @@ mod ring;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
@@ -511,7 +511,7 @@ impl<S> EventBase<S> {
         let options = self.aio.options;
         let forced = std::env::var_os("AIOLOOP_FORCE_IO_GETEVENTS").is_some_and(|v| v == "1");
         let nr = options.ring_size.unwrap_or(options.max_in_flight);
-        let eventfd = abi::eventfd()
+        let eventfd = crate::sys::eventfd()
             .map_err(|e| crate::error::context(e, "cannot create the AIO completion eventfd"))?;
         let id = abi::io_setup(nr).map_err(|e| setup_error(e, nr))?;
         // SAFETY: `id` comes from io_setup and the Ring is dropped with the Context, before
@@ -749,7 +749,7 @@ impl<S> EventBase<S> {
     /// a completion landing meanwhile re-arms the eventfd instead of being missed.
     pub(crate) fn dispatch_aio(&mut self, state: &mut S) {
         if let Some(ctx) = &self.aio.context {
-            abi::eventfd_take(ctx.eventfd.as_raw_fd());
+            crate::sys::eventfd_take(ctx.eventfd.as_fd());
         }
         self.aio.reap();
         self.run_aio_completions(state);
