@@ -1,18 +1,25 @@
-//! The event base: one `mio::Poll`, the handler and timer tables, and the run modes.
+//! The event base: one `mio::Poll`, the handler and timer tables, the internal sources, and the
+//! run modes.
 //!
 //! One iteration ([`EventBase::run_once`]) is:
 //!
-//! 1. compute the poll timeout: zero if work is already pending (events left over from an
-//!    interrupted batch), otherwise the time to the earliest timer, capped by the caller's limit;
-//! 2. poll (skipped while left-over events remain), retrying `EINTR` with the remaining time;
-//!    sample the clock once, after the poll returns;
-//! 3. dispatch the harvested I/O events in kernel order (cross-thread posts are one of them);
-//! 4. fire every timer due at the sampled time that was scheduled before step 4 began, in
+//! 1. every internal source prepares (AIO requests queued by callbacks go out in one batch);
+//! 2. poll, unless events of an interrupted batch are left: with a zero timeout if any source
+//!    owes work (callbacks ready without the kernel), otherwise until the earliest timer,
+//!    capped by the caller's limit; `EINTR` is retried with the time left, and the clock is
+//!    sampled once, after the poll returns;
+//! 3. dispatch the harvested events in kernel order: fd events to their handlers, an internal
+//!    source's token to that source, which takes what the kernel has into its owed queue;
+//! 4. run every source's owed callbacks (`source.rs`);
+//! 5. fire every timer due at the sampled time that was scheduled before step 5 began, in
 //!    `(deadline, insertion)` order.
 //!
-//! [`exit`](EventBase::exit) is checked after every callback; whatever is left of the batch stays
-//! queued and is dispatched first by the next run, so an edge is never lost.
+//! [`exit`](EventBase::exit) is checked after every callback; whatever is left of the batch and
+//! of the owed queues is dispatched first by the next run, so an edge is never lost. Because
+//! owed work only ever runs in step 4, after a poll, and the run loop checks liveness before
+//! every iteration, the last callback of a run with `set_exit_when_empty` ends it at once.
 
+use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
@@ -21,11 +28,13 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use crate::aio::{self, Aio};
+use crate::aio::Aio;
 use crate::io::{FdTable, Readiness};
 use crate::metrics::Metrics;
 use crate::remote::{self, Remote};
-use crate::signal::{self, Signals};
+use crate::signal::Signals;
+use crate::source::Source;
+use crate::sys;
 use crate::timer::{self, Action, Clock, Schedule, Tick, TimerId, Timers};
 
 /// Default capacity of the events buffer handed to `epoll_wait`.
@@ -40,7 +49,8 @@ pub(crate) struct Harvested {
     pub(crate) todo: u8,
 }
 
-/// A single-threaded event loop: fd handlers, timers and cross-thread posts on one epoll.
+/// A single-threaded event loop: fd handlers, timers, signals, child exits, file I/O and
+/// cross-thread posts on one epoll.
 ///
 /// `S` is the caller's state. Every run call takes `&mut S` and hands it, together with
 /// `&mut EventBase<S>`, to every callback, so callbacks can change the state, add and remove
@@ -61,6 +71,14 @@ pub(crate) struct Harvested {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
+/// # Threads and processes
+///
+/// An `EventBase` is `!Send`: it and its callbacks stay on the thread that created it. Run one
+/// base per thread to use several cores, and talk to a base from other threads through its
+/// [`Remote`]. A base belongs to the process that created it: after `fork`, the child shares
+/// the parent's epoll instance and AIO ring, so every run method refuses to run there (build a
+/// new base in the child).
+///
 /// # Callback rules
 ///
 /// * Callbacks run on the thread that calls a run method, one at a time, never nested.
@@ -69,12 +87,13 @@ pub(crate) struct Harvested {
 ///   in the same batch.
 /// * A run method called from inside a callback returns an error: the loop is not re-entrant.
 ///
-/// # Panics in callbacks
+/// # Panics
 ///
-/// A panic in a callback propagates out of the run call. The base stays consistent and usable:
-/// the handler or timer whose callback panicked is removed (as if removed by hand, including
-/// its epoll registration), every other handler and timer is untouched, and events harvested
-/// but not yet dispatched are kept and dispatched first by the next run.
+/// A panic in a callback, or in the `Drop` of anything the base drops while it runs (a removed
+/// handler's closure, say), propagates out of the run call. The base stays consistent and
+/// usable: the handler or timer whose callback panicked is removed (as if removed by hand,
+/// including its epoll registration), every other handler and timer is untouched, and events
+/// harvested but not yet dispatched are kept and dispatched first by the next run.
 pub struct EventBase<S> {
     pub(crate) poll: Poll,
     events: Events,
@@ -90,16 +109,22 @@ pub struct EventBase<S> {
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
     pub(crate) remote: Option<Arc<remote::Shared<S>>>,
+    /// The posts' waker fired and its posts have not all run.
+    pub(crate) posts_woken: bool,
     pub(crate) exit_requested: bool,
     exit_when_empty: bool,
     running: bool,
+    /// The fork generation of the process that created the base (see `sys::fork_generation`).
+    fork_generation: u64,
     pub(crate) metrics: Metrics,
 }
 
 impl<S> EventBase<S> {
     /// Creates a base with the default events-buffer capacity (256 events per poll).
     ///
-    /// Fails only if the kernel refuses an epoll instance (`EMFILE`, `ENFILE`, `ENOMEM`).
+    /// # Errors
+    ///
+    /// Only if the kernel refuses an epoll instance (`EMFILE`, `ENFILE`, `ENOMEM`).
     pub fn new() -> io::Result<Self> {
         Self::with_capacity(DEFAULT_EVENTS_CAPACITY)
     }
@@ -108,6 +133,10 @@ impl<S> EventBase<S> {
     ///
     /// A burst larger than the buffer is not lost: the kernel keeps the rest ready and the
     /// following iterations harvest it. A small buffer only trades syscalls for latency.
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
     pub fn with_capacity(events: usize) -> io::Result<Self> {
         let poll = Poll::new().map_err(|e| {
             crate::error::context(e, "cannot create the epoll instance (check RLIMIT_NOFILE)")
@@ -127,9 +156,11 @@ impl<S> EventBase<S> {
             clock,
             now: clock.now(),
             remote: None,
+            posts_woken: false,
             exit_requested: false,
             exit_when_empty: false,
             running: false,
+            fork_generation: sys::fork_generation(),
             metrics: Metrics::default(),
         })
     }
@@ -138,6 +169,11 @@ impl<S> EventBase<S> {
     /// [`set_exit_when_empty`](Self::set_exit_when_empty), until nothing keeps the loop alive.
     ///
     /// A pending `exit` from before this call is forgotten: each run starts afresh.
+    ///
+    /// # Errors
+    ///
+    /// A run method called from inside a callback, or in a process forked from the one that
+    /// created the base; `epoll_wait` failing for any reason but `EINTR`.
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
         self.run_until(state, None)
     }
@@ -146,6 +182,10 @@ impl<S> EventBase<S> {
     /// one non-blocking iteration.
     ///
     /// The time limit is not a timer: it does not keep an otherwise empty base alive.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Self::run).
     pub fn run_for(&mut self, state: &mut S, duration: Duration) -> io::Result<()> {
         let deadline = timer::deadline_after(self.clock.now(), duration);
         self.run_until(state, Some(deadline))
@@ -153,21 +193,25 @@ impl<S> EventBase<S> {
 
     /// Runs one iteration: waits for events at most `timeout` (`None`: until an event or a timer
     /// is due; `Some(Duration::ZERO)`: not at all), dispatches them, then fires due timers.
+    /// Work already owed (a request cancelled while queued, say) makes the wait zero.
     ///
     /// Returns the number of callbacks run (zero if the wait timed out). With
     /// [`set_exit_when_empty`](Self::set_exit_when_empty) and nothing alive, returns `Ok(0)` at
     /// once instead of blocking forever.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Self::run).
     pub fn run_once(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<u64> {
-        self.enter()?;
         let before = self.metrics.callbacks;
-        let result = if self.should_stop_empty() {
-            Ok(())
-        } else {
-            let limit = timeout.map(|t| timer::deadline_after(self.clock.now(), t));
-            self.iterate(state, limit)
-        };
-        self.running = false;
-        result.map(|()| self.metrics.callbacks - before)
+        self.running(|base| {
+            if base.should_stop_empty() {
+                return Ok(());
+            }
+            let limit = timeout.map(|t| timer::deadline_after(base.clock.now(), t));
+            base.iterate(state, limit)
+        })?;
+        Ok(self.metrics.callbacks - before)
     }
 
     /// Stops the current run right after the callback that calls it returns.
@@ -187,20 +231,21 @@ impl<S> EventBase<S> {
         self.timers.insert(deadline, false, Action::Exit)
     }
 
-    /// Chooses whether runs end when nothing keeps the loop alive: no referenced fd handler,
-    /// no referenced timer, no queued cross-thread post. Off by default, because a daemon's
-    /// main loop usually waits for events that nothing has registered yet.
+    /// Chooses whether runs end when nothing keeps the loop alive (see
+    /// [`is_alive`](Self::is_alive)). Off by default, because a daemon's main loop usually
+    /// waits for events that nothing has registered yet.
     pub fn set_exit_when_empty(&mut self, exit_when_empty: bool) {
         self.exit_when_empty = exit_when_empty;
     }
 
-    /// Whether anything keeps the loop alive (see [`set_exit_when_empty`](Self::set_exit_when_empty)).
+    /// Whether anything keeps the loop alive: a referenced fd handler (child watches included),
+    /// a referenced timer, a referenced signal handler, an AIO request not yet called back, or
+    /// a queued cross-thread post. Handler timeouts, `exit_after` timers and unreferenced items
+    /// (`set_*_ref(.., false)`) do not count.
     pub fn is_alive(&self) -> bool {
         self.fds.refd() > 0
             || self.timers.refd() > 0
-            || self.signals.refd() > 0
-            || self.aio.pending() > 0
-            || remote::has_posts(self.remote.as_deref())
+            || Source::ALL.iter().any(|s| s.keeps_alive(self))
     }
 
     /// How long the loop would block now: `Some(Duration::ZERO)` if work is pending, `None` if
@@ -230,6 +275,10 @@ impl<S> EventBase<S> {
 
     /// A handle for other threads: it wakes this loop and runs closures on it. All handles of a
     /// base share one eventfd, created by the first call.
+    ///
+    /// # Errors
+    ///
+    /// Only the first call can fail: the kernel refuses the eventfd (`EMFILE`, ...).
     pub fn remote(&mut self) -> io::Result<Remote<S>> {
         if self.remote.is_none() {
             self.remote = Some(remote::Shared::new(self.poll.registry())?);
@@ -237,63 +286,63 @@ impl<S> EventBase<S> {
         Ok(Remote::new(self.remote.clone().expect("created above")))
     }
 
-    fn enter(&mut self) -> io::Result<()> {
+    /// Runs `body` as a run of the loop: refuses nested runs and runs in a forked child, clears
+    /// a stale `exit`, and whatever happens inside (an error, or a panic from a callback or a
+    /// `Drop`) leaves the base ready for the next run.
+    fn running(&mut self, body: impl FnOnce(&mut Self) -> io::Result<()>) -> io::Result<()> {
         if self.running {
             return Err(io::Error::other(
                 "EventBase run method called from inside a callback: the loop is not re-entrant; \
                  return from the callback and let the running loop continue",
             ));
         }
+        if self.fork_generation != sys::fork_generation() {
+            return Err(io::Error::other(
+                "this EventBase was created by the parent process before fork: the child shares \
+                 its epoll instance and AIO ring, so running it here would steal the parent's \
+                 events; create a new EventBase in the child (and drop or forget this one)",
+            ));
+        }
         self.running = true;
         self.exit_requested = false;
-        Ok(())
+        let result = panic::catch_unwind(AssertUnwindSafe(|| body(self)));
+        self.running = false;
+        result.unwrap_or_else(|panic| panic::resume_unwind(panic))
     }
 
     fn run_until(&mut self, state: &mut S, deadline: Option<Tick>) -> io::Result<()> {
-        self.enter()?;
-        let result = loop {
-            if self.exit_requested || self.should_stop_empty() {
-                break Ok(());
+        self.running(|base| loop {
+            if base.exit_requested || base.should_stop_empty() {
+                return Ok(());
             }
-            if let Err(e) = self.iterate(state, deadline) {
-                break Err(e);
+            base.iterate(state, deadline)?;
+            if deadline.is_some_and(|d| base.clock.now() >= d) {
+                return Ok(());
             }
-            if deadline.is_some_and(|d| self.clock.now() >= d) {
-                break Ok(());
-            }
-        };
-        self.running = false;
-        result
+        })
     }
 
     fn should_stop_empty(&self) -> bool {
         self.exit_when_empty && !self.is_alive() && !self.owes_work()
     }
 
-    /// Whether work harvested earlier is still owed (after an `exit` or a panic).
+    /// Whether work is owed before the next blocking poll: events of an interrupted batch, or
+    /// callbacks a source can run without the kernel.
     fn owes_work(&self) -> bool {
-        self.cursor < self.harvested.len() || self.signals.has_owed() || self.aio.owes_work()
+        self.cursor < self.harvested.len() || Source::ALL.iter().any(|s| s.owes_work(self))
     }
 
     /// One iteration; `limit` caps the wait.
     fn iterate(&mut self, state: &mut S, limit: Option<Tick>) -> io::Result<()> {
-        if self.signals.has_owed() {
-            self.dispatch_signals(state);
+        for source in Source::ALL {
+            source.prepare(self);
         }
-        if !self.exit_requested {
-            self.run_aio_completions(state);
-        }
-        if !self.exit_requested {
-            // Everything callbacks submitted since the last poll goes out in one batch.
-            self.flush_aio();
-        }
-        if self.cursor == self.harvested.len() && !self.exit_requested {
+        if self.cursor == self.harvested.len() {
             self.poll_events(limit)?;
         }
         self.dispatch_harvested(state);
-        if !self.exit_requested {
-            self.fire_due_timers(state);
-        }
+        self.run_owed(state);
+        self.fire_due_timers(state);
         self.metrics.iterations += 1;
         Ok(())
     }
@@ -339,37 +388,44 @@ impl<S> EventBase<S> {
         Ok(())
     }
 
+    /// Hands each harvested event to its fd's handlers or to its internal source.
     fn dispatch_harvested(&mut self, state: &mut S) {
-        while self.cursor < self.harvested.len() {
+        while self.cursor < self.harvested.len() && !self.exit_requested {
             let event = self.harvested[self.cursor];
-            if event.token == remote::TOKEN {
-                self.cursor += 1;
-                self.run_posts(state);
-            } else if event.token == signal::TOKEN {
-                self.cursor += 1;
-                self.dispatch_signals(state);
-            } else if event.token == aio::TOKEN {
-                self.cursor += 1;
-                self.dispatch_aio(state);
-            } else {
-                self.dispatch_io(self.cursor, state);
-                if self.harvested[self.cursor].todo == 0 {
+            match Source::from_token(event.token) {
+                Some(source) => {
                     self.cursor += 1;
+                    source.harvest(self);
+                }
+                None => {
+                    self.dispatch_io(self.cursor, state);
+                    if self.harvested[self.cursor].todo == 0 {
+                        self.cursor += 1;
+                    }
                 }
             }
+        }
+    }
+
+    /// Runs the callbacks every source owes, source by source.
+    fn run_owed(&mut self, state: &mut S) {
+        for source in Source::ALL {
             if self.exit_requested {
                 return;
+            }
+            if source.owes_work(self) {
+                source.run_owed(self, state);
             }
         }
     }
 
     fn fire_due_timers(&mut self, state: &mut S) {
         let mark = self.timers.seq_mark();
-        while let Some(id) = self.timers.pop_due(self.now, mark) {
-            self.fire_timer(id, state);
-            if self.exit_requested {
+        while !self.exit_requested {
+            let Some(id) = self.timers.pop_due(self.now, mark) else {
                 return;
-            }
+            };
+            self.fire_timer(id, state);
         }
     }
 
@@ -444,7 +500,6 @@ impl<S> EventBase<S> {
         self.metrics.callbacks += 1;
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| call(self))) {
             cleanup(self);
-            self.running = false;
             panic::resume_unwind(panic);
         }
     }
@@ -461,6 +516,16 @@ impl<S> AsFd for EventBase<S> {
     /// The epoll fd, for embedding this loop in another one (see [`EventBase::next_timeout`]).
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.poll.registry().as_fd()
+    }
+}
+
+impl<S> fmt::Debug for EventBase<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBase")
+            .field("epoll_fd", &self.poll.as_raw_fd())
+            .field("alive", &self.is_alive())
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
     }
 }
 

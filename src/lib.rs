@@ -55,6 +55,7 @@ mod io;
 mod metrics;
 mod remote;
 mod signal;
+mod source;
 mod sys;
 mod timer;
 

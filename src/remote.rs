@@ -7,12 +7,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mio::{Registry, Token, Waker};
+use mio::{Registry, Waker};
 
 use crate::base::EventBase;
-
-/// The token of the waker; fd tokens never reach it (see `io.rs`).
-pub(crate) const TOKEN: Token = Token(usize::MAX);
+use crate::source::Source;
 
 type Post<S> = Box<dyn FnOnce(&mut EventBase<S>, &mut S) + Send>;
 
@@ -24,7 +22,7 @@ pub(crate) struct Shared<S> {
 
 impl<S> Shared<S> {
     pub(crate) fn new(registry: &Registry) -> io::Result<Arc<Self>> {
-        let waker = Waker::new(registry, TOKEN).map_err(|e| {
+        let waker = Waker::new(registry, Source::Posts.token()).map_err(|e| {
             crate::error::context(e, "cannot create the cross-thread waker eventfd")
         })?;
         Ok(Arc::new(Shared {
@@ -60,10 +58,6 @@ impl<S> Shared<S> {
         let queued = self.lock().take();
         drop(queued);
     }
-}
-
-pub(crate) fn has_posts<S>(shared: Option<&Shared<S>>) -> bool {
-    shared.is_some_and(|s| s.len() > 0)
 }
 
 /// A `Send + Clone` handle that runs closures on a base's thread; see [`EventBase::remote`].
@@ -145,30 +139,36 @@ fn gone() -> io::Error {
 }
 
 impl<S> EventBase<S> {
-    /// Runs the posts queued when the wake-up was harvested. Posts queued while they run wait
-    /// for the next iteration (a self-wake), so a flood of posts cannot starve fds and timers.
+    /// The waker fired: the queued posts are owed.
+    pub(crate) fn harvest_posts(&mut self) {
+        self.posts_woken = true;
+    }
+
+    pub(crate) fn owes_posts(&self) -> bool {
+        self.posts_woken
+    }
+
+    pub(crate) fn has_queued_posts(&self) -> bool {
+        self.remote.as_ref().is_some_and(|s| s.len() > 0)
+    }
+
+    /// Runs the posts queued now. Posts queued while they run stay owed for the next
+    /// iteration, which polls without blocking first, so a flood of posts cannot starve fds
+    /// and timers.
     pub(crate) fn run_posts(&mut self, state: &mut S) {
         let Some(shared) = self.remote.clone() else {
+            self.posts_woken = false;
             return;
         };
         for _ in 0..shared.len() {
             let Some(post) = shared.pop() else {
                 break;
             };
-            self.guarded(
-                |base| post(base, state),
-                |_| {
-                    if shared.len() > 0 {
-                        shared.wake();
-                    }
-                },
-            );
+            self.guarded(|base| post(base, state), |_| {});
             if self.exit_requested {
                 break;
             }
         }
-        if shared.len() > 0 {
-            shared.wake();
-        }
+        self.posts_woken = shared.len() > 0;
     }
 }

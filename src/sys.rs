@@ -182,6 +182,61 @@ pub(crate) fn eventfd_take(fd: BorrowedFd<'_>) -> u64 {
     }
 }
 
+/// Adds `n` to an eventfd's counter, waking whoever polls it. A full counter (which needs
+/// 2^64 - 2 unread wake-ups) already wakes its poller, so the error is ignored.
+pub(crate) fn eventfd_add(fd: BorrowedFd<'_>, n: u64) {
+    // SAFETY: an 8-byte write from a u64 that outlives the call.
+    unsafe { libc::write(fd.as_raw_fd(), (&n as *const u64).cast(), 8) };
+}
+
+/// What the process does with a signal that is not blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// `SIG_DFL`: the default action (terminate, core, stop, or ignore, per signal(7)).
+    Default,
+    /// `SIG_IGN`.
+    Ignore,
+    /// A handler function installed with `sigaction`.
+    Handler,
+}
+
+/// The current disposition of `signo` (`sigaction` with no new action).
+pub(crate) fn disposition(signo: i32) -> io::Result<Disposition> {
+    // SAFETY: an all-zero sigaction is a valid value for the kernel to fill.
+    let mut old: libc::sigaction = unsafe { mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`, which outlives the call.
+    check(unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } as libc::c_long)?;
+    Ok(match old.sa_sigaction {
+        libc::SIG_DFL => Disposition::Default,
+        libc::SIG_IGN => Disposition::Ignore,
+        _ => Disposition::Handler,
+    })
+}
+
+/// A number that changes in a child process after every `fork` (through `pthread_atfork`), so
+/// an object can tell whether it is still in the process that created it without a syscall.
+pub(crate) fn fork_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Once;
+
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    static REGISTER: Once = Once::new();
+
+    extern "C" fn in_child() {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+
+    REGISTER.call_once(|| {
+        // SAFETY: registers a child handler that only does an atomic add, which is
+        // async-signal-safe as a fork child handler must be; no prepare or parent handler.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        if rc != 0 {
+            log::error!("pthread_atfork failed ({rc}): a forked child cannot be detected");
+        }
+    });
+    GENERATION.load(Ordering::Relaxed)
+}
+
 /// The file status flags of `fd` (`fcntl(F_GETFL)`: `O_DIRECT`, `O_NONBLOCK`, ...).
 pub(crate) fn file_status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     // SAFETY: F_GETFL takes no pointer argument.

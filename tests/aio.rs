@@ -2,31 +2,16 @@
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+
 use std::rc::Rc;
 use std::time::Duration;
 
 use aioloop::{AioFile, AioOptions, AlignedBuf, EventBase, IoBuf};
 
-/// A file of `len` deterministic pseudo-random bytes under cargo's per-target temp dir.
-fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aio-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    File::create(&path).unwrap().write_all(&data).unwrap();
-    (path, data)
-}
+mod common;
+use common::data_file;
 
 /// Queues `count` reads of `size` bytes at consecutive offsets of `file`, each checking that
 /// it got exactly its own bytes of `data` and counting itself in the state.

@@ -303,6 +303,213 @@ fn handler_can_remove_itself_and_add_another() {
     assert_eq!(log, ["old", "new"]);
 }
 
+/// Defect 1: a one-shot handler owed a signal after an `exit` keeps the base alive; once it
+/// has run, nothing does, and the run must end at once rather than block in `epoll_wait`.
+fn owed_one_shot_handler_after_exit_ends_the_next_run_with_exit_when_empty() {
+    let mut base = EventBase::<Vec<&str>>::new().unwrap();
+    let first = base
+        .add_signal_handler(libc::SIGHUP, |base, log, _| {
+            log.push("first");
+            base.exit();
+        })
+        .unwrap();
+    base.set_signal_ref(first, false);
+    base.add_signal_handler_once(libc::SIGHUP, |_, log, _| log.push("once"))
+        .unwrap();
+    kill_self(libc::SIGHUP);
+    let mut log = Vec::new();
+    run_until(&mut base, &mut log, |l| !l.is_empty());
+    assert_eq!(log, ["first"]);
+    base.set_exit_when_empty(true);
+    base.exit_after(Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    base.run(&mut log).unwrap();
+    assert_eq!(log, ["first", "once"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "the run hung");
+}
+
+/// Defect 2: every base with a handler gets every signal exactly once, in whatever thread it
+/// runs, while bases with handlers come and go in another thread.
+fn one_signal_reaches_every_base_in_every_thread_despite_churn() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    const THREADS: usize = 3;
+    const ROUNDS: u32 = 20;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicU32>> = (0..THREADS + 2).map(|_| Arc::default()).collect();
+    let ready = Arc::new(Barrier::new(THREADS + 1));
+    let mut threads = Vec::new();
+    for count in &counts[..THREADS] {
+        let (stop, ready, count) = (stop.clone(), ready.clone(), count.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut base = EventBase::<()>::new().unwrap();
+            base.add_signal_handler(libc::SIGUSR1, move |_, _, _| {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            ready.wait();
+            while !stop.load(Ordering::SeqCst) {
+                base.run_once(&mut (), Some(Duration::from_millis(5)))
+                    .unwrap();
+            }
+        }));
+    }
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut churned = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let mut base = EventBase::<()>::new().unwrap();
+                base.add_signal_handler(libc::SIGUSR1, |_, _, _| {})
+                    .unwrap();
+                base.run_once(&mut (), Some(Duration::ZERO)).unwrap();
+                churned += 1;
+            }
+            churned
+        })
+    };
+    // Two more bases share the main thread.
+    let mut local: Vec<EventBase<()>> = counts[THREADS..]
+        .iter()
+        .map(|count| {
+            let count = count.clone();
+            let mut base = EventBase::<()>::new().unwrap();
+            base.add_signal_handler(libc::SIGUSR1, move |_, _, _| {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            base
+        })
+        .collect();
+    ready.wait();
+    for round in 1..=ROUNDS {
+        kill_self(libc::SIGUSR1);
+        let start = std::time::Instant::now();
+        while counts.iter().any(|c| c.load(Ordering::SeqCst) < round) {
+            let seen: Vec<u32> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "round {round}: {seen:?}"
+            );
+            for base in &mut local {
+                base.run_once(&mut (), Some(Duration::from_millis(1)))
+                    .unwrap();
+            }
+        }
+    }
+    for base in &mut local {
+        base.run_once(&mut (), Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert!(churn.join().unwrap() > 0);
+    let seen: Vec<u32> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(
+        seen,
+        vec![ROUNDS; THREADS + 2],
+        "each base, each signal, once"
+    );
+}
+
+/// Runs `f` on a fresh thread in which `signo` starts unblocked.
+fn on_thread_with_unblocked(signo: i32, f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        // SAFETY: sigset_t is plain data; all-zero is a valid (empty) value.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: building a one-signal set on the stack, then unblocking it in this thread.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signo);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+        assert!(!thread_blocks(signo));
+        f();
+    })
+    .join()
+    .unwrap();
+}
+
+/// Defect 3: the program's own `block_signals` after a base added its handler survives the
+/// base: dropping the base must not unblock the signal.
+fn block_signals_made_after_a_handler_survives_the_base() {
+    on_thread_with_unblocked(libc::SIGUSR2, || {
+        let mut base = EventBase::<()>::new().unwrap();
+        base.add_signal_handler(libc::SIGUSR2, |_, _, _| {})
+            .unwrap();
+        aioloop::block_signals(&[libc::SIGUSR2]).unwrap();
+        drop(base);
+        assert!(
+            thread_blocks(libc::SIGUSR2),
+            "the program's block was undone"
+        );
+    });
+}
+
+static OWN_HANDLER_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn count_own_handler(_: i32) {
+    OWN_HANDLER_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn set_disposition(signo: i32, handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction is "no flags, empty mask"; the handler, if any, only does an
+    // atomic add, which is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        assert_eq!(libc::sigaction(signo, &action, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Defect 3: with the program's own `sigaction` handler installed, a signal pending when the
+/// last aioloop handler goes reaches that handler instead of being discarded.
+fn pending_signal_reaches_the_programs_own_handler_when_the_last_handler_goes() {
+    set_disposition(
+        libc::SIGUSR2,
+        count_own_handler as *const () as libc::sighandler_t,
+    );
+    on_thread_with_unblocked(libc::SIGUSR2, || {
+        let mut base = EventBase::<()>::new().unwrap();
+        let id = base
+            .add_signal_handler(libc::SIGUSR2, |_, _, _| {})
+            .unwrap();
+        // SAFETY: a thread-directed signal to ourselves; it stays pending while blocked.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+        assert!(base.remove_signal_handler(id));
+        assert!(!thread_blocks(libc::SIGUSR2));
+    });
+    set_disposition(libc::SIGUSR2, libc::SIG_DFL);
+    assert_eq!(
+        OWN_HANDLER_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+/// Defect 3: a thread whose last handler goes keeps the signal blocked while a base elsewhere
+/// still handles it, so the next instance goes to that base, not to this thread's default
+/// action (which would kill the process).
+fn signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go() {
+    let mut main_base = EventBase::<u32>::new().unwrap();
+    main_base
+        .add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
+        .unwrap();
+    on_thread_with_unblocked(libc::SIGUSR2, || {
+        let mut base = EventBase::<()>::new().unwrap();
+        base.add_signal_handler(libc::SIGUSR2, |_, _, _| {})
+            .unwrap();
+        drop(base);
+        assert!(
+            thread_blocks(libc::SIGUSR2),
+            "unblocked while another base wants it"
+        );
+    });
+    kill_self(libc::SIGUSR2);
+    let mut n = 0;
+    run_until(&mut main_base, &mut n, |n| *n == 1);
+}
+
 fn main() {
     aioloop::block_signals(&TEST_SIGNALS).unwrap();
     aioloop::block_signals(&[rt()]).unwrap();
@@ -356,6 +563,26 @@ fn main() {
         (
             "handler_can_remove_itself_and_add_another",
             handler_can_remove_itself_and_add_another,
+        ),
+        (
+            "owed_one_shot_handler_after_exit_ends_the_next_run_with_exit_when_empty",
+            owed_one_shot_handler_after_exit_ends_the_next_run_with_exit_when_empty,
+        ),
+        (
+            "one_signal_reaches_every_base_in_every_thread_despite_churn",
+            one_signal_reaches_every_base_in_every_thread_despite_churn,
+        ),
+        (
+            "block_signals_made_after_a_handler_survives_the_base",
+            block_signals_made_after_a_handler_survives_the_base,
+        ),
+        (
+            "pending_signal_reaches_the_programs_own_handler_when_the_last_handler_goes",
+            pending_signal_reaches_the_programs_own_handler_when_the_last_handler_goes,
+        ),
+        (
+            "signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go",
+            signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go,
         ),
     ];
     let filter: Vec<String> = std::env::args()

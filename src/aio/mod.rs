@@ -30,18 +30,16 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
-use mio::{Interest, Token};
+use mio::Interest;
 use slab::Slab;
 
 use crate::base::EventBase;
+use crate::source::Source;
 use abi::{ContextId, IoEvent, Iocb};
 use ring::Ring;
 
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
 pub use file::AioFile;
-
-/// The token of the completion eventfd; fd tokens never reach it (see `io.rs`).
-pub(crate) const TOKEN: Token = Token(usize::MAX - 2);
 
 /// Largest iovec array the kernel takes (`UIO_MAXIOV`).
 const MAX_IOVECS: usize = 1024;
@@ -520,9 +518,11 @@ impl<S> EventBase<S> {
         let ring = use_ring.then(|| unsafe { Ring::new(id) }).flatten();
         let context = Context { id, ring, eventfd };
         let raw = context.eventfd.as_raw_fd();
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&raw), TOKEN, Interest::READABLE)?;
+        self.poll.registry().register(
+            &mut SourceFd(&raw),
+            Source::Aio.token(),
+            Interest::READABLE,
+        )?;
         log::debug!(
             "AIO context created: {nr} events, reaping {}",
             if context.ring.is_some() {
@@ -745,14 +745,14 @@ impl<S> EventBase<S> {
         });
     }
 
-    /// The eventfd fired: reset it, drain the ring, then run the callbacks — in that order, so
-    /// a completion landing meanwhile re-arms the eventfd instead of being missed.
-    pub(crate) fn dispatch_aio(&mut self, state: &mut S) {
+    /// The eventfd fired: reset it, then drain the ring — in that order, so a completion
+    /// landing meanwhile re-arms the eventfd instead of being missed. The callbacks run later
+    /// in the iteration, as owed work.
+    pub(crate) fn harvest_aio(&mut self) {
         if let Some(ctx) = &self.aio.context {
             crate::sys::eventfd_take(ctx.eventfd.as_fd());
         }
         self.aio.reap();
-        self.run_aio_completions(state);
     }
 
     /// Runs the callbacks of reaped completions; stops early (keeping the rest) on `exit`.

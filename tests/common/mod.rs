@@ -1,9 +1,11 @@
-//! Real kernel objects for the tests: pipes, socketpairs, byte I/O on raw fds.
+//! Real kernel objects for the tests: pipes, socketpairs, byte I/O on raw fds, data files.
 #![allow(dead_code)]
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub fn pipe() -> (OwnedFd, OwnedFd) {
@@ -54,4 +56,22 @@ pub fn drain(fd: RawFd) -> usize {
         total += n;
     }
     total
+}
+
+/// A file of `len` deterministic pseudo-random bytes under cargo's per-target temp dir.
+pub fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    File::create(&path).unwrap().write_all(&data).unwrap();
+    (path, data)
 }

@@ -1,12 +1,11 @@
-//! Signals through one `signalfd` per base.
+//! Signals through one `signalfd` per base, forwarded so that every base that handles a
+//! signal sees each instance.
 //!
-//! A signal is blocked in the loop's thread while any handler for it exists (in any base of
-//! that thread) and is read from the base's signalfd instead of interrupting the program. Every
-//! handler of the signal runs, in registration order. When the last handler of a signal in the
-//! thread goes, the thread's mask bit returns to what it was before the first one came; if that
-//! means unblocking, instances still pending are discarded first, so removing a handler never
-//! lets a queued signal fall through to its default action (which would often kill the
-//! process).
+//! A signal is blocked in a thread while any base of that thread has a handler for it
+//! ([`mask`] says how it is given back), and is read from the base's signalfd instead of
+//! interrupting the program. Whichever base of the process reads an instance first forwards it
+//! to every other base that handles that signal ([`registry`]). Within a base, every handler of
+//! the signal runs, in registration order.
 //!
 //! # Threads
 //!
@@ -20,21 +19,22 @@
 //! Standard signals coalesce: two `SIGCHLD` sent before the loop reads them arrive as one.
 //! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered.
 
-use std::cell::RefCell;
+mod mask;
+mod registry;
+
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use mio::unix::SourceFd;
-use mio::{Interest, Token};
+use mio::Interest;
 use slab::Slab;
 
 use crate::base::EventBase;
+use crate::source::Source;
 use crate::sys::{self, SigSet};
-
-/// The token of the signalfd; fd tokens never reach it (see `io.rs`).
-pub(crate) const TOKEN: Token = Token(usize::MAX - 1);
+use registry::Membership;
 
 /// Records read from the signalfd per `read(2)`.
 const READ_BATCH: usize = 16;
@@ -97,9 +97,27 @@ struct Owed {
     done_up_to: u64,
 }
 
+/// The signalfd a base reads, and its place in the process-wide registry.
+struct Reader {
+    fd: OwnedFd,
+    member: Membership,
+}
+
+impl Owed {
+    /// `info`, owed to the handlers registered before `before`.
+    fn new(info: SignalInfo, before: u64) -> Owed {
+        Owed {
+            info,
+            before,
+            done_up_to: 0,
+        }
+    }
+}
+
 /// The signal handlers of one base.
 pub(crate) struct Signals<S> {
-    fd: Option<OwnedFd>,
+    /// Created with the first handler.
+    reader: Option<Reader>,
     /// The signals this base's signalfd reads.
     set: SigSet,
     handlers: Slab<Handler<S>>,
@@ -112,7 +130,7 @@ pub(crate) struct Signals<S> {
 impl<S> Signals<S> {
     pub(crate) fn new() -> Self {
         Signals {
-            fd: None,
+            reader: None,
             set: SigSet::empty(),
             handlers: Slab::new(),
             next_unique: 1,
@@ -126,7 +144,7 @@ impl<S> Signals<S> {
         self.refd
     }
 
-    /// Whether signals were read but not fully dispatched (after an `exit` or a panic).
+    /// Whether signals were read but not fully dispatched.
     pub(crate) fn has_owed(&self) -> bool {
         !self.owed.is_empty()
     }
@@ -153,89 +171,35 @@ impl<S> Signals<S> {
         self.handlers.iter().any(|(_, h)| h.signo == signo)
     }
 
-    /// Reads up to `READ_BATCH` signals into `owed`; returns whether any came.
-    fn read_batch(&mut self) -> io::Result<bool> {
-        let Some(fd) = &self.fd else {
-            return Ok(false);
+    /// Reads the signalfd until it is empty (it is edge-triggered), forwarding every instance
+    /// to the other bases that want it.
+    fn read_all(&mut self) -> io::Result<()> {
+        let Some(reader) = &self.reader else {
+            return Ok(());
         };
         // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
         let mut buf: [libc::signalfd_siginfo; READ_BATCH] = unsafe { mem::zeroed() };
-        let n = sys::signalfd_read(fd.as_fd(), &mut buf)?;
-        let before = self.next_unique;
-        self.owed.extend(buf[..n].iter().map(|raw| Owed {
-            info: SignalInfo::from_raw(raw),
-            before,
-            done_up_to: 0,
-        }));
-        Ok(n > 0)
+        loop {
+            let n = sys::signalfd_read(reader.fd.as_fd(), &mut buf)?;
+            for raw in &buf[..n] {
+                let info = SignalInfo::from_raw(raw);
+                reader.member.forward(info);
+                self.owed.push_back(Owed::new(info, self.next_unique));
+            }
+            if n < READ_BATCH {
+                return Ok(());
+            }
+        }
     }
 }
 
 impl<S> Drop for Signals<S> {
     fn drop(&mut self) {
+        // Leave the registry first, so the mask is given back knowing this base is gone.
+        self.reader = None;
         for (_, handler) in self.handlers.iter() {
-            thread_mask::release(handler.signo);
+            mask::release(handler.signo);
         }
-    }
-}
-
-/// Per-thread bookkeeping of which signals aioloop blocks, shared by all bases of the thread.
-mod thread_mask {
-    use super::*;
-
-    #[derive(Clone, Copy, Default)]
-    struct Want {
-        handlers: u32,
-        was_blocked: bool,
-    }
-
-    thread_local! {
-        static WANTS: RefCell<Vec<Want>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// One more handler wants `signo` blocked in this thread.
-    pub(super) fn acquire(signo: i32) -> io::Result<()> {
-        WANTS.with(|wants| {
-            let mut wants = wants.borrow_mut();
-            let index = signo as usize;
-            if wants.len() <= index {
-                wants.resize(index + 1, Want::default());
-            }
-            if wants[index].handlers == 0 {
-                let was_blocked = sys::current_sigmask()?.contains(signo);
-                if !was_blocked {
-                    sys::thread_sigmask(libc::SIG_BLOCK, &SigSet::of(signo))?;
-                }
-                wants[index].was_blocked = was_blocked;
-            }
-            wants[index].handlers += 1;
-            Ok(())
-        })
-    }
-
-    /// One handler less; the last one restores the thread's original mask bit.
-    pub(super) fn release(signo: i32) {
-        let _ = WANTS.try_with(|wants| {
-            let mut wants = wants.borrow_mut();
-            let Some(want) = wants.get_mut(signo as usize) else {
-                return;
-            };
-            want.handlers = want.handlers.saturating_sub(1);
-            if want.handlers == 0 && !want.was_blocked {
-                let mut discarded = 0;
-                while sys::take_pending(signo) {
-                    discarded += 1;
-                }
-                if discarded > 0 {
-                    log::debug!(
-                        "signal {signo}: discarded {discarded} pending with its last handler"
-                    );
-                }
-                if let Err(e) = sys::thread_sigmask(libc::SIG_UNBLOCK, &SigSet::of(signo)) {
-                    log::error!("signal {signo}: cannot restore the thread's mask: {e}");
-                }
-            }
-        });
     }
 }
 
@@ -278,7 +242,9 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
         check_signal(signo)?;
         set.insert(signo);
     }
-    sys::thread_sigmask(libc::SIG_BLOCK, &set).map(drop)
+    sys::thread_sigmask(libc::SIG_BLOCK, &set)?;
+    signals.iter().for_each(|&signo| mask::claim(signo));
+    Ok(())
 }
 
 /// Ignores `SIGPIPE` process-wide, as daemons should: a write to a closed socket or pipe then
@@ -334,6 +300,9 @@ impl<S> EventBase<S> {
     }
 
     /// Removes a signal handler; returns whether it existed. Allowed from any callback.
+    ///
+    /// When the last handler of the signal in this thread goes, the signal's mask bit is given
+    /// back as the [module docs](crate::block_signals) describe.
     pub fn remove_signal_handler(&mut self, id: SignalHandlerId) -> bool {
         if self.signals.get(id).is_none() {
             return false;
@@ -341,10 +310,9 @@ impl<S> EventBase<S> {
         let handler = self.signals.handlers.remove(id.key);
         self.signals.refd -= usize::from(handler.refd);
         if !self.signals.wants(handler.signo) {
-            self.signals.set.remove(handler.signo);
-            self.update_signalfd();
+            self.unwatch_signal(handler.signo);
         }
-        thread_mask::release(handler.signo);
+        mask::release(handler.signo);
         log::debug!("signal {}: handler removed", handler.signo);
         true
     }
@@ -372,9 +340,9 @@ impl<S> EventBase<S> {
         callback: SignalCallback<S>,
     ) -> io::Result<SignalHandlerId> {
         check_signal(signo)?;
-        thread_mask::acquire(signo)?;
+        mask::acquire(signo)?;
         if let Err(e) = self.watch_signal(signo) {
-            thread_mask::release(signo);
+            mask::release(signo);
             return Err(e);
         }
         let unique = self.signals.next_unique;
@@ -391,56 +359,82 @@ impl<S> EventBase<S> {
         Ok(SignalHandlerId { key, unique })
     }
 
-    /// Adds `signo` to the signalfd, creating and registering it on first use.
+    /// Adds `signo` to the signalfd and to what the registry forwards here, creating both on
+    /// first use.
     fn watch_signal(&mut self, signo: i32) -> io::Result<()> {
         if self.signals.set.contains(signo) {
             return Ok(());
         }
         let mut set = self.signals.set;
         set.insert(signo);
-        match &self.signals.fd {
-            Some(fd) => sys::signalfd_update(fd.as_fd(), &set)?,
-            None => {
-                let fd = sys::signalfd_create(&set)
-                    .map_err(|e| crate::error::context(e, "cannot create the signalfd"))?;
-                let raw = fd.as_raw_fd();
-                self.poll
-                    .registry()
-                    .register(&mut SourceFd(&raw), TOKEN, Interest::READABLE)?;
-                self.signals.fd = Some(fd);
-            }
+        match &self.signals.reader {
+            Some(reader) => sys::signalfd_update(reader.fd.as_fd(), &set)?,
+            None => self.signals.reader = Some(self.new_reader(&set)?),
+        }
+        if let Some(reader) = &self.signals.reader {
+            reader.member.set_wants(signo, true);
         }
         self.signals.set = set;
         Ok(())
     }
 
-    fn update_signalfd(&mut self) {
-        if let Some(fd) = &self.signals.fd {
-            if let Err(e) = sys::signalfd_update(fd.as_fd(), &self.signals.set) {
-                log::error!("cannot update the signalfd's set: {e}");
-            }
+    fn new_reader(&self, set: &SigSet) -> io::Result<Reader> {
+        let fd = sys::signalfd_create(set)
+            .map_err(|e| crate::error::context(e, "cannot create the signalfd"))?;
+        let member = Membership::join()?;
+        let registry = self.poll.registry();
+        let tokens = [
+            (fd.as_raw_fd(), Source::Signals),
+            (member.eventfd().as_raw_fd(), Source::ForwardedSignals),
+        ];
+        for (raw, source) in tokens {
+            registry.register(&mut SourceFd(&raw), source.token(), Interest::READABLE)?;
+        }
+        Ok(Reader { fd, member })
+    }
+
+    /// Stops reading `signo`: no handler of this base wants it any more.
+    fn unwatch_signal(&mut self, signo: i32) {
+        self.signals.set.remove(signo);
+        let Some(reader) = &self.signals.reader else {
+            return;
+        };
+        reader.member.set_wants(signo, false);
+        if let Err(e) = sys::signalfd_update(reader.fd.as_fd(), &self.signals.set) {
+            log::error!("cannot update the signalfd's set: {e}");
         }
     }
 
-    /// Reads and dispatches signals until the signalfd is empty (it is edge-triggered). On
-    /// `exit`, what was read stays owed and the registration is re-armed for what was not.
-    pub(crate) fn dispatch_signals(&mut self, state: &mut S) {
-        loop {
-            if self.signals.owed.is_empty() {
-                match self.signals.read_batch() {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => return log::error!("reading the signalfd failed: {e}"),
-                }
+    /// The signalfd is readable: read every pending instance into the owed queue (forwarding
+    /// each to the other bases that want it).
+    pub(crate) fn harvest_signals(&mut self) {
+        if let Err(e) = self.signals.read_all() {
+            log::error!("reading the signalfd failed: {e}");
+        }
+    }
+
+    /// Another base forwarded signals to this one.
+    pub(crate) fn harvest_forwarded_signals(&mut self) {
+        let Some(reader) = &self.signals.reader else {
+            return;
+        };
+        let before = self.signals.next_unique;
+        let owed = &mut self.signals.owed;
+        reader
+            .member
+            .take_forwarded(|info| owed.push_back(Owed::new(info, before)));
+    }
+
+    /// Runs the handlers owed each signal read, in order; stops early on `exit`, remembering
+    /// which handler ran last.
+    pub(crate) fn run_owed_signals(&mut self, state: &mut S) {
+        while let Some(owed) = self.signals.owed.front() {
+            match self.signals.next_for(owed) {
+                Some(id) => self.run_signal_handler(id, owed.info, state),
+                None => drop(self.signals.owed.pop_front()),
             }
-            while let Some(owed) = self.signals.owed.front() {
-                match self.signals.next_for(owed) {
-                    Some(id) => self.run_signal_handler(id, owed.info, state),
-                    None => drop(self.signals.owed.pop_front()),
-                }
-                if self.exit_requested {
-                    return self.rearm_signalfd();
-                }
+            if self.exit_requested {
+                return;
             }
         }
     }
@@ -466,19 +460,6 @@ impl<S> EventBase<S> {
         if let Some(handler) = self.signals.handlers.get_mut(id.key) {
             if handler.unique == id.unique {
                 handler.callback = Some(callback);
-            }
-        }
-    }
-
-    fn rearm_signalfd(&mut self) {
-        if let Some(fd) = &self.signals.fd {
-            let raw = fd.as_raw_fd();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .reregister(&mut SourceFd(&raw), TOKEN, Interest::READABLE)
-            {
-                log::error!("cannot re-arm the signalfd: {e}");
             }
         }
     }
