@@ -24,14 +24,11 @@ pub struct ChildExit {
 }
 
 /// The wait status `waitpid` would have reported, from a `waitid` result.
-fn exit_status(info: &libc::siginfo_t) -> ExitStatus {
-    // SAFETY: `info` was filled by a successful waitid for an exited child, so the child fields
-    // of the union are the ones written.
-    let status = unsafe { info.si_status() };
-    let raw = match info.si_code {
-        libc::CLD_EXITED => (status & 0xff) << 8,
-        libc::CLD_DUMPED => status | 0x80,
-        _ => status,
+fn exit_status(end: sys::ChildEnd) -> ExitStatus {
+    let raw = match end.code {
+        libc::CLD_EXITED => (end.status & 0xff) << 8,
+        libc::CLD_DUMPED => end.status | 0x80,
+        _ => end.status,
     };
     ExitStatus::from_raw(raw)
 }
@@ -109,7 +106,7 @@ impl<S> EventBase<S> {
             IoOptions::new(),
             move |base, state, _| {
                 let status = match sys::waitid_pidfd(pidfd.as_fd(), 0) {
-                    Ok(Some(info)) => exit_status(&info),
+                    Ok(Some(end)) => exit_status(end),
                     Ok(None) => return, // not exited yet: a spurious wake-up
                     Err(e) => {
                         log::error!("waitid for child {pid} failed: {e}; dropping its watch");

@@ -40,6 +40,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(target_os = "linux"))]
@@ -56,10 +57,11 @@ mod metrics;
 mod remote;
 mod signal;
 mod source;
+#[allow(unsafe_code)]
 mod sys;
 mod timer;
 
-pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut};
+pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut, TransferError};
 pub use base::EventBase;
 pub use child::ChildExit;
 pub use error::os_error;

@@ -365,7 +365,7 @@ fn dropped_file_handle_keeps_its_fd_for_requests_in_flight_and_completions_match
 }
 
 #[test]
-fn cancel_delivers_ecanceled_with_the_buffer_once_the_kernel_is_done() {
+fn cancel_stops_a_queued_request_and_leaves_a_submitted_one_to_finish() {
     let (path, data) = data_file("cancel", 1 << 20);
     let file = AioFile::open(&path, true).unwrap();
     type Seen = Vec<(&'static str, Option<i32>, usize, bool)>;
@@ -395,7 +395,7 @@ fn cancel_delivers_ecanceled_with_the_buffer_once_the_kernel_is_done() {
         .unwrap();
     assert!(base.cancel_aio(queued));
     assert!(!base.cancel_aio(queued), "already cancelled");
-    // Cancelled in flight: the kernel still fills the buffer; it comes back after that.
+    // Submitted: the kernel cannot stop it, so cancel refuses and the real result comes back.
     let in_flight = base
         .read_at(
             &file,
@@ -406,14 +406,17 @@ fn cancel_delivers_ecanceled_with_the_buffer_once_the_kernel_is_done() {
         .unwrap();
     base.submit_aio();
     assert_eq!(base.metrics().aio_in_flight, 1);
-    assert!(base.cancel_aio(in_flight));
+    assert!(
+        !base.cancel_aio(in_flight),
+        "a submitted request cannot be cancelled"
+    );
     let mut seen = Seen::new();
     run_to_completion(&mut base, &mut seen);
     seen.sort();
     assert_eq!(
         seen,
         [
-            ("in flight", Some(libc::ECANCELED), 1 << 20, true),
+            ("in flight", None, 1 << 20, true),
             ("queued", Some(libc::ECANCELED), 1 << 20, false)
         ]
     );

@@ -1,5 +1,6 @@
-//! A base copied into a child by `fork` refuses to run there, and the parent keeps its events.
-//! Its own binary with one test, so the process forks with a single thread.
+//! Tests that need a process of their own: a base copied into a child by `fork`, and faults set
+//! up with process-wide limits (`RLIMIT_FSIZE`). Each forks; they take turns, so no other test
+//! thread is busy when one forks.
 
 use std::time::Duration;
 
@@ -8,8 +9,11 @@ use aioloop::{AioFile, AlignedBuf, EventBase};
 mod common;
 use common::data_file;
 
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `child` in a forked process and returns its exit code.
 fn in_child(child: impl FnOnce() -> i32) -> i32 {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: this test binary runs one test on one thread; the child only runs `child` and
     // leaves with `_exit`, never returning into the test harness.
     match unsafe { libc::fork() } {
@@ -48,7 +52,7 @@ fn forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion(
 
     let code = in_child(|| {
         let refused = base.run_once(&mut Vec::new(), Some(Duration::from_millis(500)));
-        let ran = base.run(&mut Vec::new());
+        let ran = base.run_for(&mut Vec::new(), Duration::from_millis(500));
         match (refused, ran) {
             (Err(a), Err(b))
                 if a.to_string().contains("fork") && b.to_string().contains("child") =>
@@ -65,4 +69,50 @@ fn forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion(
     base.exit_after(Duration::from_secs(20));
     base.run(&mut got).unwrap();
     assert!(got == data, "the parent lost its completion");
+}
+
+/// A real short write followed by a real error: a file-size limit (`RLIMIT_FSIZE`) makes the
+/// kernel write up to the limit, then refuse with `EFBIG`. The callback must learn how much
+/// reached the file.
+#[test]
+fn write_all_at_reports_how_many_bytes_landed_before_an_error() {
+    const LIMIT: u64 = 300_000;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fsize-limited");
+    let _ = std::fs::remove_file(&path);
+    let report = dir.join("fsize-limited.report");
+    let (child_path, child_report) = (path.clone(), report.clone());
+    let code = in_child(move || {
+        let limit = libc::rlimit {
+            rlim_cur: LIMIT,
+            rlim_max: LIMIT,
+        };
+        // SAFETY: plain setrlimit and signal calls in the single-threaded child.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+        }
+        let file = std::fs::File::create(&child_path).unwrap();
+        let file = AioFile::new(file).unwrap();
+        let mut base = EventBase::<String>::new().unwrap();
+        base.write_all_at(&file, 0, vec![1u8; 1 << 20], |_, out, _, r| {
+            let e = r.unwrap_err();
+            *out = format!(
+                "{} {}",
+                e.transferred(),
+                aioloop::os_error(e.error()).unwrap_or(0)
+            );
+        })
+        .unwrap();
+        base.set_exit_when_empty(true);
+        let mut out = String::new();
+        base.run(&mut out).unwrap();
+        std::fs::write(&child_report, out).unwrap();
+        0
+    });
+    assert_eq!(code, 0);
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(report, format!("{LIMIT} {}", libc::EFBIG));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), LIMIT);
 }

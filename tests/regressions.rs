@@ -171,3 +171,48 @@ fn edge_and_level_handlers_on_one_fd_are_refused_with_a_clear_error() {
     base.set_io_handler(&b, Direction::Read, IoOptions::new().edge(), |_, _, _| {})
         .unwrap();
 }
+
+#[test]
+fn read_exact_at_on_an_o_direct_file_of_unaligned_size_reports_unexpected_eof() {
+    let (path, data) = data_file("direct-unaligned-size", 10_000);
+    let file = AioFile::open(&path, true).unwrap();
+    let mut base = EventBase::<Option<(std::io::ErrorKind, usize, Vec<u8>)>>::new().unwrap();
+    let buf = aioloop::AlignedBuf::new(12_288, 4096).unwrap();
+    base.read_exact_at(&file, 0, buf, |_, out, buf, r| {
+        let e = r.unwrap_err();
+        *out = Some((e.kind(), e.transferred(), buf[..10_000].to_vec()));
+    })
+    .unwrap();
+    base.set_exit_when_empty(true);
+    guard(&mut base);
+    let mut out = None;
+    base.run(&mut out).unwrap();
+    let (kind, transferred, got) = out.unwrap();
+    assert_eq!(kind, std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(transferred, 10_000);
+    assert!(got == data, "the bytes before the end are in the buffer");
+}
+
+#[test]
+fn cancel_of_a_submitted_write_reports_its_real_result() {
+    let (path, _) = data_file("cancel-submitted-write", 8192);
+    let file = AioFile::new(OpenOptions::new().write(true).open(&path).unwrap()).unwrap();
+    let mut base = EventBase::<Option<std::io::Result<usize>>>::new().unwrap();
+    let id = base
+        .write_at(&file, 0, vec![0xab; 4096], |_, out, _, r| *out = Some(r))
+        .unwrap();
+    base.submit_aio(); // a buffered write: done inside io_submit
+    assert!(!base.cancel_aio(id), "the write already happened");
+    base.set_exit_when_empty(true);
+    guard(&mut base);
+    let mut out = None;
+    base.run(&mut out).unwrap();
+    assert_eq!(
+        out.unwrap().unwrap(),
+        4096,
+        "the write's outcome was hidden"
+    );
+    assert!(std::fs::read(&path).unwrap()[..4096]
+        .iter()
+        .all(|&b| b == 0xab));
+}

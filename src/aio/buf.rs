@@ -1,4 +1,8 @@
 //! Buffers the kernel reads from or writes into while a request is in flight.
+//!
+//! The one module besides `sys` allowed `unsafe`: the buffer contract is itself an unsafe
+//! trait, and `AlignedBuf` is raw aligned memory.
+#![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
 use std::fmt;

@@ -177,8 +177,7 @@ impl<S> Signals<S> {
         let Some(reader) = &self.reader else {
             return Ok(());
         };
-        // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
-        let mut buf: [libc::signalfd_siginfo; READ_BATCH] = unsafe { mem::zeroed() };
+        let mut buf = sys::siginfo_batch::<READ_BATCH>();
         loop {
             let n = sys::signalfd_read(reader.fd.as_fd(), &mut buf)?;
             for raw in &buf[..n] {

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use crate::sys::check;
+use super::check;
 
 /// `aio_context_t`: the user address of the context's completion ring.
 pub(crate) type ContextId = libc::c_ulong;
@@ -46,7 +46,7 @@ pub(crate) struct Iocb {
 /// `struct io_event`, 32 bytes: one completion.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct IoEvent {
+pub(crate) struct AioEvent {
     /// The submitted iocb's `aio_data`.
     pub(crate) data: u64,
     /// The user address of the iocb (not used: addresses are not identities).
@@ -57,7 +57,7 @@ pub(crate) struct IoEvent {
 }
 
 /// `struct aio_ring` (private to `fs/aio.c`, stable since 2.6): the header of the completion
-/// ring mapped at the context's address, followed by `nr` `IoEvent`s.
+/// ring mapped at the context's address, followed by `nr` `AioEvent`s.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct RingHeader {
@@ -105,7 +105,7 @@ pub(crate) unsafe fn io_submit(ctx: ContextId, iocbs: &mut [*mut Iocb]) -> io::R
 }
 
 /// `io_getevents(2)` with a zero timeout: the completions ready now, at most `out.len()`.
-pub(crate) fn io_getevents_now(ctx: ContextId, out: &mut [IoEvent]) -> io::Result<usize> {
+pub(crate) fn io_getevents_now(ctx: ContextId, out: &mut [AioEvent]) -> io::Result<usize> {
     let zero = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -151,11 +151,11 @@ mod tests {
 
     #[test]
     fn io_event_matches_the_kernel_layout() {
-        assert_eq!(size_of::<IoEvent>(), 32);
-        assert_eq!(offset_of!(IoEvent, data), 0);
-        assert_eq!(offset_of!(IoEvent, obj), 8);
-        assert_eq!(offset_of!(IoEvent, res), 16);
-        assert_eq!(offset_of!(IoEvent, res2), 24);
+        assert_eq!(size_of::<AioEvent>(), 32);
+        assert_eq!(offset_of!(AioEvent, data), 0);
+        assert_eq!(offset_of!(AioEvent, obj), 8);
+        assert_eq!(offset_of!(AioEvent, res), 16);
+        assert_eq!(offset_of!(AioEvent, res2), 24);
     }
 
     #[test]

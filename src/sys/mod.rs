@@ -1,6 +1,9 @@
 //! The thin layer of raw Linux syscalls that mio does not wrap. Each function is one syscall
 //! (or one libc call), returns `io::Result`, and owns every fd it creates as an `OwnedFd`.
 
+pub(crate) mod aio;
+pub(crate) mod aio_ring;
+
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -87,6 +90,12 @@ pub(crate) fn signalfd_update(fd: BorrowedFd<'_>, set: &SigSet) -> io::Result<()
 /// Size of one record read from a signalfd.
 pub(crate) const SIGINFO_SIZE: usize = mem::size_of::<libc::signalfd_siginfo>();
 
+/// A batch of `signalfd_siginfo` records to read into.
+pub(crate) fn siginfo_batch<const N: usize>() -> [libc::signalfd_siginfo; N] {
+    // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
+    unsafe { mem::zeroed() }
+}
+
 /// Reads whole `signalfd_siginfo` records into `buf`; returns how many (0: none pending).
 pub(crate) fn signalfd_read(
     fd: BorrowedFd<'_>,
@@ -138,11 +147,16 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// `waitid(P_PIDFD, fd, ..., WEXITED | WNOHANG | extra)`: the child's exit, if it has exited.
-pub(crate) fn waitid_pidfd(
-    fd: BorrowedFd<'_>,
-    extra: libc::c_int,
-) -> io::Result<Option<libc::siginfo_t>> {
+/// How a child ended, as `waitid` reports it: `si_code` (`CLD_EXITED`, `CLD_KILLED`,
+/// `CLD_DUMPED`) and `si_status` (the exit code or the signal).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChildEnd {
+    pub(crate) code: i32,
+    pub(crate) status: i32,
+}
+
+/// `waitid(P_PIDFD, fd, ..., WEXITED | WNOHANG | extra)`: the child's end, if it has exited.
+pub(crate) fn waitid_pidfd(fd: BorrowedFd<'_>, extra: libc::c_int) -> io::Result<Option<ChildEnd>> {
     // SAFETY: an all-zero siginfo_t is valid; waitid fills it, leaving si_pid 0 if the child
     // has not exited yet.
     let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
@@ -157,8 +171,11 @@ pub(crate) fn waitid_pidfd(
         )
     } as libc::c_long)?;
     // SAFETY: waitid succeeded, so the child fields of the union are the ones written.
-    let pid = unsafe { info.si_pid() };
-    Ok((pid != 0).then_some(info))
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    Ok((pid != 0).then_some(ChildEnd {
+        code: info.si_code,
+        status,
+    }))
 }
 
 /// A non-blocking, close-on-exec eventfd.

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::abi::{self, ContextId, IoEvent, RingHeader, AIO_RING_MAGIC};
+use super::aio::{self as abi, AioEvent, ContextId, RingHeader, AIO_RING_MAGIC};
 
 /// A validated view of a context's completion ring.
 pub(crate) struct Ring {
@@ -48,13 +48,13 @@ impl Ring {
 
     /// Appends every completion in the ring to `out` and hands the slots back to the kernel.
     /// Returns how many were reaped.
-    pub(crate) fn reap(&self, out: &mut impl Extend<IoEvent>) -> usize {
+    pub(crate) fn reap(&self, out: &mut impl Extend<AioEvent>) -> usize {
         let tail = self.tail().load(Ordering::Acquire);
         let mut head = self.head().load(Ordering::Relaxed);
         if head >= self.nr || tail >= self.nr {
             return 0; // never happens with a sane kernel; io_getevents will cope
         }
-        let first = self.header.wrapping_add(1) as *const IoEvent;
+        let first = self.header.wrapping_add(1) as *const AioEvent;
         let mut reaped = 0;
         out.extend(std::iter::from_fn(|| {
             if head == tail {
@@ -73,8 +73,8 @@ impl Ring {
 }
 
 /// Reaps with the `io_getevents` syscall instead of the ring; same contract as [`Ring::reap`].
-pub(crate) fn reap_with_syscall(ctx: ContextId, out: &mut impl Extend<IoEvent>) -> usize {
-    let mut batch = [IoEvent::default(); 64];
+pub(crate) fn reap_with_syscall(ctx: ContextId, out: &mut impl Extend<AioEvent>) -> usize {
+    let mut batch = [AioEvent::default(); 64];
     let mut total = 0;
     loop {
         let n = match abi::io_getevents_now(ctx, &mut batch) {

@@ -1,0 +1,322 @@
+//! The request verbs of the base: reads, writes, syncs, whole-span helpers and cancel.
+
+use std::io;
+
+use super::{AioError, AioFile, AioId, AioOptions, IoBuf, IoBufMut, TransferError};
+use crate::base::EventBase;
+use crate::sys::aio as abi;
+
+impl<S> EventBase<S> {
+    /// Sets the AIO options. Only before the first AIO request, which creates the context.
+    pub fn set_aio_options(&mut self, options: AioOptions) -> io::Result<()> {
+        if self.aio.context.is_some() {
+            return Err(io::Error::other(
+                "AIO options must be set before the first AIO request creates the context",
+            ));
+        }
+        self.aio.options = options;
+        Ok(())
+    }
+
+    /// Reads into `buf` from `file` at `offset`; `callback` gets the buffer back with the byte
+    /// count, which is short at end of file and 0 at or past it.
+    ///
+    /// The buffer belongs to the loop until the callback: it is never freed or handed back while
+    /// the kernel may write into it. Refused (with the buffer handed back) when an `O_DIRECT`
+    /// request is misaligned, or when the AIO context cannot be created.
+    ///
+    /// ```
+    /// use aioloop::{AioFile, EventBase};
+    ///
+    /// let file = AioFile::open("Cargo.toml", false)?;
+    /// let mut base = EventBase::<Option<Vec<u8>>>::new()?;
+    /// base.read_at(&file, 0, vec![0; 9], |_, out, buf, n| {
+    ///     assert_eq!(n.unwrap(), 9);
+    ///     *out = Some(buf);
+    /// })?;
+    /// base.set_exit_when_empty(true);
+    /// let mut out = None;
+    /// base.run(&mut out)?;
+    /// assert_eq!(out.unwrap(), b"[package]");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_at<B, F>(
+        &mut self,
+        file: &AioFile,
+        offset: u64,
+        mut buf: B,
+        callback: F,
+    ) -> Result<AioId, AioError<B>>
+    where
+        B: IoBufMut,
+        F: FnOnce(&mut EventBase<S>, &mut S, B, io::Result<usize>) + 'static,
+    {
+        let span = (buf.io_mut_ptr() as usize, buf.io_len());
+        self.submit_transfer(file, abi::IOCB_CMD_PREAD, offset, span, buf, callback)
+            .map_err(|(error, buf, _)| AioError { error, buf })
+    }
+
+    /// Writes `buf` to `file` at `offset`; `callback` gets the buffer back with the byte count.
+    ///
+    /// Writes that extend the file run synchronously inside `io_submit` on ext4 even with
+    /// `O_DIRECT`; preallocate (`File::set_len`, `fallocate`) to keep them asynchronous.
+    pub fn write_at<B, F>(
+        &mut self,
+        file: &AioFile,
+        offset: u64,
+        buf: B,
+        callback: F,
+    ) -> Result<AioId, AioError<B>>
+    where
+        B: IoBuf,
+        F: FnOnce(&mut EventBase<S>, &mut S, B, io::Result<usize>) + 'static,
+    {
+        let span = (buf.io_ptr() as usize, buf.io_len());
+        self.submit_transfer(file, abi::IOCB_CMD_PWRITE, offset, span, buf, callback)
+            .map_err(|(error, buf, _)| AioError { error, buf })
+    }
+
+    /// Reads into several buffers in order (`preadv`); `callback` gets them back with the
+    /// total byte count.
+    pub fn readv_at<B, F>(
+        &mut self,
+        file: &AioFile,
+        offset: u64,
+        mut bufs: Vec<B>,
+        callback: F,
+    ) -> Result<AioId, AioError<Vec<B>>>
+    where
+        B: IoBufMut,
+        F: FnOnce(&mut EventBase<S>, &mut S, Vec<B>, io::Result<usize>) + 'static,
+    {
+        let iovecs = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.io_mut_ptr().cast(),
+                iov_len: b.io_len(),
+            })
+            .collect();
+        self.submit_vectored(file, abi::IOCB_CMD_PREADV, offset, iovecs, bufs, callback)
+    }
+
+    /// Writes several buffers in order (`pwritev`); `callback` gets them back with the total
+    /// byte count.
+    pub fn writev_at<B, F>(
+        &mut self,
+        file: &AioFile,
+        offset: u64,
+        bufs: Vec<B>,
+        callback: F,
+    ) -> Result<AioId, AioError<Vec<B>>>
+    where
+        B: IoBuf,
+        F: FnOnce(&mut EventBase<S>, &mut S, Vec<B>, io::Result<usize>) + 'static,
+    {
+        let iovecs = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.io_ptr() as *mut libc::c_void,
+                iov_len: b.io_len(),
+            })
+            .collect();
+        self.submit_vectored(file, abi::IOCB_CMD_PWRITEV, offset, iovecs, bufs, callback)
+    }
+
+    /// Flushes `file`'s data and metadata to stable storage (`IOCB_CMD_FSYNC`, run by a
+    /// kernel worker: the loop does not block).
+    pub fn fsync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
+    {
+        self.submit_sync(file, abi::IOCB_CMD_FSYNC, callback)
+    }
+
+    /// Like [`fsync`](Self::fsync) but without metadata not needed to read the data back
+    /// (`IOCB_CMD_FDSYNC`).
+    pub fn fdatasync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
+    {
+        self.submit_sync(file, abi::IOCB_CMD_FDSYNC, callback)
+    }
+
+    /// Reads exactly `buf.io_len()` bytes at `offset`, resubmitting the rest after short reads;
+    /// end of file first gives `UnexpectedEof`. Returns the id of the first request.
+    pub fn read_exact_at<B, F>(
+        &mut self,
+        file: &AioFile,
+        offset: u64,
+        mut buf: B,
+        callback: F,
+    ) -> Result<AioId, AioError<B>>
+    where
+        B: IoBufMut,
+        F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>) + 'static,
+    {
+        let span = (buf.io_mut_ptr() as usize, buf.io_len());
+        let rest = Rest {
+            file: file.clone(),
+            opcode: abi::IOCB_CMD_PREAD,
+            offset,
+            span,
+            done: 0,
+            callback,
+        };
+        rest.submit(self, buf)
+            .map_err(|(error, buf, _)| AioError { error, buf })
+    }
+
+    /// Writes all of `buf` at `offset`, resubmitting the rest after short writes; a write of 0
+    /// bytes gives `WriteZero`. Returns the id of the first request.
+    pub fn write_all_at<B, F>(
+        &mut self,
+        file: &AioFile,
+        offset: u64,
+        buf: B,
+        callback: F,
+    ) -> Result<AioId, AioError<B>>
+    where
+        B: IoBuf,
+        F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>) + 'static,
+    {
+        let span = (buf.io_ptr() as usize, buf.io_len());
+        let rest = Rest {
+            file: file.clone(),
+            opcode: abi::IOCB_CMD_PWRITE,
+            offset,
+            span,
+            done: 0,
+            callback,
+        };
+        rest.submit(self, buf)
+            .map_err(|(error, buf, _)| AioError { error, buf })
+    }
+
+    /// Cancels a request that has not been handed to the kernel yet: it is never submitted,
+    /// and its callback gets `ECANCELED` (`ErrorKind::Other`, [`os_error`](crate::os_error) =
+    /// `libc::ECANCELED`) with its buffer in the next iteration. Returns `true` then.
+    ///
+    /// Returns `false` if the request is unknown, finished, already cancelled, or **already
+    /// submitted**: the kernel cannot stop file I/O once it has it (`io_cancel` gives
+    /// `EINVAL`), so a submitted request runs to completion and its callback gets its real
+    /// result. A cancel never hides what happened to the file: a write that was submitted
+    /// reports the bytes it wrote (libuv answers `EBUSY` in the same case). Requests are
+    /// submitted right before each poll (or by [`submit_aio`](Self::submit_aio)), so a cancel
+    /// in the callback that queued the request always succeeds. For
+    /// [`read_exact_at`](Self::read_exact_at) and [`write_all_at`](Self::write_all_at), the id
+    /// names the first request of the span only.
+    pub fn cancel_aio(&mut self, id: AioId) -> bool {
+        match self.aio.ops.get_mut(id.key as usize) {
+            Some(op) if op.gen == id.gen && !op.cancelled && !op.submitted => {
+                op.cancelled = true;
+                self.aio.needs_flush = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands queued requests to the kernel now, in one batch, instead of right before the next
+    /// poll. Useful to start I/O before a long computation in a callback; completions are
+    /// still delivered by the loop. Refusals are reported through the requests' callbacks.
+    pub fn submit_aio(&mut self) {
+        self.flush_aio();
+    }
+}
+
+/// What to do when a transfer completes. Closures qualify; so does [`Rest`], which the
+/// `*_exact`/`*_all` helpers use and can take apart again when a submission is refused.
+pub(super) trait OnTransfer<S, B>: 'static {
+    fn done(self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>);
+}
+
+impl<S, B, F> OnTransfer<S, B> for F
+where
+    F: FnOnce(&mut EventBase<S>, &mut S, B, io::Result<usize>) + 'static,
+{
+    fn done(self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>) {
+        self(base, state, buf, res)
+    }
+}
+
+/// The rest of a whole-span transfer: resubmits after short counts until the span is done.
+struct Rest<F> {
+    file: AioFile,
+    opcode: u16,
+    offset: u64,
+    /// Address and length of the whole span in the buffer.
+    span: (usize, usize),
+    done: usize,
+    callback: F,
+}
+
+impl<F> Rest<F> {
+    /// Queues the part of the span not done yet; on refusal hands everything back.
+    fn submit<S, B>(self, base: &mut EventBase<S>, buf: B) -> Result<AioId, (io::Error, B, Self)>
+    where
+        B: 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>) + 'static,
+    {
+        let (file, opcode) = (self.file.clone(), self.opcode);
+        let (at, rest) = self.rest();
+        base.submit_transfer(&file, opcode, at, rest, buf, self)
+    }
+
+    /// The file offset and the buffer span still to transfer.
+    fn rest(&self) -> (u64, (usize, usize)) {
+        let (addr, len) = self.span;
+        (
+            self.offset + self.done as u64,
+            (addr + self.done, len - self.done),
+        )
+    }
+
+    /// Why the span ended early when the kernel transferred nothing more.
+    fn short_error(&self) -> io::Error {
+        match self.opcode {
+            abi::IOCB_CMD_PREAD => io::ErrorKind::UnexpectedEof.into(),
+            _ => io::ErrorKind::WriteZero.into(),
+        }
+    }
+
+    fn finish<S, B>(self, base: &mut EventBase<S>, state: &mut S, buf: B, error: Option<io::Error>)
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>),
+    {
+        let transferred = self.done;
+        let result = error.map_or(Ok(()), |error| Err(TransferError { transferred, error }));
+        (self.callback)(base, state, buf, result)
+    }
+}
+
+impl<S, B, F> OnTransfer<S, B> for Rest<F>
+where
+    B: 'static,
+    F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>) + 'static,
+{
+    fn done(mut self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>) {
+        let len = self.span.1;
+        match res {
+            Ok(0) if self.done < len => {
+                let error = self.short_error();
+                return self.finish(base, state, buf, Some(error));
+            }
+            Ok(n) => self.done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return self.finish(base, state, buf, Some(e)),
+        }
+        if self.done >= len {
+            return self.finish(base, state, buf, None);
+        }
+        // An O_DIRECT transfer only comes back short at the end of the file (or of the
+        // space): the rest is then misaligned and the kernel would refuse it.
+        let (at, (addr, rest)) = self.rest();
+        if self.file.check_transfer(addr, rest, at).is_err() {
+            let error = self.short_error();
+            return self.finish(base, state, buf, Some(error));
+        }
+        if let Err((e, buf, rest)) = self.submit(base, buf) {
+            rest.finish(base, state, buf, Some(e));
+        }
+    }
+}

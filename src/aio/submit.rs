@@ -1,0 +1,252 @@
+//! Submission: the request table, the queue, and batching into `io_submit`.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use super::requests::OnTransfer;
+use super::{transfer_result, Aio, AioError, AioFile, AioId, Complete, Op, MAX_IOVECS};
+use crate::base::EventBase;
+use crate::sys::aio::{self as abi, AioEvent, Iocb};
+
+impl<S> EventBase<S> {
+    /// Queues one request; on refusal hands back the error, the buffer and the callback.
+    pub(super) fn submit_transfer<B, C>(
+        &mut self,
+        file: &AioFile,
+        opcode: u16,
+        offset: u64,
+        (addr, len): (usize, usize),
+        buf: B,
+        callback: C,
+    ) -> Result<AioId, (io::Error, B, C)>
+    where
+        B: 'static,
+        C: OnTransfer<S, B>,
+    {
+        let checked = file
+            .check_transfer(addr, len, offset)
+            .and_then(|()| file_offset(offset))
+            .and_then(|offset| self.ensure_aio_context().map(|()| offset));
+        let offset = match checked {
+            Ok(offset) => offset,
+            Err(e) => return Err((e, buf, callback)),
+        };
+        let iocb = Iocb {
+            aio_lio_opcode: opcode,
+            aio_buf: addr as u64,
+            aio_nbytes: len as u64,
+            aio_offset: offset,
+            ..Iocb::default()
+        };
+        let complete = move |base: &mut EventBase<S>, state: &mut S, res| {
+            callback.done(base, state, buf, transfer_result(res))
+        };
+        Ok(self.enqueue(file, iocb, Vec::new(), Box::new(complete)))
+    }
+
+    pub(super) fn submit_vectored<B, F>(
+        &mut self,
+        file: &AioFile,
+        opcode: u16,
+        offset: u64,
+        iovecs: Vec<libc::iovec>,
+        bufs: Vec<B>,
+        callback: F,
+    ) -> Result<AioId, AioError<Vec<B>>>
+    where
+        B: 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, Vec<B>, io::Result<usize>) + 'static,
+    {
+        let checked = check_iovecs(file, &iovecs, offset)
+            .and_then(|()| file_offset(offset))
+            .and_then(|offset| self.ensure_aio_context().map(|()| offset));
+        let offset = match checked {
+            Ok(offset) => offset,
+            Err(error) => return Err(AioError { error, buf: bufs }),
+        };
+        let iocb = Iocb {
+            aio_lio_opcode: opcode,
+            aio_buf: iovecs.as_ptr() as u64,
+            aio_nbytes: iovecs.len() as u64,
+            aio_offset: offset,
+            ..Iocb::default()
+        };
+        let complete = move |base: &mut EventBase<S>, state: &mut S, res| {
+            callback(base, state, bufs, transfer_result(res))
+        };
+        Ok(self.enqueue(file, iocb, iovecs, Box::new(complete)))
+    }
+
+    pub(super) fn submit_sync<F>(
+        &mut self,
+        file: &AioFile,
+        opcode: u16,
+        callback: F,
+    ) -> io::Result<AioId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
+    {
+        self.ensure_aio_context()?;
+        let iocb = Iocb {
+            aio_lio_opcode: opcode,
+            ..Iocb::default()
+        };
+        let complete = move |base: &mut EventBase<S>, state: &mut S, res| {
+            callback(base, state, transfer_result(res).map(drop))
+        };
+        Ok(self.enqueue(file, iocb, Vec::new(), Box::new(complete)))
+    }
+
+    /// Puts a checked request in the table and the submission queue.
+    fn enqueue(
+        &mut self,
+        file: &AioFile,
+        mut iocb: Iocb,
+        iovecs: Vec<libc::iovec>,
+        complete: Complete<S>,
+    ) -> AioId {
+        let aio = &mut self.aio;
+        let gen = aio.next_gen;
+        aio.next_gen = aio.next_gen.wrapping_add(1);
+        let entry = aio.ops.vacant_entry();
+        let id = AioId {
+            key: entry.key() as u32,
+            gen,
+        };
+        let ctx = aio.context.as_ref().expect("created by the caller");
+        iocb.aio_data = id.data();
+        iocb.aio_fildes = file.as_raw_fd() as u32;
+        iocb.aio_flags = abi::IOCB_FLAG_RESFD;
+        iocb.aio_resfd = ctx.eventfd.as_raw_fd() as u32;
+        entry.insert(Op {
+            gen,
+            iocb,
+            _iovecs: iovecs,
+            _file: file.clone(),
+            submitted: false,
+            cancelled: false,
+            complete,
+        });
+        aio.queue.push_back(id.key as usize);
+        aio.needs_flush = true;
+        id
+    }
+
+    /// Submits what is queued, up to the in-flight limit, in as few `io_submit` calls as it
+    /// takes. Called before each poll.
+    pub(crate) fn flush_aio(&mut self) {
+        if !self.aio.needs_flush {
+            return;
+        }
+        self.aio.needs_flush = false;
+        let max = self.aio.options.max_in_flight as usize;
+        while self.aio.in_flight < max && !self.aio.queue.is_empty() {
+            let batch = self.gather_batch(max - self.aio.in_flight);
+            if batch == 0 {
+                continue; // only cancelled requests were at the front
+            }
+            let ctx = self
+                .aio
+                .context
+                .as_ref()
+                .expect("requests imply a context")
+                .id;
+            let started = Instant::now();
+            // SAFETY: the batch points at iocbs inside `self.aio.ops`, which is not touched
+            // during the call; their buffers and iovec arrays are owned by the same entries
+            // and live until the completion is reaped or the context is destroyed.
+            #[allow(unsafe_code)]
+            let result = unsafe { abi::io_submit(ctx, &mut self.aio.batch) };
+            self.metrics.aio_submit_time += started.elapsed();
+            self.metrics.aio_submit_calls += 1;
+            match result {
+                Ok(n) => self.mark_submitted(n),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    // Reaped-but-unread completions hold kernel slots: free them, retry.
+                    if self.aio.reap() == 0 {
+                        log::debug!(
+                            "io_submit: EAGAIN with nothing to reap; retrying on completion"
+                        );
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.fail_first_queued(e),
+            }
+        }
+    }
+
+    /// Fills `self.aio.batch` with up to `room` queued requests, completing cancelled ones.
+    fn gather_batch(&mut self, room: usize) -> usize {
+        let Aio {
+            ops,
+            queue,
+            ready,
+            batch,
+            ..
+        } = &mut self.aio;
+        batch.clear();
+        let mut i = 0;
+        while batch.len() < room && i < queue.len() {
+            let op = &mut ops[queue[i]];
+            if op.cancelled {
+                ready.push_back(AioEvent {
+                    data: op.iocb.aio_data,
+                    res: -i64::from(libc::ECANCELED),
+                    ..AioEvent::default()
+                });
+                queue.remove(i);
+                continue;
+            }
+            batch.push(&mut op.iocb);
+            i += 1;
+        }
+        batch.len()
+    }
+
+    fn mark_submitted(&mut self, n: usize) {
+        for key in self.aio.queue.drain(..n) {
+            self.aio.ops[key].submitted = true;
+        }
+        self.aio.in_flight += n;
+    }
+
+    /// `io_submit` refused the first iocb: complete that request with the error, keep the rest.
+    fn fail_first_queued(&mut self, err: io::Error) {
+        let Some(key) = self.aio.queue.pop_front() else {
+            return;
+        };
+        log::debug!("io_submit refused a request: {err}");
+        let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        self.aio.ready.push_back(AioEvent {
+            data: self.aio.ops[key].iocb.aio_data,
+            res: -i64::from(errno),
+            ..AioEvent::default()
+        });
+    }
+}
+
+fn file_offset(offset: u64) -> io::Result<i64> {
+    i64::try_from(offset).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("file offset {offset} is beyond i64::MAX"),
+        )
+    })
+}
+
+fn check_iovecs(file: &AioFile, iovecs: &[libc::iovec], offset: u64) -> io::Result<()> {
+    if iovecs.len() > MAX_IOVECS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} buffers in one vectored request; the kernel takes at most {MAX_IOVECS}",
+                iovecs.len()
+            ),
+        ));
+    }
+    iovecs
+        .iter()
+        .try_for_each(|v| file.check_transfer(v.iov_base as usize, v.iov_len, offset))
+}
