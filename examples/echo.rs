@@ -1,17 +1,19 @@
 //! A TCP echo server on one event base, with an idle-connection timeout.
 //!
 //! ```text
-//! cargo run --release --example echo -- --addr 127.0.0.1:7000 [--level] [--idle-timeout SECS]
+//! cargo run --release --example echo -- [--addr HOST:PORT] [--level] [--idle-timeout SECS]
 //! ```
 //!
-//! Prints `listening <addr>` once it accepts connections. Every byte received is written back
-//! on the same connection; a connection silent for the idle timeout (default 60 s) is closed.
-//! `--level` uses level-triggered handlers that read one buffer per call; the default
-//! edge-triggered handlers read until `WouldBlock`.
+//! Prints `listening <addr>` once it accepts connections (`--addr 127.0.0.1:0` picks a free
+//! port; the default is `127.0.0.1:7000`; a host name such as `localhost:7000` is resolved).
+//! Every byte received is written back on the same connection; a connection silent for the idle
+//! timeout (default 60 s; 0 turns it off) is closed. `--level` uses level-triggered handlers
+//! that read one buffer per call; the default edge-triggered handlers read until `WouldBlock`.
+//! Talk to it with `nc 127.0.0.1 7000`; stop it with Ctrl-C. Errors name what failed, exit 1.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -41,9 +43,19 @@ struct Conn {
 
 type Base = EventBase<Server>;
 
-fn main() -> io::Result<()> {
+const USAGE: &str = "usage: echo [--addr HOST:PORT] [--level] [--idle-timeout SECS]";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> io::Result<()> {
     let args = Args::parse()?;
-    let listener = TcpListener::bind(args.addr)?;
+    let listener = TcpListener::bind(args.addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.addr)))?;
     let mut base = Base::new()?;
     base.set_io_handler(&listener, Direction::Read, IoOptions::new(), on_accept)?;
     let trigger = if args.level { "level" } else { "edge" };
@@ -51,8 +63,8 @@ fn main() -> io::Result<()> {
         listener,
         conns: HashMap::new(),
         edge: !args.level,
-        read_options: args.trigger_options().timeout(args.idle_timeout),
-        write_options: IoOptions::new().timeout(args.idle_timeout),
+        read_options: with_idle_timeout(args.trigger_options(), args.idle_timeout),
+        write_options: with_idle_timeout(args.trigger_options(), args.idle_timeout),
     };
     eprintln!(
         "echo: {trigger}-triggered handlers, idle timeout {:?}",
@@ -61,6 +73,14 @@ fn main() -> io::Result<()> {
     println!("listening {}", server.listener.local_addr()?);
     io::stdout().flush()?;
     base.run(&mut server)
+}
+
+/// `options` with an inactivity timeout, unless `idle` is `None` (no timeout).
+fn with_idle_timeout(options: IoOptions, idle: Option<Duration>) -> IoOptions {
+    match idle {
+        Some(idle) => options.timeout(idle),
+        None => options,
+    }
 }
 
 fn on_accept(base: &mut Base, server: &mut Server, _: IoEvent) {
@@ -171,18 +191,18 @@ fn close(base: &mut Base, server: &mut Server, fd: RawFd) {
 struct Args {
     addr: SocketAddr,
     level: bool,
-    idle_timeout: Duration,
+    /// `None`: no idle timeout.
+    idle_timeout: Option<Duration>,
 }
 
 impl Args {
     fn parse() -> io::Result<Args> {
-        let usage = "usage: echo [--addr HOST:PORT] [--level] [--idle-timeout SECS]";
         let bad =
-            |what: String| io::Error::new(ErrorKind::InvalidInput, format!("{what}\n{usage}"));
+            |what: String| io::Error::new(ErrorKind::InvalidInput, format!("{what}\n{USAGE}"));
         let mut args = Args {
-            addr: "127.0.0.1:7000".parse().expect("valid literal"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
             level: false,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Some(Duration::from_secs(60)),
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -191,23 +211,31 @@ impl Args {
                     let value = it
                         .next()
                         .ok_or_else(|| bad("--addr needs a value".into()))?;
-                    args.addr = value
-                        .parse()
-                        .map_err(|e| bad(format!("--addr {value}: {e}")))?;
+                    args.addr = resolve(&value).map_err(|e| bad(format!("--addr {value}: {e}")))?;
                 }
                 "--level" => args.level = true,
                 "--idle-timeout" => {
                     let value = it
                         .next()
                         .ok_or_else(|| bad("--idle-timeout needs a value".into()))?;
-                    let secs: f64 = value
-                        .parse()
-                        .map_err(|e| bad(format!("--idle-timeout {value}: {e}")))?;
-                    args.idle_timeout = Duration::try_from_secs_f64(secs)
-                        .map_err(|e| bad(format!("--idle-timeout {value}: {e}")))?;
+                    let secs: f64 = value.parse().map_err(|_| {
+                        bad(format!(
+                            "--idle-timeout takes seconds (0: none), got {value:?}"
+                        ))
+                    })?;
+                    args.idle_timeout = match Duration::try_from_secs_f64(secs) {
+                        Ok(d) if d.is_zero() => None,
+                        Ok(d) => Some(d),
+                        Err(_) => {
+                            return Err(bad(format!(
+                                "--idle-timeout takes a non-negative number of seconds, got \
+                                 {value:?}"
+                            )))
+                        }
+                    };
                 }
                 "-h" | "--help" => {
-                    println!("{usage}");
+                    println!("{USAGE}");
                     std::process::exit(0);
                 }
                 other => return Err(bad(format!("unknown argument {other}"))),
@@ -223,4 +251,13 @@ impl Args {
             IoOptions::new().edge()
         }
     }
+}
+
+/// The first address `HOST:PORT` resolves to (a literal address, or a name such as
+/// `localhost:7000`).
+fn resolve(value: &str) -> io::Result<SocketAddr> {
+    value
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(ErrorKind::NotFound, "the name resolves to no address"))
 }

@@ -30,7 +30,18 @@ struct Daemon {
 
 type Base = EventBase<Daemon>;
 
-fn main() -> io::Result<()> {
+fn main() {
+    if let Some(arg) = std::env::args().nth(1) {
+        eprintln!("signals: takes no arguments, got {arg:?}\nusage: signals");
+        std::process::exit(1);
+    }
+    if let Err(e) = run() {
+        eprintln!("signals: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> io::Result<()> {
     // Before any thread exists, so every thread inherits the mask.
     aioloop::block_signals(&SIGNALS)?;
     let mut base = Base::new()?;

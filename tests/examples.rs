@@ -25,7 +25,9 @@ fn example(name: &str) -> PathBuf {
             Some("release") => drop(build.arg("--release")),
             Some(profile) => drop(build.args(["--profile", profile])),
         }
-        let status = build.status().expect("cannot run cargo to build the examples");
+        let status = build
+            .status()
+            .expect("cannot run cargo to build the examples");
         assert!(status.success(), "cargo build --examples failed");
     });
     let path = profile_dir.join("examples").join(name);
@@ -159,4 +161,120 @@ fn linux_aio_test_example_copies_a_file_byte_for_byte_with_and_without_direct() 
             "direct={direct}: output differs"
         );
     }
+}
+
+/// Runs an example to its end and returns (exit code, stdout, stderr).
+fn run_example(name: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+#[test]
+fn linux_aio_test_refuses_bad_input_with_a_message_naming_it() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("example-aio-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input");
+    std::fs::write(&input, b"precious bytes").unwrap();
+    let fifo = dir.join("fifo");
+    if !fifo.exists() {
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    }
+    let (input, fifo, dir_s) = (
+        input.to_str().unwrap(),
+        fifo.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (&["--output", input, input], "is the input file itself"),
+        (&["/dev/zero"], "character device"),
+        (&["/dev/null"], "character device"),
+        (&[fifo], "is a FIFO"),
+        (&[dir_s], "is a directory"),
+        (&["/proc/self/status"], "/proc"),
+        (
+            &["--chunk-size", "0", input],
+            "--chunk-size must be a positive number",
+        ),
+        (
+            &["--chunk-size", "abc", input],
+            "--chunk-size must be a positive number",
+        ),
+        (
+            &["--depth", "0", input],
+            "--depth must be a positive number",
+        ),
+        (
+            &["--output", "/nonexistent/out", input],
+            "cannot create --output",
+        ),
+        (&["/nonexistent"], "cannot read /nonexistent"),
+        (&[], "FILE is missing"),
+    ];
+    for (args, expected) in cases {
+        let (code, stdout, stderr) = run_example("linux_aio_test", args);
+        assert_eq!(code, 1, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(input).unwrap(),
+        b"precious bytes",
+        "the input survived --output INPUT INPUT"
+    );
+}
+
+#[test]
+fn echo_reports_bad_arguments_and_a_taken_port_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--addr", &taken], "cannot listen on"),
+        (
+            &["--addr", "no-such-host.invalid:80"],
+            "--addr no-such-host.invalid:80",
+        ),
+        (&["--addr", "localhost"], "--addr localhost"),
+        (&["--idle-timeout", "abc"], "--idle-timeout takes seconds"),
+        (&["--idle-timeout", "-1"], "non-negative"),
+        (&["--frobnicate"], "unknown argument"),
+    ];
+    for (args, expected) in cases {
+        let (code, _, stderr) = run_example("echo", args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("Os {"),
+            "{args:?}: a Debug error: {stderr}"
+        );
+    }
+    let (code, _, stderr) = run_example("signals", &["extra"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("takes no arguments"), "{stderr}");
+}
+
+#[test]
+fn echo_accepts_a_host_name_and_zero_idle_timeout_means_none() {
+    let (mut server, mut out) = spawn("echo", &["--addr", "localhost:0", "--idle-timeout", "0"]);
+    let ready = line(&mut out);
+    let addr = ready.strip_prefix("listening ").unwrap().to_string();
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    conn.write_all(b"still here").unwrap();
+    let mut got = [0; 10];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still here", "the idle connection was closed");
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
