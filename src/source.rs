@@ -29,7 +29,8 @@ pub(crate) enum Source {
     Posts,
     /// Signals, on the base's signalfd.
     Signals,
-    /// Signals another base of the process read and forwarded to this one.
+    /// Signals that reach this base another way than its signalfd: forwarded by another base
+    /// of the process (an eventfd), or caught by the forwarding handler (a pipe).
     ForwardedSignals,
     /// Kernel AIO completions, on the context's eventfd.
     Aio,

@@ -13,6 +13,13 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `child` in a forked process and returns its exit code.
 fn in_child(child: impl FnOnce() -> i32) -> i32 {
+    let status = in_child_status(child);
+    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// Runs `child` in a forked process and returns its wait status.
+fn in_child_status(child: impl FnOnce() -> i32) -> i32 {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: this test binary runs one test on one thread; the child only runs `child` and
     // leaves with `_exit`, never returning into the test harness.
@@ -27,8 +34,7 @@ fn in_child(child: impl FnOnce() -> i32) -> i32 {
             let mut status = 0;
             // SAFETY: waiting for our own child.
             assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            assert!(libc::WIFEXITED(status), "child status {status:#x}");
-            libc::WEXITSTATUS(status)
+            status
         }
     }
 }
@@ -115,4 +121,32 @@ fn write_all_at_reports_how_many_bytes_landed_before_an_error() {
     let report = std::fs::read_to_string(&report).unwrap();
     assert_eq!(report, format!("{LIMIT} {}", libc::EFBIG));
     assert_eq!(std::fs::metadata(&path).unwrap().len(), LIMIT);
+}
+
+/// A forked child inherits the forwarding handler and the parent's pipe: a signal it takes
+/// must get its default action, not travel into the parent's loop.
+#[test]
+fn forked_child_takes_the_default_action_instead_of_forwarding_to_the_parent() {
+    let mut base = EventBase::<u32>::new().unwrap();
+    base.add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
+        .unwrap();
+    let status = in_child_status(|| {
+        // SAFETY: unblocking SIGUSR2 and raising it in the single-threaded child.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(libc::SIGUSR2);
+        }
+        0 // reached only if the signal did not terminate the child
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGUSR2,
+        "child status {status:#x}"
+    );
+    let mut n = 0;
+    base.run_once(&mut n, Some(Duration::from_millis(50)))
+        .unwrap();
+    assert_eq!(n, 0, "the child's signal reached the parent's base");
 }

@@ -510,6 +510,79 @@ fn signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go() {
     run_until(&mut main_base, &mut n, |n| *n == 1);
 }
 
+fn current_handler(signo: i32) -> libc::sighandler_t {
+    // SAFETY: reading the current action into a zeroed sigaction.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signo, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
+    }
+}
+
+/// Runs a base with a handler for `signo` on a new thread while `main` leaves the signal
+/// unblocked, sends it process-wide, and returns how many the base saw.
+fn count_on_a_thread_while_main_leaves_it_unblocked(signo: i32) -> u32 {
+    assert!(
+        !thread_blocks(signo),
+        "main must leave it unblocked for this test"
+    );
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut base = EventBase::<u32>::new().unwrap();
+        base.add_signal_handler(signo, |_, n, _| *n += 1).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut n = 0;
+        run_until(&mut base, &mut n, |n| *n == 1);
+        base.run_once(&mut n, Some(Duration::from_millis(20)))
+            .unwrap();
+        n
+    });
+    ready_rx.recv().unwrap();
+    kill_self(signo);
+    thread.join().unwrap()
+}
+
+/// Defect 3: SIGWINCH's default action is to ignore it, so while `main` does not block it the
+/// kernel would drop it before any signalfd could read it; the forwarding handler delivers it.
+fn default_ignored_signal_reaches_a_base_on_a_thread_while_main_leaves_it_unblocked() {
+    assert_eq!(
+        count_on_a_thread_while_main_leaves_it_unblocked(libc::SIGWINCH),
+        1
+    );
+    assert_eq!(
+        current_handler(libc::SIGWINCH),
+        libc::SIG_DFL,
+        "SIG_DFL is back"
+    );
+}
+
+/// SIGALRM's default action terminates the process: with `main` leaving it unblocked, the
+/// instance reaches the base instead of killing this test binary.
+fn terminating_signal_left_unblocked_in_main_reaches_the_base_instead_of_killing() {
+    assert_eq!(
+        count_on_a_thread_while_main_leaves_it_unblocked(libc::SIGALRM),
+        1
+    );
+    assert_eq!(current_handler(libc::SIGALRM), libc::SIG_DFL);
+}
+
+/// The program's own `sigaction` handler is never replaced by aioloop's forwarding handler.
+fn programs_own_handler_is_left_in_place() {
+    set_disposition(
+        libc::SIGUSR2,
+        count_own_handler as *const () as libc::sighandler_t,
+    );
+    let mut base = EventBase::<()>::new().unwrap();
+    let id = base
+        .add_signal_handler(libc::SIGUSR2, |_, _, _| {})
+        .unwrap();
+    let own = count_own_handler as *const () as libc::sighandler_t;
+    assert_eq!(current_handler(libc::SIGUSR2), own);
+    base.remove_signal_handler(id);
+    assert_eq!(current_handler(libc::SIGUSR2), own);
+    set_disposition(libc::SIGUSR2, libc::SIG_DFL);
+}
+
 fn main() {
     aioloop::block_signals(&TEST_SIGNALS).unwrap();
     aioloop::block_signals(&[rt()]).unwrap();
@@ -579,6 +652,18 @@ fn main() {
         (
             "pending_signal_reaches_the_programs_own_handler_when_the_last_handler_goes",
             pending_signal_reaches_the_programs_own_handler_when_the_last_handler_goes,
+        ),
+        (
+            "default_ignored_signal_reaches_a_base_on_a_thread_while_main_leaves_it_unblocked",
+            default_ignored_signal_reaches_a_base_on_a_thread_while_main_leaves_it_unblocked,
+        ),
+        (
+            "terminating_signal_left_unblocked_in_main_reaches_the_base_instead_of_killing",
+            terminating_signal_left_unblocked_in_main_reaches_the_base_instead_of_killing,
+        ),
+        (
+            "programs_own_handler_is_left_in_place",
+            programs_own_handler_is_left_in_place,
         ),
         (
             "signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go",

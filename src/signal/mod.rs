@@ -25,7 +25,7 @@ mod registry;
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use mio::unix::SourceFd;
 use mio::Interest;
@@ -58,6 +58,17 @@ pub struct SignalInfo {
 }
 
 impl SignalInfo {
+    fn from_caught(caught: &sys::CaughtSignal) -> SignalInfo {
+        SignalInfo {
+            signo: caught.signo,
+            code: caught.code,
+            pid: caught.pid,
+            uid: caught.uid,
+            status: caught.status,
+            value: caught.value,
+        }
+    }
+
     fn from_raw(raw: &libc::signalfd_siginfo) -> SignalInfo {
         SignalInfo {
             signo: raw.ssi_signo as i32,
@@ -97,10 +108,12 @@ struct Owed {
     done_up_to: u64,
 }
 
-/// The signalfd a base reads, and its place in the process-wide registry.
+/// The signalfd a base reads, its place in the process-wide registry, and the forwarding
+/// pipe it watches.
 struct Reader {
     fd: OwnedFd,
     member: Membership,
+    caught: RawFd,
 }
 
 impl Owed {
@@ -371,7 +384,13 @@ impl<S> EventBase<S> {
             None => self.signals.reader = Some(self.new_reader(&set)?),
         }
         if let Some(reader) = &self.signals.reader {
-            reader.member.set_wants(signo, true);
+            if let Err(e) = reader.member.set_wants(signo, true) {
+                self.unwatch_signal(signo);
+                return Err(crate::error::context(
+                    e,
+                    format!("cannot install the forwarding handler of signal {signo}"),
+                ));
+            }
         }
         self.signals.set = set;
         Ok(())
@@ -381,15 +400,18 @@ impl<S> EventBase<S> {
         let fd = sys::signalfd_create(set)
             .map_err(|e| crate::error::context(e, "cannot create the signalfd"))?;
         let member = Membership::join()?;
+        let caught = sys::forwarding_pipe()
+            .map_err(|e| crate::error::context(e, "cannot create the signal forwarding pipe"))?;
         let registry = self.poll.registry();
         let tokens = [
             (fd.as_raw_fd(), Source::Signals),
             (member.eventfd().as_raw_fd(), Source::ForwardedSignals),
+            (caught, Source::ForwardedSignals),
         ];
         for (raw, source) in tokens {
             registry.register(&mut SourceFd(&raw), source.token(), Interest::READABLE)?;
         }
-        Ok(Reader { fd, member })
+        Ok(Reader { fd, member, caught })
     }
 
     /// Stops reading `signo`: no handler of this base wants it any more.
@@ -398,7 +420,9 @@ impl<S> EventBase<S> {
         let Some(reader) = &self.signals.reader else {
             return;
         };
-        reader.member.set_wants(signo, false);
+        if let Err(e) = reader.member.set_wants(signo, false) {
+            log::error!("signal {signo}: cannot leave the registry: {e}");
+        }
         if let Err(e) = sys::signalfd_update(reader.fd.as_fd(), &self.signals.set) {
             log::error!("cannot update the signalfd's set: {e}");
         }
@@ -412,16 +436,22 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// Another base forwarded signals to this one.
+    /// Signals that came another way than this base's signalfd: forwarded by another base,
+    /// or caught by the forwarding handler in a thread that did not block them.
     pub(crate) fn harvest_forwarded_signals(&mut self) {
         let Some(reader) = &self.signals.reader else {
             return;
         };
-        let before = self.signals.next_unique;
+        let (before, set) = (self.signals.next_unique, self.signals.set);
         let owed = &mut self.signals.owed;
         reader
             .member
             .take_forwarded(|info| owed.push_back(Owed::new(info, before)));
+        reader.member.take_caught(reader.caught, |info| {
+            if set.contains(info.signo) {
+                owed.push_back(Owed::new(info, before));
+            }
+        });
     }
 
     /// Runs the handlers owed each signal read, in order; stops early on `exit`, remembering

@@ -7,9 +7,17 @@
 //! loop harvests as [`Source::ForwardedSignals`](crate::source::Source). Each base therefore
 //! sees each instance exactly once, from its own read or from its inbox, whatever thread it
 //! runs on, and bases coming and going in other threads only join or leave the list.
+//!
+//! A signal only waits for a signalfd while every thread blocks it. A thread that does not
+//! (`main`, say, when the loop runs on another thread) would take it the old way: the default
+//! action kills the process, or, for SIGCHLD, SIGWINCH, SIGURG and SIGCONT, the kernel drops it
+//! at once. So while any base handles a signal whose disposition was `SIG_DFL`, the registry
+//! installs a forwarding handler (`sys::signal`) that writes the instance into a process-wide
+//! pipe, which every base watches with the same token; whichever base reads it hands it on like
+//! one of its own reads. A program's own `sigaction` handler or `SIG_IGN` is left alone.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -57,11 +65,26 @@ impl Inbox {
     }
 }
 
-static MEMBERS: Mutex<Vec<Member>> = Mutex::new(Vec::new());
+struct Registry {
+    members: Vec<Member>,
+    /// Signals whose `SIG_DFL` disposition the forwarding handler replaced.
+    taken_over: Wants,
+}
+
+impl Registry {
+    fn wanted(&self, signo: i32) -> bool {
+        self.members.iter().any(|m| m.wants.contains(signo))
+    }
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    members: Vec::new(),
+    taken_over: Wants(0),
+});
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn members() -> MutexGuard<'static, Vec<Member>> {
-    MEMBERS.lock().unwrap_or_else(PoisonError::into_inner)
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One base's place in the registry; leaving it is dropping it.
@@ -81,7 +104,7 @@ impl Membership {
             eventfd,
         });
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        members().push(Member {
+        registry().members.push(Member {
             id,
             wants: Wants::default(),
             inbox: inbox.clone(),
@@ -94,16 +117,24 @@ impl Membership {
         self.inbox.eventfd.as_fd()
     }
 
-    /// Starts or stops receiving `signo` from other bases.
-    pub(crate) fn set_wants(&self, signo: i32, wanted: bool) {
-        if let Some(me) = members().iter_mut().find(|m| m.id == self.id) {
+    /// Starts or stops receiving `signo` from other bases, and puts the forwarding handler in
+    /// place (or takes it away) when the first base of the process wants it (or the last goes).
+    pub(crate) fn set_wants(&self, signo: i32, wanted: bool) -> io::Result<()> {
+        let mut registry = registry();
+        let was_wanted = registry.wanted(signo);
+        if wanted && !was_wanted && sys::take_over_default(signo)? {
+            registry.taken_over.set(signo, true);
+        }
+        if let Some(me) = registry.members.iter_mut().find(|m| m.id == self.id) {
             me.wants.set(signo, wanted);
         }
+        release_unwanted(&mut registry);
+        Ok(())
     }
 
     /// Hands `info`, just read by this base, to every other base that wants it.
     pub(crate) fn forward(&self, info: SignalInfo) {
-        for member in members().iter() {
+        for member in registry().members.iter() {
             if member.id == self.id || !member.wants.contains(info.signo) {
                 continue;
             }
@@ -124,15 +155,44 @@ impl Membership {
         sys::eventfd_take(self.inbox.eventfd.as_fd());
         self.inbox.lock().drain(..).for_each(each);
     }
+
+    /// Reads what the forwarding handler caught (from the pipe `fd`), hands each instance to
+    /// the other bases that want it, and to `mine` (which keeps those this base wants).
+    pub(crate) fn take_caught(&self, fd: RawFd, mut mine: impl FnMut(SignalInfo)) {
+        let mut batch = [sys::CaughtSignal::default(); 16];
+        loop {
+            let n = sys::read_caught(fd, &mut batch);
+            for caught in &batch[..n] {
+                let info = SignalInfo::from_caught(caught);
+                self.forward(info);
+                mine(info);
+            }
+            if n < batch.len() {
+                return;
+            }
+        }
+    }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        members().retain(|m| m.id != self.id);
+        let mut registry = registry();
+        registry.members.retain(|m| m.id != self.id);
+        release_unwanted(&mut registry);
+    }
+}
+
+/// Gives `SIG_DFL` back for every taken-over signal that no base wants any more.
+fn release_unwanted(registry: &mut Registry) {
+    for signo in 1..=64 {
+        if registry.taken_over.contains(signo) && !registry.wanted(signo) {
+            sys::restore_default(signo);
+            registry.taken_over.set(signo, false);
+        }
     }
 }
 
 /// Whether any base of the process still wants `signo`.
 pub(crate) fn wanted_anywhere(signo: i32) -> bool {
-    members().iter().any(|m| m.wants.contains(signo))
+    registry().wanted(signo)
 }

@@ -1,11 +1,17 @@
 //! The thin layer of raw Linux syscalls that mio does not wrap. Each function is one syscall
 //! (or one libc call), returns `io::Result`, and owns every fd it creates as an `OwnedFd`.
+//! The only module with `unsafe` (besides the buffer contract in `aio/buf.rs`): `signal.rs`
+//! holds the signal calls and the forwarding handler, `aio.rs` and `aio_ring.rs` the kernel AIO
+//! ABI and its completion ring.
 
 pub(crate) mod aio;
 pub(crate) mod aio_ring;
+mod signal;
+
+pub(crate) use signal::*;
 
 use std::io;
-use std::mem::{self, MaybeUninit};
+use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a `-1`-on-error return value into an `io::Result`.
@@ -15,128 +21,6 @@ pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     } else {
         Ok(ret)
     }
-}
-
-/// A signal set, as `sigset_t`.
-#[derive(Clone, Copy)]
-pub(crate) struct SigSet(libc::sigset_t);
-
-impl SigSet {
-    pub(crate) fn empty() -> SigSet {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the whole set it is given.
-        unsafe { libc::sigemptyset(set.as_mut_ptr()) };
-        // SAFETY: initialised just above.
-        SigSet(unsafe { set.assume_init() })
-    }
-
-    pub(crate) fn of(signo: i32) -> SigSet {
-        let mut set = SigSet::empty();
-        set.insert(signo);
-        set
-    }
-
-    pub(crate) fn insert(&mut self, signo: i32) {
-        // SAFETY: `self.0` is an initialised set; an invalid signo only makes this return -1.
-        unsafe { libc::sigaddset(&mut self.0, signo) };
-    }
-
-    pub(crate) fn remove(&mut self, signo: i32) {
-        // SAFETY: as in `insert`.
-        unsafe { libc::sigdelset(&mut self.0, signo) };
-    }
-
-    pub(crate) fn contains(&self, signo: i32) -> bool {
-        // SAFETY: `self.0` is an initialised set.
-        unsafe { libc::sigismember(&self.0, signo) == 1 }
-    }
-}
-
-/// Changes the calling thread's signal mask (`how`: `SIG_BLOCK`, `SIG_UNBLOCK`) and returns the
-/// previous mask.
-pub(crate) fn thread_sigmask(how: libc::c_int, set: &SigSet) -> io::Result<SigSet> {
-    let mut old = SigSet::empty();
-    // SAFETY: both pointers refer to initialised sets that live across the call.
-    let rc = unsafe { libc::pthread_sigmask(how, &set.0, &mut old.0) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok(old)
-}
-
-/// The calling thread's signal mask.
-pub(crate) fn current_sigmask() -> io::Result<SigSet> {
-    thread_sigmask(libc::SIG_BLOCK, &SigSet::empty())
-}
-
-/// Creates a non-blocking, close-on-exec signalfd for `set`.
-pub(crate) fn signalfd_create(set: &SigSet) -> io::Result<OwnedFd> {
-    // SAFETY: `set` is an initialised sigset; -1 asks for a new fd.
-    let fd = check(
-        unsafe { libc::signalfd(-1, &set.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) }
-            as libc::c_long,
-    )?;
-    // SAFETY: signalfd returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Replaces the signal set of an existing signalfd.
-pub(crate) fn signalfd_update(fd: BorrowedFd<'_>, set: &SigSet) -> io::Result<()> {
-    // SAFETY: `fd` is an open signalfd and `set` an initialised sigset.
-    check(unsafe { libc::signalfd(fd.as_raw_fd(), &set.0, 0) } as libc::c_long)?;
-    Ok(())
-}
-
-/// Size of one record read from a signalfd.
-pub(crate) const SIGINFO_SIZE: usize = mem::size_of::<libc::signalfd_siginfo>();
-
-/// A batch of `signalfd_siginfo` records to read into.
-pub(crate) fn siginfo_batch<const N: usize>() -> [libc::signalfd_siginfo; N] {
-    // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
-    unsafe { mem::zeroed() }
-}
-
-/// Reads whole `signalfd_siginfo` records into `buf`; returns how many (0: none pending).
-pub(crate) fn signalfd_read(
-    fd: BorrowedFd<'_>,
-    buf: &mut [libc::signalfd_siginfo],
-) -> io::Result<usize> {
-    // SAFETY: the pointer and byte length describe `buf`, which outlives the call; the kernel
-    // writes whole records only.
-    let n = unsafe {
-        libc::read(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            mem::size_of_val(buf),
-        )
-    };
-    match check(n as libc::c_long) {
-        Ok(n) => Ok(n as usize / SIGINFO_SIZE),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-/// Takes one pending instance of `signo` without waiting; `false` if none was pending.
-pub(crate) fn take_pending(signo: i32) -> bool {
-    let set = SigSet::of(signo);
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `set` and `zero` are initialised and outlive the call; a null info is allowed.
-    unsafe { libc::sigtimedwait(&set.0, std::ptr::null_mut(), &zero) == signo }
-}
-
-/// Sets the disposition of `signo` to "ignore".
-pub(crate) fn ignore_signal(signo: i32) -> io::Result<()> {
-    // SAFETY: a zeroed sigaction is "no flags, empty mask"; SIG_IGN needs no handler function.
-    unsafe {
-        let mut action: libc::sigaction = mem::zeroed();
-        action.sa_sigaction = libc::SIG_IGN;
-        check(libc::sigaction(signo, &action, std::ptr::null_mut()) as libc::c_long)?;
-    }
-    Ok(())
 }
 
 /// `pidfd_open(2)`: a close-on-exec fd that becomes readable when process `pid` exits.
@@ -204,30 +88,6 @@ pub(crate) fn eventfd_take(fd: BorrowedFd<'_>) -> u64 {
 pub(crate) fn eventfd_add(fd: BorrowedFd<'_>, n: u64) {
     // SAFETY: an 8-byte write from a u64 that outlives the call.
     unsafe { libc::write(fd.as_raw_fd(), (&n as *const u64).cast(), 8) };
-}
-
-/// What the process does with a signal that is not blocked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    /// `SIG_DFL`: the default action (terminate, core, stop, or ignore, per signal(7)).
-    Default,
-    /// `SIG_IGN`.
-    Ignore,
-    /// A handler function installed with `sigaction`.
-    Handler,
-}
-
-/// The current disposition of `signo` (`sigaction` with no new action).
-pub(crate) fn disposition(signo: i32) -> io::Result<Disposition> {
-    // SAFETY: an all-zero sigaction is a valid value for the kernel to fill.
-    let mut old: libc::sigaction = unsafe { mem::zeroed() };
-    // SAFETY: a null new action only reads the current one into `old`, which outlives the call.
-    check(unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } as libc::c_long)?;
-    Ok(match old.sa_sigaction {
-        libc::SIG_DFL => Disposition::Default,
-        libc::SIG_IGN => Disposition::Ignore,
-        _ => Disposition::Handler,
-    })
 }
 
 /// A number that changes in a child process after every `fork` (through `pthread_atfork`), so
