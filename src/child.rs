@@ -16,6 +16,7 @@ use crate::sys;
 
 /// How a watched child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChildExit {
     /// The child's process id.
     pub pid: u32,
@@ -68,6 +69,11 @@ impl<S> EventBase<S> {
     /// assert_eq!(code, Some(3));
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `ECHILD` if the process was already reaped; `ENOSYS` without `pidfd_open` (Linux older
+    /// than 5.3, or a seccomp policy); `EMFILE` when out of fds.
     pub fn watch_child<F>(&mut self, child: Child, callback: F) -> io::Result<()>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
@@ -78,6 +84,10 @@ impl<S> EventBase<S> {
     /// Like [`watch_child`](Self::watch_child), for a child known by pid (spawned without
     /// `std::process`). It must be an unreaped child of this process: anything else is refused
     /// with `ECHILD` rather than watched wrongly.
+    ///
+    /// # Errors
+    ///
+    /// As for [`watch_child`](Self::watch_child); `ESRCH` if there is no such process.
     pub fn watch_pid<F>(&mut self, pid: u32, callback: F) -> io::Result<()>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,

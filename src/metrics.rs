@@ -12,7 +12,8 @@ pub struct Metrics {
     pub iterations: u64,
     /// `epoll_wait` calls made.
     pub polls: u64,
-    /// Callbacks run: fd handlers, timers and cross-thread posts.
+    /// Callbacks run: fd handlers and their timeouts, timers, signal handlers, AIO completions,
+    /// child watches and cross-thread posts.
     pub callbacks: u64,
     /// Total time spent inside `epoll_wait` (blocked or not).
     pub poll_time: Duration,

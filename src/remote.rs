@@ -91,6 +91,14 @@ impl<S> Clone for Remote<S> {
     }
 }
 
+impl<S> std::fmt::Debug for Remote<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("queued", &self.shared.len())
+            .finish()
+    }
+}
+
 impl<S> Remote<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
         Remote { shared }
@@ -99,8 +107,12 @@ impl<S> Remote<S> {
     /// Queues `f` to run on the loop thread with the base and the state, and wakes the loop.
     ///
     /// Posts run in the order they were queued, during the loop's next iteration. Fails with
-    /// `BrokenPipe` once the base has been dropped. Queued posts keep a base with
+    /// Queued posts keep a base with
     /// [`set_exit_when_empty`](EventBase::set_exit_when_empty) alive until they have run.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` once the base has been dropped (the closure is dropped, not run).
     pub fn post<F>(&self, f: F) -> io::Result<()>
     where
         F: FnOnce(&mut EventBase<S>, &mut S) + Send + 'static,
@@ -120,11 +132,19 @@ impl<S> Remote<S> {
     }
 
     /// Stops the loop from another thread: [`EventBase::exit`] as a post.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` once the base has been dropped.
     pub fn exit(&self) -> io::Result<()> {
         self.post(|base, _| base.exit())
     }
 
     /// Wakes the loop without running anything (it polls again and re-checks its timers).
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` once the base has been dropped.
     pub fn wake(&self) -> io::Result<()> {
         if self.shared.lock().is_none() {
             return Err(gone());

@@ -94,6 +94,11 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// Allocates `len` zeroed bytes starting at a multiple of `align` (a power of two).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `align` is not a power of two or the size overflows; `OutOfMemory`
+    /// if the allocation fails.
     pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
         let layout = Layout::from_size_align(len.max(1), align).map_err(|_| {
             io::Error::new(

@@ -38,7 +38,11 @@ struct Inner {
 }
 
 impl AioFile {
-    /// Prepares an open file (any access mode; `O_DIRECT` or not).
+    /// Prepares an open file (any access mode; `O_DIRECT` or not). Does not block.
+    ///
+    /// # Errors
+    ///
+    /// Only if `fcntl(F_GETFL)` fails on the file.
     pub fn new(file: File) -> io::Result<AioFile> {
         let fd = file.as_raw_fd();
         let flags = sys::file_status_flags(file.as_fd())?;
@@ -58,6 +62,14 @@ impl AioFile {
     }
 
     /// Opens `path` read-only, with `O_DIRECT` if `direct`.
+    ///
+    /// This `open` runs on the calling thread and blocks it as long as the file system takes
+    /// (a network or FUSE file system, or a disk spinning up, can take seconds).
+    ///
+    /// # Errors
+    ///
+    /// The `open` error (with the path in the message), e.g. `EINVAL` for `O_DIRECT` on a file
+    /// system that does not support it.
     pub fn open(path: impl AsRef<Path>, direct: bool) -> io::Result<AioFile> {
         let mut options = OpenOptions::new();
         options.read(true);

@@ -61,12 +61,14 @@ impl Default for AioOptions {
 
 impl AioOptions {
     /// The defaults: 128 requests in flight, a context of the same size, ring reaping on.
+    #[must_use]
     pub fn new() -> AioOptions {
         AioOptions::default()
     }
 
     /// At most `n` requests (at least 1) are handed to the kernel at once; more wait in a queue
     /// in user space and are submitted as completions free slots.
+    #[must_use]
     pub fn max_in_flight(mut self, n: u32) -> AioOptions {
         self.max_in_flight = n.max(1);
         self
@@ -74,6 +76,7 @@ impl AioOptions {
 
     /// The `nr_events` given to `io_setup` (default: the in-flight limit). It counts against
     /// the system-wide `/proc/sys/fs/aio-max-nr`.
+    #[must_use]
     pub fn ring_size(mut self, n: u32) -> AioOptions {
         self.ring_size = Some(n.max(1));
         self
@@ -83,6 +86,7 @@ impl AioOptions {
     /// user-space ring (for debugging, or tools such as valgrind that cannot see the ring).
     /// Setting the environment variable `AIOLOOP_FORCE_IO_GETEVENTS=1` does the same for every
     /// base of the process, without a rebuild.
+    #[must_use]
     pub fn force_io_getevents(mut self, force: bool) -> AioOptions {
         self.force_io_getevents = force;
         self

@@ -8,6 +8,10 @@ use crate::sys::aio as abi;
 
 impl<S> EventBase<S> {
     /// Sets the AIO options. Only before the first AIO request, which creates the context.
+    ///
+    /// # Errors
+    ///
+    /// After the first AIO request: the context already exists with the old options.
     pub fn set_aio_options(&mut self, options: AioOptions) -> io::Result<()> {
         if self.aio.context.is_some() {
             return Err(io::Error::other(
@@ -22,8 +26,19 @@ impl<S> EventBase<S> {
     /// count, which is short at end of file and 0 at or past it.
     ///
     /// The buffer belongs to the loop until the callback: it is never freed or handed back while
-    /// the kernel may write into it. Refused (with the buffer handed back) when an `O_DIRECT`
-    /// request is misaligned, or when the AIO context cannot be created.
+    /// the kernel may write into it.
+    ///
+    /// Only `O_DIRECT` reads are asynchronous: a buffered read runs inside `io_submit`, on the
+    /// loop thread, and so does an `O_DIRECT` read of a range whose page-cache pages are dirty
+    /// (written through buffered I/O and not yet flushed), which the kernel writes back first.
+    ///
+    /// # Errors
+    ///
+    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
+    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
+    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
+    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
+    /// callback.
     ///
     /// ```
     /// use aioloop::{AioFile, EventBase};
@@ -59,7 +74,16 @@ impl<S> EventBase<S> {
     /// Writes `buf` to `file` at `offset`; `callback` gets the buffer back with the byte count.
     ///
     /// Writes that extend the file run synchronously inside `io_submit` on ext4 even with
-    /// `O_DIRECT`; preallocate (`File::set_len`, `fallocate`) to keep them asynchronous.
+    /// `O_DIRECT`; preallocate (`fallocate`; `File::set_len` does not allocate) to keep them
+    /// asynchronous.
+    ///
+    /// # Errors
+    ///
+    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
+    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
+    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
+    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
+    /// callback.
     pub fn write_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -78,6 +102,15 @@ impl<S> EventBase<S> {
 
     /// Reads into several buffers in order (`preadv`); `callback` gets them back with the
     /// total byte count.
+    ///
+    /// # Errors
+    ///
+    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
+    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
+    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
+    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
+    /// callback.
+    /// More than 1024 buffers (`UIO_MAXIOV`) are refused too.
     pub fn readv_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -101,6 +134,15 @@ impl<S> EventBase<S> {
 
     /// Writes several buffers in order (`pwritev`); `callback` gets them back with the total
     /// byte count.
+    ///
+    /// # Errors
+    ///
+    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
+    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
+    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
+    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
+    /// callback.
+    /// More than 1024 buffers (`UIO_MAXIOV`) are refused too.
     pub fn writev_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -124,6 +166,10 @@ impl<S> EventBase<S> {
 
     /// Flushes `file`'s data and metadata to stable storage (`IOCB_CMD_FSYNC`, run by a
     /// kernel worker: the loop does not block).
+    ///
+    /// # Errors
+    ///
+    /// Only when the AIO context cannot be created; errors of the sync reach the callback.
     pub fn fsync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
@@ -133,6 +179,10 @@ impl<S> EventBase<S> {
 
     /// Like [`fsync`](Self::fsync) but without metadata not needed to read the data back
     /// (`IOCB_CMD_FDSYNC`).
+    ///
+    /// # Errors
+    ///
+    /// Only when the AIO context cannot be created; errors of the sync reach the callback.
     pub fn fdatasync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
@@ -140,8 +190,18 @@ impl<S> EventBase<S> {
         self.submit_sync(file, abi::IOCB_CMD_FDSYNC, callback)
     }
 
-    /// Reads exactly `buf.io_len()` bytes at `offset`, resubmitting the rest after short reads;
-    /// end of file first gives `UnexpectedEof`. Returns the id of the first request.
+    /// Reads exactly `buf.io_len()` bytes at `offset`, resubmitting the rest after short reads.
+    /// The callback gets `Ok(())`, or a [`TransferError`] with the bytes read before it:
+    /// `UnexpectedEof` when the file ends first (for an `O_DIRECT` file, a short read is its
+    /// end). Returns the id of the first request.
+    ///
+    /// # Errors
+    ///
+    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
+    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
+    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
+    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
+    /// callback.
     pub fn read_exact_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -166,8 +226,18 @@ impl<S> EventBase<S> {
             .map_err(|(error, buf, _)| AioError { error, buf })
     }
 
-    /// Writes all of `buf` at `offset`, resubmitting the rest after short writes; a write of 0
-    /// bytes gives `WriteZero`. Returns the id of the first request.
+    /// Writes all of `buf` at `offset`, resubmitting the rest after short writes. The callback
+    /// gets `Ok(())`, or a [`TransferError`] saying how many bytes reached the file before the
+    /// error (`ENOSPC`, `EFBIG`...; `WriteZero` for a write of 0 bytes). Returns the id of the
+    /// first request.
+    ///
+    /// # Errors
+    ///
+    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
+    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
+    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
+    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
+    /// callback.
     pub fn write_all_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -193,8 +263,9 @@ impl<S> EventBase<S> {
     }
 
     /// Cancels a request that has not been handed to the kernel yet: it is never submitted,
-    /// and its callback gets `ECANCELED` (`ErrorKind::Other`, [`os_error`](crate::os_error) =
-    /// `libc::ECANCELED`) with its buffer in the next iteration. Returns `true` then.
+    /// and its callback gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its
+    /// `ErrorKind` is not a stable one: compare the errno) with its buffer, in the next
+    /// iteration. Returns `true` then.
     ///
     /// Returns `false` if the request is unknown, finished, already cancelled, or **already
     /// submitted**: the kernel cannot stop file I/O once it has it (`io_cancel` gives

@@ -17,6 +17,9 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+#[cfg(doc)]
+use crate::EventBase;
+
 mod dispatch;
 mod register;
 mod table;
@@ -248,28 +251,33 @@ pub struct IoOptions {
 
 impl IoOptions {
     /// Edge-triggered, persistent, no timeout.
+    #[must_use]
     pub fn new() -> IoOptions {
         IoOptions::default()
     }
 
     /// Sets the trigger mode.
+    #[must_use]
     pub fn trigger(mut self, trigger: Trigger) -> IoOptions {
         self.trigger = trigger;
         self
     }
 
     /// Level-triggered (see [`Trigger::Level`]).
+    #[must_use]
     pub fn level(self) -> IoOptions {
         self.trigger(Trigger::Level)
     }
 
     /// Edge-triggered (see [`Trigger::Edge`]); the default.
+    #[must_use]
     pub fn edge(self) -> IoOptions {
         self.trigger(Trigger::Edge)
     }
 
     /// The handler is removed right **before** its first callback runs (an event or its
     /// timeout), so that callback may install a new handler for the same fd and direction.
+    #[must_use]
     pub fn one_shot(mut self) -> IoOptions {
         self.one_shot = true;
         self
@@ -279,6 +287,7 @@ impl IoOptions {
     /// measured from when its last event was dispatched (or from installation). A persistent
     /// handler stays installed and is told again after every further `timeout` of silence; a
     /// one-shot handler is removed before its timeout callback.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> IoOptions {
         self.timeout = Some(timeout);
         self
@@ -287,6 +296,7 @@ impl IoOptions {
 
 /// What a handler is called with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IoEvent {
     /// The fd the handler was installed for.
     pub fd: RawFd,

@@ -77,11 +77,21 @@ impl<S> EventBase<S> {
     /// with [`remove_fd_handlers`](Self::remove_fd_handlers) **before** closing it, because
     /// epoll tracks open files, not fd numbers.
     ///
+    /// Installing a handler makes the next poll report the fd's current readiness (epoll
+    /// re-checks it on `EPOLL_CTL_ADD`/`MOD`): an edge-triggered handler installed on an fd
+    /// that is already readable is called once without new data, and a handler removed and
+    /// installed again is told again while the fd stays ready. A handler installed from a
+    /// callback waits for that next poll; it never sees the rest of the current batch.
+    ///
+    /// An fd number is not an identity: once an fd is closed its number is reused by the next
+    /// open, so state keyed by fd number must be dropped with the handlers (see
+    /// `docs/architecture.md`, "Tokens and stale events").
+    ///
     /// # Errors
     ///
     /// These leave the base unchanged:
     /// * `AlreadyExists`: the fd already has a handler for this direction;
-    /// * `InvalidInput`: the fd's handler for the other direction uses the other [`Trigger`]
+    /// * `InvalidInput`: the fd's handler for the other direction uses the other [`Trigger`](crate::Trigger)
     ///   (one epoll registration per fd carries one trigger mode), or a negative fd;
     /// * `PermissionDenied` (EPERM): epoll cannot watch this kind of file (regular files);
     /// * EBADF: the fd is not open.
@@ -138,12 +148,17 @@ impl<S> EventBase<S> {
         Ok(())
     }
 
-    /// Installs the error handler of `fd`, called with [`Readiness::ERROR`] when epoll reports
+    /// Installs the error handler of `fd`, called with [`Readiness::ERROR`](crate::Readiness::ERROR) when epoll reports
     /// `EPOLLERR`, after the read and write handlers have been told.
     ///
     /// The fd must already have a read or write handler: the error handler belongs to that
     /// registration, and is removed with the fd's last I/O handler. Handlers are **not**
     /// removed on error; decide in the callback (usually: remove all and close).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if the fd has no read or write handler; `AlreadyExists` if it has an error
+    /// handler.
     pub fn set_error_handler<F>(&mut self, fd: &impl AsRawFd, callback: F) -> io::Result<()>
     where
         F: FnMut(&mut EventBase<S>, &mut S, IoEvent) + 'static,

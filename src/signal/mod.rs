@@ -41,6 +41,7 @@ const READ_BATCH: usize = 16;
 
 /// What a signal handler is told: the fields of the signal's `siginfo` that matter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SignalInfo {
     /// The signal number (`libc::SIGUSR1`, ...).
     pub signo: i32,
@@ -240,9 +241,18 @@ fn check_signal(signo: i32) -> io::Result<()> {
 }
 
 /// Blocks `signals` in the calling thread and, through inheritance, in every thread it spawns
-/// afterwards. Call it at the start of `main`, before any thread exists, for each signal the
-/// program will handle on its event loop; otherwise a thread that leaves a signal unblocked
-/// may receive it the old way (often: the default action kills the process).
+/// afterwards, and records that the program wants them blocked: aioloop never unblocks them.
+///
+/// Call it at the start of `main`, before any thread exists, for each signal the program will
+/// handle on its event loops. It is not required (see
+/// [`add_signal_handler`](EventBase::add_signal_handler): a signal taken by a thread that does
+/// not block it is forwarded to the loops), but it is the cheapest path, and the only one that
+/// works for a signal with a `sigaction` handler of the program's own.
+///
+/// # Errors
+///
+/// `InvalidInput` for a signal that cannot be handled on a loop (as for
+/// [`add_signal_handler`](EventBase::add_signal_handler)); nothing is blocked then.
 ///
 /// ```
 /// aioloop::block_signals(&[libc::SIGTERM, libc::SIGHUP])?;
@@ -262,16 +272,48 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
 /// Ignores `SIGPIPE` process-wide, as daemons should: a write to a closed socket or pipe then
 /// fails with `EPIPE` instead of killing the process. (Rust's own `main` already does this;
 /// call it when embedding in a program whose entry point is not Rust's.)
+///
+/// # Errors
+///
+/// Only if `sigaction` fails, which it does not for `SIGPIPE`.
 pub fn ignore_sigpipe() -> io::Result<()> {
     sys::ignore_signal(libc::SIGPIPE)
 }
 
 impl<S> EventBase<S> {
     /// Calls `callback` on the loop thread every time `signo` arrives, after any handler
-    /// registered earlier for it. See the [module docs](crate::block_signals) about threads.
+    /// registered earlier for it in this base. A handler only gets signals that arrive after it
+    /// was added.
     ///
-    /// Refuses (`InvalidInput`) SIGKILL, SIGSTOP, the synchronous fault signals (SIGSEGV,
-    /// SIGBUS, SIGFPE, SIGILL), the C library's reserved signals and invalid numbers.
+    /// # How signals reach the loop
+    ///
+    /// * The signal is blocked in this thread while any base of the thread handles it, and read
+    ///   from the base's `signalfd`.
+    /// * **Every base** of the process that handles the signal gets each instance once,
+    ///   whichever thread it runs on: the base that reads an instance forwards it to the others.
+    /// * A thread that does not block the signal (`main`, when the loop runs on another thread)
+    ///   would take it the old way. While the signal's disposition is `SIG_DFL`, aioloop
+    ///   installs a small `sigaction` handler that forwards such an instance to the loops, so
+    ///   it neither kills the process nor, for SIGCHLD or SIGWINCH, vanishes; `SIG_DFL` returns
+    ///   with the last handler of the process. A `sigaction` handler of the program's own is
+    ///   never replaced: block the signal in every thread ([`block_signals`](crate::block_signals)
+    ///   in `main`, before spawning threads) for the loop to see it.
+    /// * **Standard signals coalesce**: two `SIGCHLD` sent before the loop reads them arrive
+    ///   as one, so count events, not signals. Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue,
+    ///   and each instance is delivered, in order.
+    /// * When the last handler of the signal in this thread goes, it stays blocked if it was
+    ///   blocked before, if the program claimed it with `block_signals`, or if another base
+    ///   still handles it; otherwise it is unblocked, and pending instances go to the program's
+    ///   own handler if it has one, or are discarded first if the default action would
+    ///   terminate the process.
+    /// * Children inherit the blocked mask of the thread that spawns them (`std::process`
+    ///   does not reset it).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for SIGKILL, SIGSTOP, the synchronous fault signals (SIGSEGV, SIGBUS,
+    /// SIGFPE, SIGILL), the C library's reserved signals and invalid numbers; an OS error if
+    /// the signalfd, its eventfd or the forwarding pipe cannot be created (`EMFILE`...).
     ///
     /// ```no_run
     /// use aioloop::EventBase;
@@ -294,6 +336,10 @@ impl<S> EventBase<S> {
 
     /// Like [`add_signal_handler`](Self::add_signal_handler), but the handler is removed before
     /// its first call.
+    ///
+    /// # Errors
+    ///
+    /// As for [`add_signal_handler`](Self::add_signal_handler).
     pub fn add_signal_handler_once<F>(
         &mut self,
         signo: i32,
@@ -314,7 +360,7 @@ impl<S> EventBase<S> {
     /// Removes a signal handler; returns whether it existed. Allowed from any callback.
     ///
     /// When the last handler of the signal in this thread goes, the signal's mask bit is given
-    /// back as the [module docs](crate::block_signals) describe.
+    /// back as [`add_signal_handler`](Self::add_signal_handler) describes.
     pub fn remove_signal_handler(&mut self, id: SignalHandlerId) -> bool {
         if self.signals.get(id).is_none() {
             return false;
