@@ -6,6 +6,17 @@ use super::{AioError, AioFile, AioId, AioOptions, IoBuf, IoBufMut, TransferError
 use crate::base::EventBase;
 use crate::sys::aio as abi;
 
+/// The `# Errors` section shared by every transfer verb.
+macro_rules! transfer_refusals {
+    () => {
+        "\n# Errors\n\nRefused at once, with the buffer handed back ([`AioError::into_parts`]), \
+         when an `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the \
+         offset is beyond `i64::MAX`, or the AIO context cannot be created (the first request \
+         creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O \
+         itself reach the callback.\n"
+    };
+}
+
 impl<S> EventBase<S> {
     /// Sets the AIO options. Only before the first AIO request, which creates the context.
     ///
@@ -31,14 +42,7 @@ impl<S> EventBase<S> {
     /// Only `O_DIRECT` reads are asynchronous: a buffered read runs inside `io_submit`, on the
     /// loop thread, and so does an `O_DIRECT` read of a range whose page-cache pages are dirty
     /// (written through buffered I/O and not yet flushed), which the kernel writes back first.
-    ///
-    /// # Errors
-    ///
-    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
-    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
-    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
-    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
-    /// callback.
+    #[doc = transfer_refusals!()]
     ///
     /// ```
     /// use aioloop::{AioFile, EventBase};
@@ -76,14 +80,7 @@ impl<S> EventBase<S> {
     /// Writes that extend the file run synchronously inside `io_submit` on ext4 even with
     /// `O_DIRECT`; preallocate (`fallocate`; `File::set_len` does not allocate) to keep them
     /// asynchronous.
-    ///
-    /// # Errors
-    ///
-    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
-    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
-    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
-    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
-    /// callback.
+    #[doc = transfer_refusals!()]
     pub fn write_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -102,14 +99,7 @@ impl<S> EventBase<S> {
 
     /// Reads into several buffers in order (`preadv`); `callback` gets them back with the
     /// total byte count.
-    ///
-    /// # Errors
-    ///
-    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
-    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
-    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
-    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
-    /// callback.
+    #[doc = transfer_refusals!()]
     /// More than 1024 buffers (`UIO_MAXIOV`) are refused too.
     pub fn readv_at<B, F>(
         &mut self,
@@ -134,14 +124,7 @@ impl<S> EventBase<S> {
 
     /// Writes several buffers in order (`pwritev`); `callback` gets them back with the total
     /// byte count.
-    ///
-    /// # Errors
-    ///
-    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
-    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
-    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
-    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
-    /// callback.
+    #[doc = transfer_refusals!()]
     /// More than 1024 buffers (`UIO_MAXIOV`) are refused too.
     pub fn writev_at<B, F>(
         &mut self,
@@ -194,14 +177,7 @@ impl<S> EventBase<S> {
     /// The callback gets `Ok(())`, or a [`TransferError`] with the bytes read before it:
     /// `UnexpectedEof` when the file ends first (for an `O_DIRECT` file, a short read is its
     /// end). Returns the id of the first request.
-    ///
-    /// # Errors
-    ///
-    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
-    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
-    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
-    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
-    /// callback.
+    #[doc = transfer_refusals!()]
     pub fn read_exact_at<B, F>(
         &mut self,
         file: &AioFile,
@@ -230,14 +206,7 @@ impl<S> EventBase<S> {
     /// gets `Ok(())`, or a [`TransferError`] saying how many bytes reached the file before the
     /// error (`ENOSPC`, `EFBIG`...; `WriteZero` for a write of 0 bytes). Returns the id of the
     /// first request.
-    ///
-    /// # Errors
-    ///
-    /// Refused at once, with the buffer handed back ([`AioError::into_parts`]), when an
-    /// `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the offset is
-    /// beyond `i64::MAX`, or the AIO context cannot be created (the first request creates it:
-    /// `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O itself reach the
-    /// callback.
+    #[doc = transfer_refusals!()]
     pub fn write_all_at<B, F>(
         &mut self,
         file: &AioFile,

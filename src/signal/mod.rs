@@ -100,21 +100,13 @@ struct Handler<S> {
     refd: bool,
 }
 
-/// A signal read from the signalfd whose handlers have not all run yet.
+/// A signal read (or forwarded to this base) whose handlers have not all run yet.
 struct Owed {
     info: SignalInfo,
     /// Only handlers registered before the signal was read get it...
     before: u64,
     /// ...and those up to this one have already been given it.
     done_up_to: u64,
-}
-
-/// The signalfd a base reads, its place in the process-wide registry, and the forwarding
-/// pipe it watches.
-struct Reader {
-    fd: OwnedFd,
-    member: Membership,
-    caught: RawFd,
 }
 
 impl Owed {
@@ -126,6 +118,14 @@ impl Owed {
             done_up_to: 0,
         }
     }
+}
+
+/// The signalfd a base reads, its place in the process-wide registry, and the forwarding
+/// pipe it watches.
+struct Reader {
+    fd: OwnedFd,
+    member: Membership,
+    caught: RawFd,
 }
 
 /// The signal handlers of one base.
