@@ -35,7 +35,7 @@ use crate::remote::{self, Remote};
 use crate::signal::Signals;
 use crate::source::Source;
 use crate::sys;
-use crate::timer::{self, Action, Clock, Schedule, Tick, TimerId, Timers};
+use crate::timer::{self, Action, Clock, Schedule, Tick, TimerId, Timers, Wakeup};
 
 /// Default capacity of the events buffer handed to `epoll_wait`.
 const DEFAULT_EVENTS_CAPACITY: usize = 256;
@@ -103,6 +103,8 @@ pub struct EventBase<S> {
     cursor: usize,
     pub(crate) fds: FdTable<S>,
     pub(crate) timers: Timers<S>,
+    /// The timerfd that wakes the poll for the earliest timer.
+    pub(crate) wakeup: Wakeup,
     pub(crate) signals: Signals<S>,
     pub(crate) aio: Aio<S>,
     pub(crate) clock: Clock,
@@ -151,6 +153,7 @@ impl<S> EventBase<S> {
             cursor: 0,
             fds: FdTable::new(),
             timers: Timers::new(),
+            wakeup: Wakeup::default(),
             signals: Signals::new(),
             aio: Aio::new(),
             clock,
@@ -254,7 +257,12 @@ impl<S> EventBase<S> {
     /// With [`AsRawFd`] this lets another loop embed this one: wait until the epoll fd is
     /// readable or this timeout elapses, then call `run_once(state, Some(Duration::ZERO))`.
     pub fn next_timeout(&self) -> Option<Duration> {
-        self.poll_timeout(self.clock.now(), None)
+        if self.owes_work() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.clock.now();
+        let at = self.timers.next_deadline()?;
+        Some(Duration::from_nanos(at.saturating_sub(now)))
     }
 
     /// The loop time: sampled once right after each poll returns. Cheap; use
@@ -347,16 +355,22 @@ impl<S> EventBase<S> {
         Ok(())
     }
 
-    /// The poll timeout at time `now`, capped by the deadline `limit`.
+    /// The poll timeout at time `now`, capped by the deadline `limit`. A future timer armed on
+    /// the timerfd needs no timeout: its expiry wakes the poll, without mio's rounding up to
+    /// whole milliseconds.
     fn poll_timeout(&self, now: Tick, limit: Option<Tick>) -> Option<Duration> {
         if self.owes_work() {
             return Some(Duration::ZERO);
         }
-        let wake = match (self.timers.next_deadline(), limit) {
+        let timer = self
+            .timers
+            .next_deadline()
+            .and_then(|at| self.wakeup.poll_timeout(at, now));
+        let limit = limit.map(|at| Duration::from_nanos(at.saturating_sub(now)));
+        match (timer, limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
-        wake.map(|at| Duration::from_nanos(at.saturating_sub(now)))
+        }
     }
 
     /// Polls once (retrying `EINTR` with the time left) and copies the batch into `harvested`.

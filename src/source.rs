@@ -34,6 +34,9 @@ pub(crate) enum Source {
     ForwardedSignals,
     /// Kernel AIO completions, on the context's eventfd.
     Aio,
+    /// The timerfd armed for the earliest timer; its expiry only wakes the poll, and the
+    /// timers fire in the iteration's timer step.
+    Timer,
 }
 
 // fd tokens stay below the reserved range (`io/token.rs`); the list must fit in it.
@@ -41,11 +44,12 @@ const _: () = assert!(Source::ALL.len() <= Source::RESERVED_TOKENS);
 
 impl Source {
     /// Every source, in the order their owed work runs within an iteration.
-    pub(crate) const ALL: [Source; 4] = [
+    pub(crate) const ALL: [Source; 5] = [
         Source::Posts,
         Source::Signals,
         Source::ForwardedSignals,
         Source::Aio,
+        Source::Timer,
     ];
 
     /// How many tokens, counted down from `usize::MAX`, are reserved for internal sources.
@@ -66,6 +70,7 @@ impl Source {
     pub(crate) fn prepare<S>(self, base: &mut EventBase<S>) {
         match self {
             Source::Aio => base.flush_aio(),
+            Source::Timer => base.arm_timer_wakeup(),
             Source::Posts | Source::Signals | Source::ForwardedSignals => {}
         }
     }
@@ -78,6 +83,7 @@ impl Source {
             Source::Signals => base.harvest_signals(),
             Source::ForwardedSignals => base.harvest_forwarded_signals(),
             Source::Aio => base.harvest_aio(),
+            Source::Timer => {}
         }
     }
 
@@ -88,6 +94,7 @@ impl Source {
             Source::Signals => base.signals.has_owed(),
             Source::ForwardedSignals => false, // harvested into the same owed queue
             Source::Aio => base.aio.owes_work(),
+            Source::Timer => false, // due timers fire in the timer step
         }
     }
 
@@ -96,7 +103,7 @@ impl Source {
         match self {
             Source::Posts => base.run_posts(state),
             Source::Signals => base.run_owed_signals(state),
-            Source::ForwardedSignals => {}
+            Source::ForwardedSignals | Source::Timer => {}
             Source::Aio => base.run_aio_completions(state),
         }
     }
@@ -108,6 +115,7 @@ impl Source {
             Source::Signals => base.signals.refd() > 0,
             Source::ForwardedSignals => false,
             Source::Aio => base.aio.pending() > 0,
+            Source::Timer => false, // the timers themselves count
         }
     }
 }

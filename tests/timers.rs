@@ -8,9 +8,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[test]
-fn timer_never_fires_before_its_deadline() {
+/// Adds 50 timers with delays up to 5 ms and checks that none fired early.
+fn assert_timers_never_fire_early(spin: Duration) {
     let mut base = EventBase::<Vec<(Duration, Duration)>>::new().unwrap();
+    base.set_timer_spin(spin);
     for i in 0..50u64 {
         let delay = Duration::from_micros(i * 397 % 5000);
         let added = Instant::now();
@@ -23,6 +24,16 @@ fn timer_never_fires_before_its_deadline() {
     for (delay, waited) in seen {
         assert!(waited >= delay, "fired after {waited:?}, asked {delay:?}");
     }
+}
+
+#[test]
+fn timer_never_fires_before_its_deadline() {
+    assert_timers_never_fire_early(Duration::ZERO);
+}
+
+#[test]
+fn timer_woken_early_to_spin_still_never_fires_before_its_deadline() {
+    assert_timers_never_fire_early(Duration::from_millis(1));
 }
 
 #[test]

@@ -114,6 +114,63 @@ pub(crate) fn fork_generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
+/// Nanoseconds on `CLOCK_MONOTONIC`, the clock of `std::time::Instant` and of timerfds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A non-blocking, close-on-exec timerfd on `CLOCK_MONOTONIC`, disarmed.
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create takes a clock id and flags and returns a new fd or -1.
+    let fd = check(
+        unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        }
+        .into(),
+    )?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Arms a timerfd to expire once at the absolute `CLOCK_MONOTONIC` time `at_ns` (disarms it
+/// for `None`). Arming resets its expiry count, so it is readable again only after `at_ns`.
+pub(crate) fn timerfd_arm(fd: BorrowedFd<'_>, at_ns: Option<u64>) -> io::Result<()> {
+    // An absolute time of zero would disarm the timer: the earliest real deadline is 1 ns.
+    let ns = at_ns.map_or(0, |ns| ns.max(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        },
+    };
+    // SAFETY: `spec` is a valid itimerspec that outlives the call; the old value is not asked.
+    check(
+        unsafe {
+            libc::timerfd_settime(
+                fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        }
+        .into(),
+    )?;
+    Ok(())
+}
+
 /// The file status flags of `fd` (`fcntl(F_GETFL)`: `O_DIRECT`, `O_NONBLOCK`, ...).
 pub(crate) fn file_status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     // SAFETY: F_GETFL takes no pointer argument.
