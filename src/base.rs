@@ -31,6 +31,7 @@ use mio::{Events, Poll, Token};
 use crate::aio::Aio;
 use crate::io::{FdTable, Readiness};
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::remote::{self, Remote};
 use crate::signal::Signals;
 use crate::source::Source;
@@ -107,6 +108,7 @@ pub struct EventBase<S> {
     pub(crate) wakeup: Wakeup,
     pub(crate) signals: Signals<S>,
     pub(crate) aio: Aio<S>,
+    pub(crate) pool: Pool<S>,
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
@@ -156,6 +158,7 @@ impl<S> EventBase<S> {
             wakeup: Wakeup::default(),
             signals: Signals::new(),
             aio: Aio::new(),
+            pool: Pool::new(),
             clock,
             now: clock.now(),
             remote: None,

@@ -52,8 +52,10 @@ mod aio;
 mod base;
 mod child;
 mod error;
+mod fs;
 mod io;
 mod metrics;
+mod pool;
 mod remote;
 mod signal;
 mod source;
@@ -65,6 +67,7 @@ pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut,
 pub use base::EventBase;
 pub use child::ChildExit;
 pub use error::os_error;
+pub use fs::DirEntry;
 pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};
 pub use metrics::Metrics;
 pub use remote::Remote;

@@ -28,6 +28,18 @@ pub struct Metrics {
     /// Total time spent inside `io_submit`. For files without `O_DIRECT` this is where the
     /// reads and writes themselves happen, on the loop thread.
     pub aio_submit_time: Duration,
-    /// AIO requests completed (their callbacks were called).
+    /// AIO requests completed (their callbacks were called), by any path.
     pub aio_completions: u64,
+    /// AIO requests that kernel AIO refused to run without blocking (`EAGAIN` under
+    /// `RWF_NOWAIT`) and that were run again on a helper thread.
+    pub aio_nowait_retries: u64,
+    /// AIO requests sent straight to a helper thread, because their file does not support
+    /// `RWF_NOWAIT` (FUSE, NFS...) or needs a helper for that operation.
+    pub aio_on_helpers: u64,
+    /// Jobs the helper threads finished (AIO requests and metadata operations).
+    pub helper_jobs: u64,
+    /// Total time helper jobs waited in the queue before a helper took them.
+    pub helper_queue_time: Duration,
+    /// Total time helpers spent running jobs.
+    pub helper_run_time: Duration,
 }

@@ -32,6 +32,9 @@ pub(crate) enum Source {
     /// Signals that reach this base another way than its signalfd: forwarded by another base
     /// of the process (an eventfd), or caught by the forwarding handler (a pipe).
     ForwardedSignals,
+    /// Jobs the helper threads finished, on the pool's eventfd. Before `Aio`: AIO requests
+    /// a helper finished join the AIO completions of the same iteration.
+    Helpers,
     /// Kernel AIO completions, on the context's eventfd.
     Aio,
     /// The timerfd armed for the earliest timer; its expiry only wakes the poll, and the
@@ -43,11 +46,13 @@ pub(crate) enum Source {
 const _: () = assert!(Source::ALL.len() <= Source::RESERVED_TOKENS);
 
 impl Source {
-    /// Every source, in the order their owed work runs within an iteration.
-    pub(crate) const ALL: [Source; 5] = [
+    /// Every source, in the order their owed work runs within an iteration: the order of the
+    /// variants, which `from_token` relies on.
+    pub(crate) const ALL: [Source; 6] = [
         Source::Posts,
         Source::Signals,
         Source::ForwardedSignals,
+        Source::Helpers,
         Source::Aio,
         Source::Timer,
     ];
@@ -71,7 +76,7 @@ impl Source {
         match self {
             Source::Aio => base.flush_aio(),
             Source::Timer => base.arm_timer_wakeup(),
-            Source::Posts | Source::Signals | Source::ForwardedSignals => {}
+            Source::Posts | Source::Signals | Source::ForwardedSignals | Source::Helpers => {}
         }
     }
 
@@ -83,6 +88,7 @@ impl Source {
             Source::Signals => base.harvest_signals(),
             Source::ForwardedSignals => base.harvest_forwarded_signals(),
             Source::Aio => base.harvest_aio(),
+            Source::Helpers => base.harvest_helpers(),
             Source::Timer => {}
         }
     }
@@ -94,6 +100,7 @@ impl Source {
             Source::Signals => base.signals.has_owed(),
             Source::ForwardedSignals => false, // harvested into the same owed queue
             Source::Aio => base.aio.owes_work(),
+            Source::Helpers => base.pool.owes_work(),
             Source::Timer => false, // due timers fire in the timer step
         }
     }
@@ -105,6 +112,7 @@ impl Source {
             Source::Signals => base.run_owed_signals(state),
             Source::ForwardedSignals | Source::Timer => {}
             Source::Aio => base.run_aio_completions(state),
+            Source::Helpers => base.run_helper_completions(state),
         }
     }
 
@@ -115,6 +123,7 @@ impl Source {
             Source::Signals => base.signals.refd() > 0,
             Source::ForwardedSignals => false,
             Source::Aio => base.aio.pending() > 0,
+            Source::Helpers => base.pool.pending() > 0,
             Source::Timer => false, // the timers themselves count
         }
     }

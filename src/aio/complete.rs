@@ -5,7 +5,8 @@ use std::os::fd::AsFd;
 use crate::base::EventBase;
 use crate::sys::aio::AioEvent;
 
-use super::AioId;
+use super::helper::combined_result;
+use super::{AioId, OpState};
 
 impl<S> EventBase<S> {
     /// The eventfd fired: reset it, then drain the ring — in that order, so a completion
@@ -28,6 +29,21 @@ impl<S> EventBase<S> {
         }
     }
 
+    /// A helper finished an AIO request (or it was cancelled in the helpers' queue): its
+    /// result joins the completion queue, to be called back with the kernel's completions.
+    pub(crate) fn aio_done_on_helper(&mut self, data: u64, output: Option<crate::pool::Output>) {
+        let res = match output.map(|o| o.downcast::<i64>()) {
+            Some(Ok(res)) => *res,
+            Some(Err(_)) => -i64::from(libc::EIO), // the job panicked
+            None => -i64::from(libc::ECANCELED),
+        };
+        self.aio.ready.push_back(AioEvent {
+            data,
+            res,
+            ..AioEvent::default()
+        });
+    }
+
     fn complete_aio(&mut self, event: AioEvent, state: &mut S) {
         let id = AioId::from_data(event.data);
         let known = self
@@ -42,15 +58,19 @@ impl<S> EventBase<S> {
             );
             return;
         }
-        let op = self.aio.ops.remove(id.key as usize);
-        if op.submitted {
+        if self.aio.ops[id.key as usize].state == OpState::InKernel {
             self.aio.in_flight -= 1;
+            if !self.aio.queue.is_empty() {
+                self.aio.needs_flush = true;
+            }
+            if self.retry_on_helper(id, event.res) {
+                return;
+            }
         }
-        if !self.aio.queue.is_empty() {
-            self.aio.needs_flush = true;
-        }
+        let op = self.aio.ops.remove(id.key as usize);
         self.metrics.aio_completions += 1;
+        let res = combined_result(op.done, event.res);
         let complete = op.complete;
-        self.guarded(|base| complete(base, state, event.res), |_| {});
+        self.guarded(|base| complete(base, state, res), |_| {});
     }
 }

@@ -6,7 +6,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use crate::sys;
 
@@ -24,18 +25,27 @@ const FALLBACK_ALIGN: usize = 4096;
 /// `AioFile` with requests still queued or in flight is safe: the fd is closed after the last
 /// one completes, and its number cannot be reused under a request not yet submitted.
 ///
-/// Only `O_DIRECT` files are truly asynchronous: for any other file the kernel performs the
-/// read or write inside `io_submit`, on the loop thread (see `docs/aio.md`).
+/// Reads and writes never block the loop: they go to kernel AIO with `RWF_NOWAIT`, and what
+/// the kernel cannot do without blocking (a page-cache miss, a file system without
+/// `RWF_NOWAIT` support such as FUSE or NFS) runs on a helper thread instead (see
+/// `docs/aio.md`). The file remembers which of its directions need a helper.
 #[derive(Clone)]
 pub struct AioFile {
-    inner: Rc<Inner>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
     file: File,
     /// `(memory, offset and length)` alignment if the file is O_DIRECT.
     direct: Option<(usize, usize)>,
+    /// `HELPER_READS` / `HELPER_WRITES`: that direction skips kernel AIO.
+    route: AtomicU8,
 }
+
+/// Reads of this file go straight to a helper thread.
+pub(crate) const HELPER_READS: u8 = 1;
+/// Writes of this file go straight to a helper thread.
+pub(crate) const HELPER_WRITES: u8 = 2;
 
 impl AioFile {
     /// Prepares an open file (any access mode; `O_DIRECT` or not). Does not block.
@@ -51,13 +61,20 @@ impl AioFile {
             Some((mem, off)) => log::debug!(
                 "fd {fd}: O_DIRECT, buffers aligned to {mem}, offsets and lengths to {off}"
             ),
-            None => log::debug!(
-                "fd {fd}: buffered (no O_DIRECT): kernel AIO runs its I/O inside io_submit, \
-                 which blocks the loop while the data is read from disk"
-            ),
+            None => log::debug!("fd {fd}: buffered (no O_DIRECT)"),
         }
+        let route = if sys::fs_lacks_nowait(file.as_fd()) {
+            log::debug!("fd {fd}: its file system does not support RWF_NOWAIT: helper threads");
+            HELPER_READS | HELPER_WRITES
+        } else {
+            0
+        };
         Ok(AioFile {
-            inner: Rc::new(Inner { file, direct }),
+            inner: Arc::new(Inner {
+                file,
+                direct,
+                route: AtomicU8::new(route),
+            }),
         })
     }
 
@@ -97,6 +114,27 @@ impl AioFile {
     /// and lengths.
     pub fn alignment(&self) -> Option<(usize, usize)> {
         self.inner.direct
+    }
+
+    /// Whether requests of `direction` (`HELPER_READS` or `HELPER_WRITES`) skip kernel AIO.
+    pub(crate) fn needs_helper(&self, direction: u8) -> bool {
+        self.inner.route.load(Ordering::Relaxed) & direction != 0
+    }
+
+    /// Sends later requests of `direction` straight to helpers.
+    pub(crate) fn use_helper(&self, direction: u8) {
+        let was = self.inner.route.fetch_or(direction, Ordering::Relaxed);
+        if was & direction == 0 {
+            log::debug!(
+                "fd {}: kernel AIO cannot run its {} without blocking: helper threads from now on",
+                self.as_raw_fd(),
+                if direction == HELPER_READS {
+                    "reads"
+                } else {
+                    "writes"
+                }
+            );
+        }
     }
 
     /// Refuses an `O_DIRECT` transfer the kernel would reject with `EINVAL` after submission.

@@ -22,6 +22,7 @@ mod buf;
 mod complete;
 mod context;
 mod file;
+mod helper;
 mod requests;
 mod submit;
 
@@ -32,6 +33,7 @@ use std::io;
 use slab::Slab;
 
 use crate::base::EventBase;
+use crate::pool::JobId;
 use crate::sys::aio::{AioEvent, Iocb};
 use context::Context;
 
@@ -47,6 +49,8 @@ pub struct AioOptions {
     max_in_flight: u32,
     ring_size: Option<u32>,
     force_io_getevents: bool,
+    helper_threads: usize,
+    helper_queue: usize,
 }
 
 impl Default for AioOptions {
@@ -55,6 +59,8 @@ impl Default for AioOptions {
             max_in_flight: 128,
             ring_size: None,
             force_io_getevents: false,
+            helper_threads: 4,
+            helper_queue: 256,
         }
     }
 }
@@ -91,6 +97,28 @@ impl AioOptions {
         self.force_io_getevents = force;
         self
     }
+
+    /// At most `n` helper threads (default 4), started as file operations need them, for the
+    /// reads and writes kernel AIO cannot run without blocking and for the operations it does
+    /// not have (open, stat, directory listings...).
+    ///
+    /// **0 turns the helper path off**: every read and write then goes to kernel AIO without
+    /// `RWF_NOWAIT` (blocking the loop inside `io_submit` when the file system makes it), and
+    /// the other operations run on the loop thread. Only useful to measure what the helpers
+    /// save, or in a program that must not start threads.
+    #[must_use]
+    pub fn helper_threads(mut self, n: usize) -> AioOptions {
+        self.helper_threads = n;
+        self
+    }
+
+    /// At most `n` jobs (at least 1; default 256) handed to the helpers at once; more wait in
+    /// the loop until helpers finish some.
+    #[must_use]
+    pub fn helper_queue(mut self, n: usize) -> AioOptions {
+        self.helper_queue = n.max(1);
+        self
+    }
 }
 
 /// Identifies an AIO request, for [`EventBase::cancel_aio`].
@@ -101,7 +129,7 @@ pub struct AioId {
 }
 
 impl AioId {
-    fn data(self) -> u64 {
+    pub(crate) fn data(self) -> u64 {
         u64::from(self.key) | (u64::from(self.gen) << 32)
     }
 
@@ -238,12 +266,25 @@ struct Op<S> {
     iocb: Iocb,
     /// The iovec array a vectored request's iocb points at (empty otherwise); kept alive with
     /// the request, though the kernel only reads it during `io_submit`.
-    _iovecs: Vec<libc::iovec>,
+    iovecs: Vec<libc::iovec>,
     /// Keeps the fd open, and its number ours, until the completion.
-    _file: AioFile,
-    submitted: bool,
+    file: AioFile,
+    state: OpState,
     cancelled: bool,
+    /// Bytes a `RWF_NOWAIT` try transferred before the rest went to a helper.
+    done: u64,
     complete: Complete<S>,
+}
+
+/// Where a request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpState {
+    /// In the submission queue.
+    Queued,
+    /// Handed to the kernel.
+    InKernel,
+    /// Handed to a helper thread (queued there, running, or finished and not harvested).
+    OnHelper(JobId),
 }
 
 /// The AIO state of one base.
@@ -312,6 +353,23 @@ impl<S> Drop for Aio<S> {
             // io_destroy returns only once the kernel is done with every buffer; the buffers
             // (in `ops`) are freed after this, when the fields drop.
             drop(context);
+        }
+        // A helper may still be writing into (or reading from) these requests' buffers, and
+        // dropping the base must not wait for it (a hung FUSE read may never return): the
+        // requests are leaked instead, buffer, file and callback, which is memory-safe.
+        let on_helpers: Vec<usize> = (self.ops.iter())
+            .filter(|(_, op)| matches!(op.state, OpState::OnHelper(_)))
+            .map(|(key, _)| key)
+            .collect();
+        if !on_helpers.is_empty() {
+            log::warn!(
+                "event base dropped with {} file requests on helper threads: their buffers are \
+                 leaked, not freed under the helpers",
+                on_helpers.len()
+            );
+        }
+        for key in on_helpers {
+            std::mem::forget(self.ops.remove(key));
         }
     }
 }

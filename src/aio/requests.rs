@@ -2,7 +2,7 @@
 
 use std::io;
 
-use super::{AioError, AioFile, AioId, AioOptions, IoBuf, IoBufMut, TransferError};
+use super::{AioError, AioFile, AioId, AioOptions, IoBuf, IoBufMut, OpState, TransferError};
 use crate::base::EventBase;
 use crate::sys::aio as abi;
 
@@ -30,6 +30,10 @@ impl<S> EventBase<S> {
             ));
         }
         self.aio.options = options;
+        self.pool.set_limits(crate::pool::PoolLimits {
+            threads: options.helper_threads,
+            queue: options.helper_queue,
+        });
         Ok(())
     }
 
@@ -246,13 +250,20 @@ impl<S> EventBase<S> {
     /// [`read_exact_at`](Self::read_exact_at) and [`write_all_at`](Self::write_all_at), the id
     /// names the first request of the span only.
     pub fn cancel_aio(&mut self, id: AioId) -> bool {
-        match self.aio.ops.get_mut(id.key as usize) {
-            Some(op) if op.gen == id.gen && !op.cancelled && !op.submitted => {
+        let Some(op) = self.aio.ops.get_mut(id.key as usize) else {
+            return false;
+        };
+        if op.gen != id.gen || op.cancelled {
+            return false;
+        }
+        match op.state {
+            OpState::Queued => {
                 op.cancelled = true;
                 self.aio.needs_flush = true;
                 true
             }
-            _ => false,
+            OpState::OnHelper(job) => self.pool.cancel(job),
+            OpState::InKernel => false,
         }
     }
 

@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::requests::OnTransfer;
-use super::{transfer_result, Aio, AioError, AioFile, AioId, Complete, Op, MAX_IOVECS};
+use super::{transfer_result, Aio, AioError, AioFile, AioId, Complete, Op, OpState, MAX_IOVECS};
 use crate::base::EventBase;
 use crate::sys::aio::{self as abi, AioEvent, Iocb};
 
@@ -122,14 +122,14 @@ impl<S> EventBase<S> {
         entry.insert(Op {
             gen,
             iocb,
-            _iovecs: iovecs,
-            _file: file.clone(),
-            submitted: false,
+            iovecs,
+            file: file.clone(),
+            state: OpState::Queued,
             cancelled: false,
+            done: 0,
             complete,
         });
-        aio.queue.push_back(id.key as usize);
-        aio.needs_flush = true;
+        self.route_new(id);
         id
     }
 
@@ -207,7 +207,7 @@ impl<S> EventBase<S> {
 
     fn mark_submitted(&mut self, n: usize) {
         for key in self.aio.queue.drain(..n) {
-            self.aio.ops[key].submitted = true;
+            self.aio.ops[key].state = OpState::InKernel;
         }
         self.aio.in_flight += n;
     }
@@ -217,8 +217,11 @@ impl<S> EventBase<S> {
         let Some(key) = self.aio.queue.pop_front() else {
             return;
         };
-        log::debug!("io_submit refused a request: {err}");
         let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        if self.refused_nowait(key, errno) {
+            return;
+        }
+        log::debug!("io_submit refused a request: {err}");
         self.aio.ready.push_back(AioEvent {
             data: self.aio.ops[key].iocb.aio_data,
             res: -i64::from(errno),

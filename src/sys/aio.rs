@@ -104,6 +104,49 @@ pub(crate) unsafe fn io_submit(ctx: ContextId, iocbs: &mut [*mut Iocb]) -> io::R
     Ok(n as usize)
 }
 
+/// Runs a read or write iocb synchronously, with `preadv2`/`pwritev2` and no flags, on the
+/// calling (helper) thread; returns what its completion's `res` would have been: bytes
+/// transferred, or a negative errno.
+///
+/// # Safety
+///
+/// The iocb's buffer (or iovec array and the buffers it names) must be valid for the whole
+/// call, writable for a read.
+pub(crate) unsafe fn run_blocking(iocb: &Iocb) -> i64 {
+    let single = libc::iovec {
+        iov_base: iocb.aio_buf as *mut libc::c_void,
+        iov_len: iocb.aio_nbytes as usize,
+    };
+    let (iov, count) = match iocb.aio_lio_opcode {
+        IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => (
+            iocb.aio_buf as *const libc::iovec,
+            iocb.aio_nbytes as libc::c_int,
+        ),
+        _ => (&single as *const libc::iovec, 1),
+    };
+    let fd = iocb.aio_fildes as libc::c_int;
+    loop {
+        // SAFETY: the caller guarantees the buffers; `single` lives across the call.
+        let n = unsafe {
+            match iocb.aio_lio_opcode {
+                IOCB_CMD_PREAD | IOCB_CMD_PREADV => {
+                    libc::preadv2(fd, iov, count, iocb.aio_offset, 0)
+                }
+                _ => libc::pwritev2(fd, iov, count, iocb.aio_offset, 0),
+            }
+        };
+        if n >= 0 {
+            return n as i64;
+        }
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        if errno != libc::EINTR {
+            return -i64::from(errno);
+        }
+    }
+}
+
 /// `io_getevents(2)` with a zero timeout: the completions ready now, at most `out.len()`.
 pub(crate) fn io_getevents_now(ctx: ContextId, out: &mut [AioEvent]) -> io::Result<usize> {
     let zero = libc::timespec {

@@ -171,6 +171,40 @@ pub(crate) fn timerfd_arm(fd: BorrowedFd<'_>, at_ns: Option<u64>) -> io::Result<
     Ok(())
 }
 
+/// Whether `fd` is on a file system known not to support `RWF_NOWAIT` (FUSE, NFS, CIFS/SMB,
+/// 9P, Ceph, AFS...), whose kernel AIO reads and writes run inside `io_submit`. Unknown file
+/// systems answer `false`: a first request then finds out (`EOPNOTSUPP`).
+pub(crate) fn fs_lacks_nowait(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: an all-zero statfs is a valid value for the kernel to fill.
+    let mut st: libc::statfs = unsafe { mem::zeroed() };
+    // SAFETY: `st` outlives the call.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    // FUSE, NFS, CIFS, SMB2, 9P, Ceph, AFS (statfs(2) magic numbers).
+    const LACK_NOWAIT: [u32; 7] = [
+        0x6573_5546,
+        0x0000_6969,
+        0xff53_4d42,
+        0xfe53_4d42,
+        0x0102_1997,
+        0x00c3_6400,
+        0x6b41_4653,
+    ];
+    LACK_NOWAIT.contains(&(st.f_type as u32))
+}
+
+/// `fallocate(2)`: allocates (or, with `mode` flags, punches or zeroes) a range of a file.
+pub(crate) fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    let (offset, len) = match (i64::try_from(offset), i64::try_from(len)) {
+        (Ok(o), Ok(l)) => (o, l),
+        _ => return Err(io::ErrorKind::InvalidInput.into()),
+    };
+    // SAFETY: fallocate takes an fd and plain integers.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) }.into())?;
+    Ok(())
+}
+
 /// The file status flags of `fd` (`fcntl(F_GETFL)`: `O_DIRECT`, `O_NONBLOCK`, ...).
 pub(crate) fn file_status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     // SAFETY: F_GETFL takes no pointer argument.

@@ -22,6 +22,15 @@ impl SigSet {
         SigSet(unsafe { set.assume_init() })
     }
 
+    /// Every signal.
+    pub(crate) fn full() -> SigSet {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigfillset initialises the whole set it is given.
+        unsafe { libc::sigfillset(set.as_mut_ptr()) };
+        // SAFETY: initialised just above.
+        SigSet(unsafe { set.assume_init() })
+    }
+
     pub(crate) fn of(signo: i32) -> SigSet {
         let mut set = SigSet::empty();
         set.insert(signo);

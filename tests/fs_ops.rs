@@ -1,0 +1,188 @@
+//! File-system operations on helper threads, on real files, and a helper stuck for real in the
+//! kernel (`open` of a FIFO nobody writes to) while the loop goes on.
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aioloop::{AioFile, AioOptions, EventBase, Schedule};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("fs-ops")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the base until nothing is left, failing instead of hanging.
+fn finish<S>(base: &mut EventBase<S>, state: &mut S) {
+    base.set_exit_when_empty(true);
+    let guard = base.exit_after(Duration::from_secs(20));
+    base.run(state).unwrap();
+    base.cancel_timer(guard);
+}
+
+#[test]
+fn every_metadata_operation_does_what_its_blocking_twin_does() {
+    let dir = scratch("every-op");
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    let mut log = Vec::new();
+
+    base.create_dir(dir.join("sub"), |_, log, r| {
+        log.push(format!("mkdir {r:?}"))
+    })
+    .unwrap();
+    finish(&mut base, &mut log);
+    let mut create = OpenOptions::new();
+    create.read(true).write(true).create(true).truncate(true);
+    base.open(dir.join("sub/a"), &create, |base, _, file| {
+        let file = file.unwrap();
+        base.set_len(&file, 5000, |_, log, r| log.push(format!("set_len {r:?}")))
+            .unwrap();
+        base.fallocate(&file, 0, 0, 8192, |_, log, r| {
+            log.push(format!("fallocate {r:?}"))
+        })
+        .unwrap();
+        base.close(file, |_, log, r| log.push(format!("close {r:?}")))
+            .unwrap();
+    })
+    .unwrap();
+    finish(&mut base, &mut log);
+    base.stat(dir.join("sub/a"), |_, log, m| {
+        log.push(format!("size {}", m.unwrap().len()))
+    })
+    .unwrap();
+    base.rename(dir.join("sub/a"), dir.join("sub/b"), |_, log, r| {
+        log.push(format!("rename {r:?}"))
+    })
+    .unwrap();
+    finish(&mut base, &mut log);
+    base.read_dir(dir.join("sub"), |_, log, entries| {
+        for e in entries.unwrap() {
+            let kind = e.file_type.map(|t| t.is_file());
+            log.push(format!("entry {:?} file={kind:?}", e.name));
+        }
+    })
+    .unwrap();
+    finish(&mut base, &mut log);
+    base.remove_file(dir.join("sub/b"), |_, log, r| {
+        log.push(format!("unlink {r:?}"))
+    })
+    .unwrap();
+    finish(&mut base, &mut log);
+
+    log.sort();
+    assert_eq!(
+        log,
+        [
+            "close Ok(())",
+            "entry \"b\" file=Some(true)",
+            "fallocate Ok(())",
+            "mkdir Ok(())",
+            "rename Ok(())",
+            "set_len Ok(())",
+            "size 8192",
+            "unlink Ok(())",
+        ]
+    );
+    assert!(!dir.join("sub/b").exists());
+    assert!(base.metrics().helper_jobs >= 8);
+}
+
+#[test]
+fn errors_name_the_path_and_keep_the_errno() {
+    let mut base = EventBase::<Vec<std::io::Error>>::new().unwrap();
+    base.open(
+        "/nonexistent/x",
+        OpenOptions::new().read(true),
+        |_, errs, r| errs.push(r.unwrap_err()),
+    )
+    .unwrap();
+    base.read_dir("/nonexistent", |_, errs, r| errs.push(r.unwrap_err()))
+        .unwrap();
+    let mut errs = Vec::new();
+    finish(&mut base, &mut errs);
+    assert_eq!(errs.len(), 2);
+    for e in errs {
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(aioloop::os_error(&e), Some(libc::ENOENT));
+        assert!(e.to_string().contains("/nonexistent"), "{e}");
+    }
+}
+
+fn fifo(name: &str) -> PathBuf {
+    let path = scratch(name).join("fifo");
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    path
+}
+
+/// Lets a helper stuck opening `path` for reading go: a writer's non-blocking open completes it.
+fn release(path: &PathBuf) {
+    let _ = OpenOptions::new()
+        .write(true)
+        .custom_flags_nonblock()
+        .open(path);
+}
+
+trait NonBlockExt {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlockExt for OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NONBLOCK)
+    }
+}
+
+#[derive(Default)]
+struct Stuck {
+    ticks: u32,
+    opened: bool,
+    cancelled: Option<i32>,
+}
+
+#[test]
+fn a_helper_stuck_in_the_kernel_holds_neither_the_loop_nor_a_queued_cancel_nor_the_drop() {
+    let path = fifo("stuck");
+    let mut base = EventBase::<Stuck>::new().unwrap();
+    base.set_aio_options(AioOptions::new().helper_threads(1))
+        .unwrap();
+    // The only helper blocks in open(2) until a writer comes.
+    base.open(&path, OpenOptions::new().read(true), |_, st, r| {
+        st.opened = r.is_ok()
+    })
+    .unwrap();
+    // A request that needs a helper (procfs has no RWF_NOWAIT) waits behind it.
+    let proc_file = AioFile::open("/proc/self/status", false).unwrap();
+    let queued = base
+        .read_at(&proc_file, 0, vec![0; 4096], |_, st, _, r| {
+            st.cancelled = r.unwrap_err().raw_os_error();
+        })
+        .unwrap();
+    base.add_repeating_timer(Duration::from_millis(5), Schedule::FixedRate, |_, st, _| {
+        st.ticks += 1
+    });
+    let mut st = Stuck::default();
+    base.run_for(&mut st, Duration::from_millis(200)).unwrap();
+    assert!(st.ticks >= 10, "the loop was held: {} ticks", st.ticks);
+    assert!(!st.opened);
+    assert!(
+        base.cancel_aio(queued),
+        "a request queued behind a stuck helper can be cancelled"
+    );
+    base.run_for(&mut st, Duration::from_millis(50)).unwrap();
+    assert_eq!(st.cancelled, Some(libc::ECANCELED));
+
+    let started = Instant::now();
+    drop(base);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "dropping the base waited for the stuck helper"
+    );
+    release(&path);
+}
