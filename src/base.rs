@@ -112,6 +112,9 @@ pub struct EventBase<S> {
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
+    /// When the last poll of the current run returned (or the run began): the start of the
+    /// loop thread's current hold.
+    polled_at: Option<Tick>,
     pub(crate) remote: Option<Arc<remote::Shared<S>>>,
     /// The posts' waker fired and its posts have not all run.
     pub(crate) posts_woken: bool,
@@ -161,6 +164,7 @@ impl<S> EventBase<S> {
             pool: Pool::new(),
             clock,
             now: clock.now(),
+            polled_at: None,
             remote: None,
             posts_woken: false,
             exit_requested: false,
@@ -316,8 +320,11 @@ impl<S> EventBase<S> {
         }
         self.running = true;
         self.exit_requested = false;
+        self.polled_at = Some(self.clock.now());
         let result = panic::catch_unwind(AssertUnwindSafe(|| body(self)));
         self.running = false;
+        self.end_hold(self.clock.now());
+        self.polled_at = None;
         result.unwrap_or_else(|panic| panic::resume_unwind(panic))
     }
 
@@ -379,6 +386,7 @@ impl<S> EventBase<S> {
     /// Polls once (retrying `EINTR` with the time left) and copies the batch into `harvested`.
     fn poll_events(&mut self, limit: Option<Tick>) -> io::Result<()> {
         let started = self.clock.now();
+        self.end_hold(started);
         let mut timeout = self.poll_timeout(started, limit);
         log::trace!("poll: timeout {timeout:?}");
         self.fds.mark_batch();
@@ -392,6 +400,7 @@ impl<S> EventBase<S> {
             }
         }
         self.now = self.clock.now();
+        self.polled_at = Some(self.now);
         self.metrics.polls += 1;
         self.metrics.poll_time += Duration::from_nanos(self.now - started);
         self.harvested.clear();
@@ -403,6 +412,14 @@ impl<S> EventBase<S> {
         }));
         log::trace!("poll: {} events", self.harvested.len());
         Ok(())
+    }
+
+    /// Accounts the loop thread's work since the last poll returned, ending at `now`.
+    fn end_hold(&mut self, now: Tick) {
+        if let Some(since) = self.polled_at {
+            let hold = Duration::from_nanos(now.saturating_sub(since));
+            self.metrics.longest_hold = self.metrics.longest_hold.max(hold);
+        }
     }
 
     /// Hands each harvested event to its fd's handlers or to its internal source.

@@ -80,12 +80,7 @@ impl<S> EventBase<S> {
     {
         let (path, options) = (path.as_ref().to_path_buf(), options.clone());
         self.on_helper(
-            move || {
-                let file = options.open(&path).map_err(|e| {
-                    crate::error::context(e, format!("cannot open {}", path.display()))
-                })?;
-                AioFile::new(file)
-            },
+            move || AioFile::new(named(options.open(&path), "open", &path)?),
             callback,
         )
     }
@@ -100,7 +95,10 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.on_helper(move || std::fs::metadata(&path), callback)
+        self.on_helper(
+            move || named(std::fs::metadata(&path), "stat", &path),
+            callback,
+        )
     }
 
     /// The metadata of an open file (`statx` on its fd), on a helper thread.
@@ -199,7 +197,11 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let (from, to) = (from.as_ref().to_path_buf(), to.as_ref().to_path_buf());
-        self.on_helper(move || std::fs::rename(&from, &to), callback)
+        let op = move || {
+            let what = format!("rename {} to", from.display());
+            named(std::fs::rename(&from, &to), &what, &to)
+        };
+        self.on_helper(op, callback)
     }
 
     /// Removes the file `path` (`unlink(2)`) on a helper thread.
@@ -212,7 +214,10 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.on_helper(move || std::fs::remove_file(&path), callback)
+        self.on_helper(
+            move || named(std::fs::remove_file(&path), "remove", &path),
+            callback,
+        )
     }
 
     /// Creates the directory `path` (`mkdir(2)`, mode 0777 less the umask) on a helper thread.
@@ -225,21 +230,28 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.on_helper(move || std::fs::create_dir(&path), callback)
+        let op = move || named(std::fs::create_dir(&path), "create directory", &path);
+        self.on_helper(op, callback)
     }
 }
 
 /// The entries of the directory `path`.
 fn list(path: &Path) -> io::Result<Vec<DirEntry>> {
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| crate::error::context(e, format!("cannot list {}", path.display())))?;
-    entries
-        .map(|entry| {
-            let entry = entry?;
-            Ok(DirEntry {
-                name: entry.file_name(),
-                file_type: entry.file_type().ok(),
+    let listing = std::fs::read_dir(path).and_then(|entries| {
+        entries
+            .map(|entry| {
+                let entry = entry?;
+                Ok(DirEntry {
+                    name: entry.file_name(),
+                    file_type: entry.file_type().ok(),
+                })
             })
-        })
-        .collect()
+            .collect()
+    });
+    named(listing, "list", path)
+}
+
+/// `result`, its error saying which operation failed on which path.
+fn named<T>(result: io::Result<T>, what: &str, path: &Path) -> io::Result<T> {
+    result.map_err(|e| crate::error::context(e, format!("cannot {what} {}", path.display())))
 }

@@ -390,6 +390,11 @@ impl<S> EventBase<S> {
             self.metrics.helper_jobs += 1;
             self.metrics.helper_queue_time += finished.queued_for;
             self.metrics.helper_run_time += finished.ran_for;
+            log::debug!(
+                "helper job {id:?} done: queued {:?}, ran {:?}",
+                finished.queued_for,
+                finished.ran_for
+            );
             let output = finished.output;
             match waiter {
                 Waiter::Aio(data) => self.aio_done_on_helper(data, output),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod slowfs;
+
 /// The example's binary, built (once per test run) with the profile this test was built with.
 ///
 /// A plain `cargo test` builds the examples as binaries next to the tests, but
@@ -280,4 +282,84 @@ fn echo_accepts_a_host_name_and_zero_idle_timeout_means_none() {
     assert_eq!(&got, b"still here", "the idle connection was closed");
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// The `files N bytes N ...` line of a browse run, split into its numbers by name.
+fn browse_summary(stdout: &str) -> std::collections::HashMap<String, f64> {
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("files "), "no summary line: {stdout}");
+    let words: Vec<&str> = last.split_whitespace().collect();
+    (words.chunks(2))
+        .filter_map(|pair| Some((pair[0].to_string(), pair.get(1)?.parse().ok()?)))
+        .collect()
+}
+
+#[test]
+fn browse_reads_every_regular_file_once_and_refuses_a_bad_dir() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("example-browse");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::fs::write(dir.join("top"), vec![1u8; 300_000]).unwrap();
+    std::fs::write(dir.join("a/b/deep"), vec![2u8; 5]).unwrap();
+    std::fs::write(dir.join("a/empty"), b"").unwrap();
+    std::os::unix::fs::symlink("..", dir.join("a/loop")).unwrap();
+    let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid C path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let d = dir.to_str().unwrap();
+    for extra in [None, Some("--direct")] {
+        let args: Vec<&str> = extra.into_iter().chain([d]).collect();
+        let (code, stdout, stderr) = run_example("browse", &args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let summary = browse_summary(&stdout);
+        assert_eq!(summary["files"], 3.0, "{stdout}");
+        assert_eq!(summary["bytes"], 300_005.0, "{stdout}");
+    }
+    let top = dir.join("top");
+    let cases: &[(&[&str], &str)] = &[
+        (&["/nonexistent"], "cannot list /nonexistent"),
+        (&[top.to_str().unwrap()], "Not a directory"),
+        (&[&format!("{d}/fifo")], "Not a directory"),
+        (&[], "DIR is missing"),
+        (&["--fast", d], "unknown option --fast"),
+    ];
+    for (args, expected) in cases {
+        let (code, stdout, stderr) = run_example("browse", args);
+        assert_eq!(code, 1, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// On a file system that stalls each request 500 ms, the heartbeat keeps its 100 ms with the
+/// helpers, and stutters without them.
+#[test]
+fn browse_heartbeat_keeps_time_on_a_stalling_file_system() {
+    let fs = slowfs::SlowFs::mount("browse", &[("one", 200_000), ("two", 3)]).unwrap();
+    let root = fs.root.to_str().unwrap();
+    fs.set_stall(Duration::from_millis(500));
+    for helpers in [true, false] {
+        let args: &[&str] = if helpers {
+            &[root]
+        } else {
+            &["--no-helpers", root]
+        };
+        let (code, stdout, stderr) = run_example("browse", args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let summary = browse_summary(&stdout);
+        assert_eq!((summary["files"], summary["bytes"]), (2.0, 200_003.0));
+        let beats = stdout
+            .lines()
+            .filter(|l| l.starts_with("heartbeat "))
+            .count();
+        let worst_ms = summary["worst-late"];
+        if helpers {
+            assert!(
+                beats >= 10,
+                "{beats} heartbeats in a walk of several stalls"
+            );
+            assert!(worst_ms < 250.0, "the heartbeat froze: {stdout}");
+        } else {
+            assert!(worst_ms >= 400.0, "no stall without helpers: {stdout}");
+        }
+    }
 }

@@ -103,9 +103,19 @@ fn errors_name_the_path_and_keep_the_errno() {
     .unwrap();
     base.read_dir("/nonexistent", |_, errs, r| errs.push(r.unwrap_err()))
         .unwrap();
+    base.stat("/nonexistent/s", |_, errs, r| errs.push(r.unwrap_err()))
+        .unwrap();
+    base.remove_file("/nonexistent/r", |_, errs, r| errs.push(r.unwrap_err()))
+        .unwrap();
+    base.create_dir("/nonexistent/d", |_, errs, r| errs.push(r.unwrap_err()))
+        .unwrap();
+    base.rename("/nonexistent/a", "/nonexistent/b", |_, errs, r| {
+        errs.push(r.unwrap_err())
+    })
+    .unwrap();
     let mut errs = Vec::new();
     finish(&mut base, &mut errs);
-    assert_eq!(errs.len(), 2);
+    assert_eq!(errs.len(), 6);
     for e in errs {
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert_eq!(aioloop::os_error(&e), Some(libc::ENOENT));
@@ -185,4 +195,35 @@ fn a_helper_stuck_in_the_kernel_holds_neither_the_loop_nor_a_queued_cancel_nor_t
         "dropping the base waited for the stuck helper"
     );
     release(&path);
+}
+
+/// The helpers' completions come through their own eventfd, not the AIO ring: the one that
+/// leaves the loop empty must end a run with `set_exit_when_empty` at once, not wait for a
+/// timer (the unref'd `exit_after` below) or another event.
+#[test]
+fn helper_completion_that_empties_the_loop_ends_the_run_at_once() {
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    base.stat("Cargo.toml", |_, log, m| {
+        log.push(format!("stat {}", m.is_ok()))
+    })
+    .unwrap();
+    // A /proc file has no RWF_NOWAIT: its read goes to a helper too.
+    let status = AioFile::open("/proc/self/status", false).unwrap();
+    base.read_at(&status, 0, vec![0; 4096], |_, log, _, n| {
+        log.push(format!("read {}", n.is_ok_and(|n| n > 0)))
+    })
+    .unwrap();
+    base.set_exit_when_empty(true);
+    let guard = base.exit_after(Duration::from_secs(30));
+    let started = Instant::now();
+    let mut log = Vec::new();
+    base.run(&mut log).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the run waited for the guard timer"
+    );
+    base.cancel_timer(guard);
+    log.sort();
+    assert_eq!(log, ["read true", "stat true"]);
+    assert_eq!(base.metrics().helper_jobs, 2);
 }

@@ -70,6 +70,13 @@ impl<S> EventBase<S> {
         let op = self.aio.ops.remove(id.key as usize);
         self.metrics.aio_completions += 1;
         let res = combined_result(op.done, event.res);
+        log::debug!(
+            "file request {id:?} (opcode {}, fd {}) done by {:?} in {:?}: {res}",
+            op.iocb.aio_lio_opcode,
+            op.iocb.aio_fildes,
+            op.path,
+            std::time::Duration::from_nanos(self.now.saturating_sub(op.made_at)),
+        );
         let complete = op.complete;
         self.guarded(|base| complete(base, state, res), |_| {});
     }

@@ -18,7 +18,7 @@
 //! if the base is dropped first, the request is leaked rather than freed (see `Aio`'s `Drop`).
 
 use super::file::{HELPER_READS, HELPER_WRITES};
-use super::{AioId, OpState};
+use super::{AioId, OpState, Path};
 use crate::base::EventBase;
 use crate::pool::{Job, Output};
 use crate::sys::aio::{self as abi, AioEvent, Iocb};
@@ -50,6 +50,7 @@ impl<S> EventBase<S> {
         if let Some(direction) = direction(op.iocb.aio_lio_opcode) {
             if self.pool.enabled() {
                 if op.file.needs_helper(direction) {
+                    op.path = Path::Helper;
                     self.metrics.aio_on_helpers += 1;
                     return self.send_to_helper(id);
                 }
@@ -64,7 +65,7 @@ impl<S> EventBase<S> {
     /// being unsupported, sends it (and the file's later requests) to helpers and returns
     /// `true`.
     pub(super) fn refused_nowait(&mut self, key: usize, errno: i32) -> bool {
-        let op = &self.aio.ops[key];
+        let op = &mut self.aio.ops[key];
         let nowait = op.iocb.aio_rw_flags & libc::RWF_NOWAIT != 0;
         let Some(direction) = direction(op.iocb.aio_lio_opcode).filter(|_| nowait) else {
             return false;
@@ -73,6 +74,7 @@ impl<S> EventBase<S> {
             return false;
         }
         op.file.use_helper(direction);
+        op.path = Path::Helper;
         self.metrics.aio_on_helpers += 1;
         let id = AioId {
             key: key as u32,
@@ -103,6 +105,7 @@ impl<S> EventBase<S> {
         }
         let done = res.max(0) as u64;
         op.done += done;
+        op.path = Path::Retried;
         advance(&mut op.iocb, &mut op.iovecs, done);
         self.metrics.aio_nowait_retries += 1;
         self.send_to_helper(id);

@@ -273,7 +273,22 @@ struct Op<S> {
     cancelled: bool,
     /// Bytes a `RWF_NOWAIT` try transferred before the rest went to a helper.
     done: u64,
+    /// Which way it went, for the debug log.
+    path: Path,
+    /// Loop time when it was made, for the debug log's wait time.
+    made_at: crate::timer::Tick,
     complete: Complete<S>,
+}
+
+/// The way a request ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Kernel AIO alone.
+    Kernel,
+    /// Kernel AIO with `RWF_NOWAIT`, which stopped where it would block; a helper ran the rest.
+    Retried,
+    /// Straight to a helper: its file system cannot run it without blocking.
+    Helper,
 }
 
 /// Where a request is.

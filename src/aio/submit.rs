@@ -5,7 +5,9 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::requests::OnTransfer;
-use super::{transfer_result, Aio, AioError, AioFile, AioId, Complete, Op, OpState, MAX_IOVECS};
+use super::{
+    transfer_result, Aio, AioError, AioFile, AioId, Complete, Op, OpState, Path, MAX_IOVECS,
+};
 use crate::base::EventBase;
 use crate::sys::aio::{self as abi, AioEvent, Iocb};
 
@@ -127,6 +129,8 @@ impl<S> EventBase<S> {
             state: OpState::Queued,
             cancelled: false,
             done: 0,
+            path: Path::Kernel,
+            made_at: self.now,
             complete,
         });
         self.route_new(id);

@@ -1,0 +1,211 @@
+//! A FUSE file system whose `open`, `getattr`, `read` and `readdir` stall for a chosen time,
+//! like a disk spinning up or a network file system that hangs: the proof that file operations
+//! never hold the loop. Its files live in memory; file `NAME` of size `N` holds the bytes of
+//! `pattern(NAME, N)`. It mounts with `mount(2)` directly (as root, no `fusermount`) and
+//! unmounts when dropped.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
+    ReplyOpen, Request,
+};
+
+/// The deterministic bytes of a file.
+pub fn pattern(name: &str, len: usize) -> Vec<u8> {
+    let seed = name
+        .bytes()
+        .fold(0x9e37_79b9u32, |h, b| h.rotate_left(5) ^ u32::from(b));
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed).to_le_bytes()[1])
+        .collect()
+}
+
+struct Files {
+    /// (name, contents); inode = index + 2 (1 is the root directory).
+    files: Vec<(String, Vec<u8>)>,
+    stall_ns: Arc<AtomicU64>,
+}
+
+impl Files {
+    fn stall(&self) {
+        let ns = self.stall_ns.load(Ordering::Relaxed);
+        if ns > 0 {
+            std::thread::sleep(Duration::from_nanos(ns));
+        }
+    }
+
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        let (kind, size, perm) = match ino {
+            1 => (FileType::Directory, 0, 0o755),
+            n => (
+                FileType::RegularFile,
+                self.files.get(n as usize - 2)?.1.len() as u64,
+                0o644,
+            ),
+        };
+        Some(FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+}
+
+/// Attributes are never cached, so every `stat` asks (and stalls).
+const TTL: Duration = Duration::ZERO;
+
+impl Filesystem for Files {
+    fn lookup(&self, _: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = (u64::from(parent) == 1)
+            .then(|| self.files.iter().position(|(n, _)| OsStr::new(n) == name))
+            .flatten();
+        match found.and_then(|i| self.attr(i as u64 + 2)) {
+            Some(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _: &Request, ino: INodeNo, _: Option<FileHandle>, reply: ReplyAttr) {
+        self.stall();
+        match self.attr(u64::from(ino)) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _: &Request, _: INodeNo, _: OpenFlags, reply: ReplyOpen) {
+        self.stall();
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn read(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: FileHandle,
+        offset: u64,
+        size: u32,
+        _: OpenFlags,
+        _: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.stall();
+        let Some((_, data)) = self.files.get(u64::from(ino) as usize - 2) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let start = (offset as usize).min(data.len());
+        let end = (start + size as usize).min(data.len());
+        reply.data(&data[start..end]);
+    }
+
+    fn readdir(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.stall();
+        if u64::from(ino) != 1 {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let entries = [
+            (1, FileType::Directory, "."),
+            (1, FileType::Directory, ".."),
+        ]
+        .into_iter()
+        .chain(
+            (self.files.iter().enumerate())
+                .map(|(i, (name, _))| (i as u64 + 2, FileType::RegularFile, name.as_str())),
+        );
+        for (i, (ino, kind, name)) in entries.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// A mounted slow file system; unmounted when dropped.
+pub struct SlowFs {
+    pub root: PathBuf,
+    stall_ns: Arc<AtomicU64>,
+    _session: BackgroundSession,
+}
+
+impl SlowFs {
+    /// Mounts `files` (name, size) under a fresh directory named `name`, without stalls yet.
+    pub fn mount(name: &str, files: &[(&str, usize)]) -> std::io::Result<SlowFs> {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("slowfs")
+            .join(name);
+        let _ = unmount(&root);
+        std::fs::create_dir_all(&root)?;
+        let stall_ns = Arc::new(AtomicU64::new(0));
+        let fs = Files {
+            files: (files.iter())
+                .map(|&(name, len)| (name.to_string(), pattern(name, len)))
+                .collect(),
+            stall_ns: stall_ns.clone(),
+        };
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName("aioloop-slowfs".into()),
+            MountOption::RO,
+        ];
+        // Stalls overlap across requests, as on a real slow device serving a queue.
+        config.n_threads = Some(16);
+        let session = fuser::spawn_mount(fs, &root, &config)?;
+        Ok(SlowFs {
+            root,
+            stall_ns,
+            _session: session,
+        })
+    }
+
+    /// Every later `open`, `getattr`, `read` and `readdir` stalls `stall`.
+    pub fn set_stall(&self, stall: Duration) {
+        self.stall_ns
+            .store(stall.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+impl Drop for SlowFs {
+    fn drop(&mut self) {
+        self.set_stall(Duration::ZERO);
+    }
+}
+
+fn unmount(path: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C path; a lazy unmount of a stale mount left by an earlier run.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
