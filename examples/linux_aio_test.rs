@@ -11,8 +11,8 @@
 //! Prints bytes, chunks, elapsed time and MB/s on stdout, and a progress line on stderr every
 //! second. With `--output`, the bytes read are written to PATH at their offsets, so
 //! `cmp FILE PATH` checks them; PATH may not be FILE itself. Without `--direct` the reads are
-//! buffered, which kernel AIO performs inside `io_submit`: the numbers then measure a
-//! synchronous read on the loop thread. Any error names what failed and exits 1.
+//! buffered: page-cache hits complete on kernel AIO, misses run on the helper threads (see
+//! `docs/aio.md`). Any error names what failed and exits 1.
 
 use std::fs::{File, Metadata};
 use std::io::{self, ErrorKind, Seek, SeekFrom};

@@ -7,7 +7,9 @@
 //!   with per-handler inactivity timeouts ([`EventBase::set_io_handler`]);
 //! * **timers**, one-shot and repeating ([`EventBase::add_timer`]);
 //! * **file I/O** through Linux kernel AIO, completions signalled on an eventfd
-//!   ([`EventBase::read_at`], [`AioFile`]); truly asynchronous for `O_DIRECT` files only;
+//!   ([`EventBase::read_at`], [`AioFile`]), with whatever would block the loop (a page-cache
+//!   miss, FUSE or NFS, `open`, `stat`, directory listings: [`EventBase::open`]...) run on a
+//!   few helper threads, so no file operation stalls the loop;
 //! * **signals** through a signalfd ([`EventBase::add_signal_handler`]) and **child exits**
 //!   through pidfds ([`EventBase::watch_child`]);
 //! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]).

@@ -31,16 +31,19 @@ pub struct Metrics {
     pub aio_in_flight: usize,
     /// `io_submit` calls made.
     pub aio_submit_calls: u64,
-    /// Total time spent inside `io_submit`. For files without `O_DIRECT` this is where the
-    /// reads and writes themselves happen, on the loop thread.
+    /// Total time spent inside `io_submit`. With helpers off, this is where buffered reads and
+    /// writes (and every request on FUSE, NFS...) happen, on the loop thread.
     pub aio_submit_time: Duration,
     /// AIO requests completed (their callbacks were called), by any path.
     pub aio_completions: u64,
-    /// AIO requests that kernel AIO refused to run without blocking (`EAGAIN` under
-    /// `RWF_NOWAIT`) and that were run again on a helper thread.
+    /// AIO requests that kernel AIO stopped under `RWF_NOWAIT` because going on would block
+    /// (`EAGAIN`, or a short count from a buffered read or any write, where the kernel may have
+    /// stopped at what would block), and whose rest then ran on a helper thread.
     pub aio_nowait_retries: u64,
-    /// AIO requests sent straight to a helper thread, because their file does not support
-    /// `RWF_NOWAIT` (FUSE, NFS...) or needs a helper for that operation.
+    /// AIO requests run on a helper thread because their file system cannot run them without
+    /// blocking: known from `statfs` (FUSE, NFS...), or learned from an `EOPNOTSUPP` answer to
+    /// `RWF_NOWAIT`, after which the file's later requests in that direction go straight to
+    /// helpers.
     pub aio_on_helpers: u64,
     /// Jobs the helper threads finished (AIO requests and metadata operations).
     pub helper_jobs: u64,

@@ -95,19 +95,24 @@ impl<S> EventBase<S> {
         let requested = transfer_len(op);
         let short = res > 0 && (res as u64) < requested;
         match res {
-            r if r == -i64::from(libc::EAGAIN) => {}
             r if r == -i64::from(libc::EOPNOTSUPP) => {
                 op.file.use_helper(direction);
+                op.path = Path::Helper;
                 self.metrics.aio_on_helpers += 1;
             }
-            _ if short && (direction == HELPER_WRITES || !op.file.is_direct()) => {}
+            r if r == -i64::from(libc::EAGAIN) => self.metrics.aio_nowait_retries += 1,
+            _ if short && (direction == HELPER_WRITES || !op.file.is_direct()) => {
+                self.metrics.aio_nowait_retries += 1
+            }
             _ => return false,
         }
+        let op = &mut self.aio.ops[id.key as usize];
         let done = res.max(0) as u64;
         op.done += done;
-        op.path = Path::Retried;
+        if op.path == Path::Kernel {
+            op.path = Path::Retried;
+        }
         advance(&mut op.iocb, &mut op.iovecs, done);
-        self.metrics.aio_nowait_retries += 1;
         self.send_to_helper(id);
         true
     }

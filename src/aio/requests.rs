@@ -43,9 +43,12 @@ impl<S> EventBase<S> {
     /// The buffer belongs to the loop until the callback: it is never freed or handed back while
     /// the kernel may write into it.
     ///
-    /// Only `O_DIRECT` reads are asynchronous: a buffered read runs inside `io_submit`, on the
-    /// loop thread, and so does an `O_DIRECT` read of a range whose page-cache pages are dirty
-    /// (written through buffered I/O and not yet flushed), which the kernel writes back first.
+    /// The read never blocks the loop thread: it goes to kernel AIO with `RWF_NOWAIT`, which
+    /// completes `O_DIRECT` reads asynchronously and page-cache hits at once, and what would
+    /// block (a page-cache miss, dirty pages to write back first, a file on FUSE or NFS) runs
+    /// on a helper thread instead; see `docs/aio.md`. With helpers off
+    /// ([`AioOptions::helper_threads`]`(0)`), only `O_DIRECT` reads are asynchronous: the others
+    /// run inside `io_submit`, on the loop thread.
     #[doc = transfer_refusals!()]
     ///
     /// ```
@@ -81,9 +84,10 @@ impl<S> EventBase<S> {
 
     /// Writes `buf` to `file` at `offset`; `callback` gets the buffer back with the byte count.
     ///
-    /// Writes that extend the file run synchronously inside `io_submit` on ext4 even with
-    /// `O_DIRECT`; preallocate (`fallocate`; `File::set_len` does not allocate) to keep them
-    /// asynchronous.
+    /// Like [`read_at`](Self::read_at), it never blocks the loop: what kernel AIO cannot do
+    /// without blocking runs on a helper. That includes buffered writes on ext4 and `O_DIRECT`
+    /// writes that extend the file; preallocate ([`fallocate`](Self::fallocate);
+    /// `File::set_len` does not allocate) to keep `O_DIRECT` writes on kernel AIO.
     #[doc = transfer_refusals!()]
     pub fn write_at<B, F>(
         &mut self,

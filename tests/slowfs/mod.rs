@@ -157,9 +157,9 @@ pub struct SlowFs {
 impl SlowFs {
     /// Mounts `files` (name, size) under a fresh directory named `name`, without stalls yet.
     pub fn mount(name: &str, files: &[(&str, usize)]) -> std::io::Result<SlowFs> {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("slowfs")
-            .join(name);
+        // Tests have cargo's per-target temp dir; the benchmark uses the system's.
+        let tmp = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        let root = tmp.join("slowfs").join(name);
         let _ = unmount(&root);
         std::fs::create_dir_all(&root)?;
         let stall_ns = Arc::new(AtomicU64::new(0));
