@@ -38,25 +38,29 @@ fn every_metadata_operation_does_what_its_blocking_twin_does() {
     finish(&mut base, &mut log);
     let mut create = OpenOptions::new();
     create.read(true).write(true).create(true).truncate(true);
+    // Operations on helpers may run in any order: each waits for the one before it.
     base.open(dir.join("sub/a"), &create, |base, _, file| {
         let file = file.unwrap();
-        base.set_len(&file, 5000, |_, log, r| log.push(format!("set_len {r:?}")))
+        let resized = file.clone();
+        base.set_len(&resized, 5000, |base, log, r| {
+            log.push(format!("set_len {r:?}"));
+            let allocated = file.clone();
+            base.fallocate(&allocated, 0, 0, 8192, |base, log, r| {
+                log.push(format!("fallocate {r:?}"));
+                base.close(file, |_, log, r| log.push(format!("close {r:?}")))
+                    .unwrap();
+            })
             .unwrap();
-        base.fallocate(&file, 0, 0, 8192, |_, log, r| {
-            log.push(format!("fallocate {r:?}"))
         })
         .unwrap();
-        base.close(file, |_, log, r| log.push(format!("close {r:?}")))
-            .unwrap();
     })
     .unwrap();
     finish(&mut base, &mut log);
-    base.stat(dir.join("sub/a"), |_, log, m| {
-        log.push(format!("size {}", m.unwrap().len()))
-    })
-    .unwrap();
-    base.rename(dir.join("sub/a"), dir.join("sub/b"), |_, log, r| {
-        log.push(format!("rename {r:?}"))
+    let (a, b) = (dir.join("sub/a"), dir.join("sub/b"));
+    base.stat(a.clone(), |base, log, m| {
+        log.push(format!("size {}", m.unwrap().len()));
+        base.rename(a, b, |_, log, r| log.push(format!("rename {r:?}")))
+            .unwrap();
     })
     .unwrap();
     finish(&mut base, &mut log);
