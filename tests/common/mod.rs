@@ -72,6 +72,9 @@ pub fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
             state as u8
         })
         .collect();
+    // A new file each time: ext4 writes back a file truncated and rewritten when it is closed
+    // (`auto_da_alloc`), which would leave no dirty page cache for the tests that need some.
+    let _ = std::fs::remove_file(&path);
     File::create(&path).unwrap().write_all(&data).unwrap();
     (path, data)
 }
