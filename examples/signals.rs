@@ -19,9 +19,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use aioloop::mio::net::TcpListener;
+use aioloop::signals::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use aioloop::{Direction, EventBase, Handlers, IoOptions};
 
-const SIGNALS: [i32; 4] = [libc::SIGUSR1, libc::SIGHUP, libc::SIGTERM, libc::SIGINT];
+const SIGNALS: [i32; 4] = [SIGUSR1, SIGHUP, SIGTERM, SIGINT];
 
 struct Daemon {
     listener: TcpListener,
@@ -52,23 +53,24 @@ fn run() -> io::Result<()> {
     );
     base.set_io_handler(&listener, Direction::Read, IoOptions::new(), on_accept)?;
 
-    let on_metrics = base.add_signal_handler(libc::SIGUSR1, |base, _, _| {
+    let on_metrics = base.add_signal_handler(SIGUSR1, |base, _, _| {
         let m = base.metrics();
         println!(
             "metrics iterations={} polls={} callbacks={} fd_handlers={} timers={}",
             m.iterations, m.polls, m.callbacks, m.fd_handlers, m.timers
         );
     })?;
-    let on_reload = base.add_signal_handler(libc::SIGHUP, |_, _, _| println!("reload"))?;
-    let on_term = base.add_signal_handler(libc::SIGTERM, shutdown)?;
-    let on_int = base.add_signal_handler(libc::SIGINT, shutdown)?;
+    let on_reload = base.add_signal_handler(SIGHUP, |_, _, _| println!("reload"))?;
+    let on_term = base.add_signal_handler(SIGTERM, shutdown)?;
+    let on_int = base.add_signal_handler(SIGINT, shutdown)?;
     // Signal handlers alone do not keep the daemon alive: its work does.
     for id in [on_metrics, on_reload, on_term, on_int] {
         base.set_signal_ref(id, false);
     }
 
-    let child = Command::new("sleep").arg("0.2").spawn()?;
-    base.watch_child(child, |_, _, exit| {
+    // Spawned through the base: the child starts with no signal blocked (this thread blocks
+    // HUP, INT, USR1 and TERM for its signalfd).
+    base.spawn_child(Command::new("sleep").arg("0.2"), |_, _, exit| {
         let code = exit
             .status
             .code()

@@ -119,6 +119,8 @@ pub struct EventBase<S> {
     /// The posts' waker fired and its posts have not all run.
     pub(crate) posts_woken: bool,
     pub(crate) exit_requested: bool,
+    /// The error a callback ended the run with ([`EventBase::exit_with_error`]).
+    failure: Option<io::Error>,
     exit_when_empty: bool,
     running: bool,
     /// The fork generation of the process that created the base (see `sys::fork_generation`).
@@ -168,6 +170,7 @@ impl<S> EventBase<S> {
             remote: None,
             posts_woken: false,
             exit_requested: false,
+            failure: None,
             exit_when_empty: false,
             running: false,
             fork_generation: sys::fork_generation(),
@@ -183,7 +186,8 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// A run method called from inside a callback, or in a process forked from the one that
-    /// created the base; `epoll_wait` failing for any reason but `EINTR`.
+    /// created the base; `epoll_wait` failing for any reason but `EINTR`; the error a callback
+    /// passed to [`exit_with_error`](Self::exit_with_error).
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
         self.run_until(state, None)
     }
@@ -230,6 +234,31 @@ impl<S> EventBase<S> {
     /// fired yet fire in the next run. Outside a run, it does nothing: each run clears it.
     pub fn exit(&mut self) {
         self.exit_requested = true;
+    }
+
+    /// Stops the current run like [`exit`](Self::exit), and makes the run method return
+    /// `Err(error)`: how a callback reports a fatal error (a listener that died, a config that
+    /// cannot be reloaded) to the code that called `run`. If several callbacks call it before
+    /// the run returns, the first error wins. Outside a run, it does nothing.
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::time::Duration;
+    /// use aioloop::EventBase;
+    ///
+    /// let mut base = EventBase::<()>::new()?;
+    /// base.add_timer(Duration::ZERO, |base, _, _| {
+    ///     base.exit_with_error(io::Error::other("the config file vanished"));
+    /// });
+    /// let err = base.run(&mut ()).unwrap_err();
+    /// assert_eq!(err.to_string(), "the config file vanished");
+    /// # Ok::<(), io::Error>(())
+    /// ```
+    pub fn exit_with_error(&mut self, error: io::Error) {
+        if self.running {
+            self.failure.get_or_insert(error);
+            self.exit_requested = true;
+        }
     }
 
     /// Stops the loop `delay` from now, through a timer that does not keep the loop alive.
@@ -325,7 +354,12 @@ impl<S> EventBase<S> {
         self.running = false;
         self.end_hold(self.clock.now());
         self.polled_at = None;
-        result.unwrap_or_else(|panic| panic::resume_unwind(panic))
+        let failure = self.failure.take();
+        let result = result.unwrap_or_else(|panic| panic::resume_unwind(panic));
+        match failure {
+            Some(error) => Err(error),
+            None => result,
+        }
     }
 
     fn run_until(&mut self, state: &mut S, deadline: Option<Tick>) -> io::Result<()> {

@@ -67,12 +67,13 @@ mod timer;
 
 pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut, TransferError};
 pub use base::EventBase;
-pub use child::ChildExit;
+pub use child::{reset_signals_on_exec, ChildExit, ChildHandle};
 pub use error::os_error;
 pub use fs::DirEntry;
 pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};
 pub use metrics::Metrics;
 pub use remote::Remote;
+pub use signal::numbers as signals;
 pub use signal::{block_signals, ignore_sigpipe, SignalHandlerId, SignalInfo};
 pub use timer::{Schedule, TimerId};
 

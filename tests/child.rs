@@ -112,3 +112,91 @@ fn reaping_one_child_leaves_the_others_alone() {
     // The unwatched child was not reaped by mistake: its own wait still works.
     assert!(slow.wait().unwrap().success());
 }
+
+/// `SigBlk` and `SigIgn` of `/proc/PID/status`, as the child (`grep`, which leaves its signal
+/// state alone, unlike `sh`) reports them.
+fn signal_state(command: &mut Command) -> String {
+    let out = command
+        .args(["-E", "^(SigBlk|SigIgn)", "/proc/self/status"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn children_spawned_through_the_library_start_with_no_blocked_or_ignored_signal() {
+    // A loop thread handling SIGTERM and SIGHUP blocks them; Rust ignores SIGPIPE.
+    let mut base = EventBase::<()>::new().unwrap();
+    base.add_signal_handler(libc::SIGTERM, |_, _, _| {})
+        .unwrap();
+    base.add_signal_handler(libc::SIGHUP, |_, _, _| {}).unwrap();
+    let inherited = signal_state(&mut Command::new("grep"));
+    assert!(
+        !inherited.contains("SigBlk:\t0000000000000000"),
+        "the plain child should show the inherited mask: {inherited}"
+    );
+    let clean = signal_state(aioloop::reset_signals_on_exec(&mut Command::new("grep")));
+    assert_eq!(
+        clean,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
+#[test]
+fn child_spawned_from_a_loop_thread_handling_sigterm_dies_of_sigterm_sent_through_its_handle() {
+    let mut base = EventBase::<Vec<ChildExit>>::new().unwrap();
+    base.add_signal_handler(libc::SIGTERM, |_, _, _| {})
+        .unwrap();
+    let mut command = Command::new("sleep");
+    command.arg("60");
+    let child = base
+        .spawn_child(&mut command, |base, exits, exit| {
+            exits.push(exit);
+            base.exit();
+        })
+        .unwrap();
+    assert!(child.pid() > 0);
+    child.signal(aioloop::signals::SIGTERM).unwrap();
+    base.exit_after(Duration::from_secs(20));
+    let mut exits = Vec::new();
+    base.run(&mut exits).unwrap();
+    assert_eq!(exits.len(), 1);
+    assert_eq!(exits[0].pid, child.pid());
+    assert_eq!(exits[0].status.signal(), Some(libc::SIGTERM));
+    let err = child.signal(libc::SIGTERM).unwrap_err();
+    assert_eq!(aioloop::os_error(&err), Some(libc::ESRCH));
+    assert!(err.to_string().contains("reaped"), "{err}");
+    assert!(
+        !base.unwatch_child(&child),
+        "the watch ended with the callback"
+    );
+}
+
+#[test]
+fn unwatched_child_calls_nothing_back_and_is_left_for_its_parent_to_reap() {
+    let mut base = EventBase::<u32>::new().unwrap();
+    let child = base
+        .spawn_child(&mut Command::new("true"), |_, calls, _| *calls += 1)
+        .unwrap();
+    assert!(base.unwatch_child(&child));
+    assert!(!base.unwatch_child(&child));
+    base.set_exit_when_empty(true);
+    let mut calls = 0;
+    base.run_for(&mut calls, Duration::from_millis(200))
+        .unwrap();
+    assert_eq!(calls, 0);
+    let mut status = 0;
+    // SAFETY: waiting for our own child by pid, with a valid status pointer.
+    let reaped = unsafe { libc::waitpid(child.pid() as i32, &mut status, 0) };
+    assert_eq!(reaped, child.pid() as i32);
+}
+
+#[test]
+fn spawning_a_missing_program_names_it() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let err = base
+        .spawn_child(&mut Command::new("/nonexistent/prog"), |_, _, _| {})
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
+}

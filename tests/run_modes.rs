@@ -194,3 +194,24 @@ fn metrics_count_iterations_callbacks_handlers_and_poll_time() {
     assert!(m.iterations >= 1 && m.polls >= 1);
     assert!(m.poll_time >= ms(30), "{:?} blocked", m.poll_time);
 }
+
+#[test]
+fn error_from_a_callback_ends_the_run_and_comes_back_from_run_once_only() {
+    let mut base = EventBase::<u32>::new().unwrap();
+    base.add_timer(Duration::ZERO, |base, calls, _| {
+        *calls += 1;
+        base.exit_with_error(std::io::Error::other("first"));
+        base.exit_with_error(std::io::Error::other("second"));
+    });
+    base.add_timer(Duration::ZERO, |_, calls, _| *calls += 10);
+    let mut calls = 0;
+    let err = base.run(&mut calls).unwrap_err();
+    assert_eq!(err.to_string(), "first");
+    assert_eq!(calls, 1, "the run stopped right after the failing callback");
+    // The error is not sticky, and what was owed runs in the next run.
+    base.set_exit_when_empty(true);
+    base.run(&mut calls).unwrap();
+    assert_eq!(calls, 11);
+    base.exit_with_error(std::io::Error::other("outside a run"));
+    base.run(&mut calls).unwrap();
+}

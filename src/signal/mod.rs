@@ -20,6 +20,7 @@
 //! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered.
 
 mod mask;
+pub mod numbers;
 mod registry;
 
 use std::collections::VecDeque;

@@ -31,6 +31,22 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `pidfd_send_signal(2)`: sends `signo` to the process of `pidfd`, never to another one that
+/// reuses its pid.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signo: i32) -> io::Result<()> {
+    // SAFETY: the syscall takes an fd, a signal number, a null siginfo and zero flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signo,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    check(ret).map(drop)
+}
+
 /// How a child ended, as `waitid` reports it: `si_code` (`CLD_EXITED`, `CLD_KILLED`,
 /// `CLD_DUMPED`) and `si_status` (the exit code or the signal).
 #[derive(Clone, Copy, Debug)]

@@ -304,3 +304,31 @@ pub(crate) fn restore_default(signo: i32) {
         }
     }
 }
+
+/// Makes `command`'s child start with an empty signal mask and every signal at its default
+/// action, as a freshly booted program expects: between `fork` and `exec`, the child resets
+/// what it inherited from the loop thread (signals blocked for the signalfd, `SIG_IGN` for
+/// `SIGPIPE`...).
+pub(crate) fn reset_signals_on_exec(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes only sigaction and sigprocmask calls, on stack values,
+    // allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(|| {
+            // The kernel's `struct sigaction`, all zero: SIG_DFL, no flags, empty mask; the raw
+            // syscall, because glibc's sigaction refuses the signals it keeps for its threads.
+            // The set size 8 is _NSIG / 8 on every architecture but MIPS.
+            let dfl = [0u64; 4];
+            for signo in 1..=64 {
+                if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+                    libc::syscall(libc::SYS_rt_sigaction, signo, &dfl, 0usize, 8usize);
+                }
+            }
+            let mut empty: libc::sigset_t = mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            check(libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()).into())?;
+            Ok(())
+        })
+    };
+}
