@@ -50,6 +50,7 @@ compile_error!(
     "aioloop supports Linux only: it is built on epoll, eventfd, signalfd and kernel AIO"
 );
 
+mod accept;
 mod aio;
 mod base;
 mod child;
@@ -65,6 +66,7 @@ mod source;
 mod sys;
 mod timer;
 
+pub use accept::{tcp_listener, Acceptor, ListenOptions};
 pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut, TransferError};
 pub use base::EventBase;
 pub use child::{reset_signals_on_exec, ChildExit, ChildHandle};

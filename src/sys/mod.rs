@@ -6,6 +6,7 @@
 
 pub(crate) mod aio;
 pub(crate) mod aio_ring;
+pub(crate) mod net;
 mod signal;
 
 pub(crate) use signal::*;
