@@ -109,6 +109,7 @@ pub struct EventBase<S> {
     pub(crate) signals: Signals<S>,
     pub(crate) aio: Aio<S>,
     pub(crate) pool: Pool<S>,
+    pub(crate) writers: crate::writer::Writers<S>,
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
@@ -164,6 +165,7 @@ impl<S> EventBase<S> {
             signals: Signals::new(),
             aio: Aio::new(),
             pool: Pool::new(),
+            writers: crate::writer::Writers::new(),
             clock,
             now: clock.now(),
             polled_at: None,

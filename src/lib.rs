@@ -65,6 +65,7 @@ mod source;
 #[allow(unsafe_code)]
 mod sys;
 mod timer;
+mod writer;
 
 pub use accept::{tcp_listener, Acceptor, ListenOptions};
 pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut, TransferError};
@@ -78,6 +79,7 @@ pub use remote::Remote;
 pub use signal::numbers as signals;
 pub use signal::{block_signals, ignore_sigpipe, SignalHandlerId, SignalInfo};
 pub use timer::{Schedule, TimerId};
+pub use writer::{WriteStatus, WriterEvent, WriterId, WriterOptions};
 
 /// Compiles the README's example as a doctest, so it cannot rot.
 #[cfg(doctest)]

@@ -212,6 +212,11 @@ impl<S> EventBase<S> {
         any
     }
 
+    /// The trigger of `fd`'s handlers, if it has any.
+    pub(crate) fn fd_trigger(&self, fd: RawFd) -> Option<super::Trigger> {
+        self.fds.entry(fd).and_then(FdEntry::trigger)
+    }
+
     /// Whether `fd` has a handler of `kind`.
     pub fn has_fd_handler(&self, fd: &impl AsRawFd, kind: HandlerKind) -> bool {
         self.fds

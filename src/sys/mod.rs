@@ -250,3 +250,18 @@ pub(crate) fn dio_alignment(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
         stx.stx_dio_offset_align as usize,
     ))
 }
+
+/// `write(2)` of `bytes` to `fd`: the count written.
+pub(crate) fn write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    check(n as libc::c_long).map(|n| n as usize)
+}
+
+/// `writev(2)` of `slices` to `fd`: the count written.
+pub(crate) fn writev(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix, and the slices outlive
+    // the call; the count fits an int (at most `IOVECS`).
+    let n = unsafe { libc::writev(fd, slices.as_ptr().cast(), slices.len() as libc::c_int) };
+    check(n as libc::c_long).map(|n| n as usize)
+}

@@ -1,0 +1,506 @@
+//! Buffered writes to stream sockets (and pipes): queue bytes, let the loop flush them as the
+//! peer reads, and hear when to stop producing and when to go on.
+//!
+//! Every server writes this by hand otherwise: try the write, keep what the socket did not
+//! take, install a write handler, flush on writability, remove the handler once empty, and
+//! stop reading requests while too much is queued. A writer does it once. Its first write of
+//! an empty queue goes straight to the socket (one `write`, no epoll change), so the common
+//! case costs what a bare `write` does; only a socket whose buffer fills gets a write handler,
+//! for as long as data waits.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use slab::Slab;
+
+use crate::base::EventBase;
+use crate::error;
+use crate::io::{Direction, HandlerKind, Handlers, IoOptions, Trigger};
+use crate::sys;
+
+/// Queued bytes above which [`EventBase::write`] reports back-pressure, by default.
+const DEFAULT_HIGH_WATER: usize = 1 << 20;
+/// Chunks written by one `writev`.
+const IOVECS: usize = 16;
+
+/// How much a writer may hold before it asks its producer to pause.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    high_water: usize,
+    low_water: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_HIGH_WATER / 4,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// High water 1 MiB, low water 256 KiB.
+    pub fn new() -> WriterOptions {
+        WriterOptions::default()
+    }
+
+    /// Above `bytes` queued, [`EventBase::write`] answers [`WriteStatus::Full`]; once the
+    /// queue falls to the low-water mark again the writer's callback gets
+    /// [`WriterEvent::Drained`]. The low-water mark becomes a quarter of it, unless set after.
+    pub fn high_water(mut self, bytes: usize) -> WriterOptions {
+        self.high_water = bytes;
+        self.low_water = bytes / 4;
+        self
+    }
+
+    /// The queue size at or below which a writer that was over its high-water mark reports
+    /// [`WriterEvent::Drained`] (at most the high-water mark).
+    pub fn low_water(mut self, bytes: usize) -> WriterOptions {
+        self.low_water = bytes;
+        self
+    }
+}
+
+/// Identifies a writer of a base ([`EventBase::add_writer`]). A stale id (of a removed
+/// writer, even if its slot was reused) is refused, never confused with a new writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WriterId {
+    key: u32,
+    gen: u32,
+}
+
+/// What a writer tells its callback.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WriterEvent {
+    /// The queue went over the high-water mark and has now fallen to the low-water mark:
+    /// resume producing (reading requests, reading the file...).
+    Drained,
+    /// Everything queued before [`EventBase::finish_writer`] has been written, and the writer
+    /// is removed: close (or shut down) the socket now.
+    Finished,
+    /// A write failed (`EPIPE`, `ECONNRESET`: the peer is gone). The writer is removed with
+    /// what was still queued.
+    Failed(io::Error),
+}
+
+/// Whether a [`EventBase::write`] left the writer below its high-water mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a full writer asks its producer to pause until WriterEvent::Drained"]
+pub enum WriteStatus {
+    /// At or below the high-water mark: go on.
+    Open,
+    /// Over the high-water mark: stop producing until [`WriterEvent::Drained`].
+    Full,
+}
+
+type OnEvent<S> = Box<dyn FnMut(&mut EventBase<S>, &mut S, WriterEvent)>;
+
+struct Writer<S> {
+    gen: u32,
+    fd: RawFd,
+    options: WriterOptions,
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already written.
+    written: usize,
+    queued: usize,
+    /// Went over the high-water mark; `Drained` is owed at the low-water mark.
+    full: bool,
+    finishing: bool,
+    /// The write handler is installed.
+    watching: bool,
+    /// Taken out while it runs.
+    on_event: Option<OnEvent<S>>,
+}
+
+/// The writers of a base.
+pub(crate) struct Writers<S> {
+    slab: Slab<Writer<S>>,
+    next_gen: u32,
+    /// Which fds have a writer, by fd number (one writer per fd).
+    has_writer: Vec<bool>,
+}
+
+impl<S> Writers<S> {
+    pub(crate) fn new() -> Self {
+        Writers {
+            slab: Slab::new(),
+            next_gen: 0,
+            has_writer: Vec::new(),
+        }
+    }
+
+    /// Marks `fd` as having a writer (or not); `false` if that changes nothing.
+    fn claim_fd(&mut self, fd: RawFd, claim: bool) -> bool {
+        let Ok(index) = usize::try_from(fd) else {
+            return false;
+        };
+        if index >= self.has_writer.len() {
+            self.has_writer.resize(index + 1, false);
+        }
+        std::mem::replace(&mut self.has_writer[index], claim) != claim
+    }
+
+    fn get_mut(&mut self, id: WriterId) -> io::Result<&mut Writer<S>> {
+        match self.slab.get_mut(id.key as usize) {
+            Some(w) if w.gen == id.gen => Ok(w),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{id:?} was removed (finished, failed or removed by hand)"),
+            )),
+        }
+    }
+}
+
+impl<S> EventBase<S> {
+    /// Makes a writer for the stream socket (or pipe) `fd`, which must be non-blocking.
+    /// `on_event` hears when the queue has drained after being full, when a
+    /// [`finish_writer`](Self::finish_writer) is done, and of errors found while flushing.
+    ///
+    /// The writer installs a write handler on `fd` while it holds data, so `fd` must have no
+    /// write handler of the caller's; it uses the trigger of `fd`'s read handler (edge if
+    /// none). The writer does not own `fd`: remove it ([`remove_writer`](Self::remove_writer))
+    /// before closing `fd`, or let it finish.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use aioloop::{EventBase, WriterEvent, WriterOptions};
+    ///
+    /// let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// ours.set_nonblocking(true)?;
+    /// let mut base = EventBase::<bool>::new()?;
+    /// let writer = base.add_writer(&ours, WriterOptions::new(), |_, finished, event| {
+    ///     *finished = matches!(event, WriterEvent::Finished);
+    /// })?;
+    /// let _ = base.write(writer, b"hello, ")?;
+    /// let _ = base.write_owned(writer, b"world".to_vec())?;
+    /// base.finish_writer(writer)?;
+    /// base.set_exit_when_empty(true);
+    /// let mut finished = false;
+    /// base.run(&mut finished)?;
+    /// assert!(finished);
+    /// drop(ours);
+    /// let mut got = String::new();
+    /// theirs.read_to_string(&mut got)?;
+    /// assert_eq!(got, "hello, world");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` if `fd` has a writer or a write handler of the caller's; `InvalidInput`
+    /// for a negative fd. A bad fd shows in the first write.
+    pub fn add_writer<F>(
+        &mut self,
+        fd: &impl AsRawFd,
+        options: WriterOptions,
+        on_event: F,
+    ) -> io::Result<WriterId>
+    where
+        F: FnMut(&mut EventBase<S>, &mut S, WriterEvent) + 'static,
+    {
+        let fd = fd.as_raw_fd();
+        if fd < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {fd} is negative"),
+            ));
+        }
+        if self.has_fd_handler(&fd, HandlerKind::Write) || !self.writers.claim_fd(fd, true) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "fd {fd} already has a writer or a write handler; a writer needs the write \
+                     side to itself"
+                ),
+            ));
+        }
+        let writers = &mut self.writers;
+        let gen = writers.next_gen;
+        writers.next_gen = writers.next_gen.wrapping_add(1);
+        let key = writers.slab.insert(Writer {
+            gen,
+            fd,
+            options: WriterOptions {
+                low_water: options.low_water.min(options.high_water),
+                ..options
+            },
+            chunks: VecDeque::new(),
+            written: 0,
+            queued: 0,
+            full: false,
+            finishing: false,
+            watching: false,
+            on_event: Some(Box::new(on_event)),
+        });
+        Ok(WriterId {
+            key: key as u32,
+            gen,
+        })
+    }
+
+    /// Queues a copy of `bytes` (or writes them at once, if nothing is queued and the socket
+    /// takes them), and says whether the writer is now over its high-water mark.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for a removed writer; `InvalidInput` after
+    /// [`finish_writer`](Self::finish_writer); the error of a direct write (`EPIPE`,
+    /// `ECONNRESET`...), which removes the writer with its queue (its callback is not called
+    /// for it).
+    pub fn write(&mut self, writer: WriterId, bytes: &[u8]) -> io::Result<WriteStatus> {
+        self.queue_write(writer, Bytes::Borrowed(bytes))
+    }
+
+    /// Like [`write`](Self::write), for a buffer the writer keeps instead of copying (a file
+    /// chunk, a response body).
+    ///
+    /// # Errors
+    ///
+    /// As for [`write`](Self::write).
+    pub fn write_owned(&mut self, writer: WriterId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
+        self.queue_write(writer, Bytes::Owned(bytes))
+    }
+
+    /// Bytes queued and not yet written (0 for a removed writer).
+    pub fn writer_queued(&self, writer: WriterId) -> usize {
+        match self.writers.slab.get(writer.key as usize) {
+            Some(w) if w.gen == writer.gen => w.queued,
+            _ => 0,
+        }
+    }
+
+    /// Asks the writer to write what is queued, then tell its callback
+    /// [`WriterEvent::Finished`] and go away: the way to close a connection after its last
+    /// response. Later writes are refused.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for a removed writer.
+    pub fn finish_writer(&mut self, writer: WriterId) -> io::Result<()> {
+        let w = self.writers.get_mut(writer)?;
+        w.finishing = true;
+        if w.queued == 0 {
+            self.owe_finished(writer);
+        }
+        Ok(())
+    }
+
+    /// Removes `writer` now, with what it still holds; returns the number of bytes dropped,
+    /// or `None` if it was already gone. Its callback is not called.
+    pub fn remove_writer(&mut self, writer: WriterId) -> Option<usize> {
+        self.writers.get_mut(writer).ok()?;
+        let w = self.writers.slab.remove(writer.key as usize);
+        self.writers.claim_fd(w.fd, false);
+        if w.watching {
+            self.remove_fd_handlers(&w.fd, Handlers::WRITE);
+        }
+        Some(w.queued)
+    }
+
+    fn queue_write(&mut self, writer: WriterId, bytes: Bytes<'_>) -> io::Result<WriteStatus> {
+        let w = self.writers.get_mut(writer)?;
+        if w.finishing {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write after finish_writer: the writer only flushes what it holds",
+            ));
+        }
+        let mut skip = 0;
+        if w.queued == 0 {
+            let fd = w.fd;
+            skip = match write_now(fd, bytes.as_slice()) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.remove_writer(writer);
+                    return Err(error::context(e, format!("cannot write to fd {fd}")));
+                }
+            };
+        }
+        let w = self.writers.get_mut(writer)?;
+        let rest = bytes.as_slice().len() - skip;
+        if rest > 0 {
+            match bytes {
+                Bytes::Owned(mut vec) => {
+                    vec.drain(..skip);
+                    w.chunks.push_back(vec);
+                }
+                Bytes::Borrowed(slice) => append(&mut w.chunks, &slice[skip..]),
+            }
+            w.queued += rest;
+            if !w.watching {
+                self.watch_writability(writer)?;
+            }
+        }
+        let w = self.writers.get_mut(writer)?;
+        if w.queued > w.options.high_water {
+            w.full = true;
+            return Ok(WriteStatus::Full);
+        }
+        Ok(WriteStatus::Open)
+    }
+
+    /// Installs the write handler that flushes `writer` while it holds data.
+    fn watch_writability(&mut self, writer: WriterId) -> io::Result<()> {
+        let w = self.writers.get_mut(writer)?;
+        let fd = w.fd;
+        w.watching = true;
+        let trigger = self.fd_trigger(fd).unwrap_or(Trigger::Edge);
+        let options = match trigger {
+            Trigger::Edge => IoOptions::new().edge(),
+            Trigger::Level => IoOptions::new().level(),
+        };
+        let installed =
+            self.set_io_handler(&fd, Direction::Write, options, move |base, state, _| {
+                base.flush_writer(writer, state);
+            });
+        if installed.is_err() {
+            self.writers.get_mut(writer)?.watching = false;
+        }
+        installed
+    }
+
+    /// The socket is writable: write what is queued, then tell the callback what it owes.
+    fn flush_writer(&mut self, writer: WriterId, state: &mut S) {
+        let Ok(w) = self.writers.get_mut(writer) else {
+            return;
+        };
+        let result = flush(w);
+        let (empty, drained) = (w.queued == 0, w.full && w.queued <= w.options.low_water);
+        let (fd, finishing) = (w.fd, w.finishing);
+        if drained {
+            w.full = false;
+        }
+        match result {
+            Err(e) => {
+                let on_event = w.on_event.take();
+                self.remove_writer(writer);
+                if let Some(mut on_event) = on_event {
+                    let e = error::context(e, format!("cannot write to fd {fd}"));
+                    self.guarded(|base| on_event(base, state, WriterEvent::Failed(e)), |_| {});
+                }
+                return;
+            }
+            Ok(()) if empty => {
+                self.writers
+                    .get_mut(writer)
+                    .map(|w| w.watching = false)
+                    .ok();
+                self.remove_fd_handlers(&fd, Handlers::WRITE);
+            }
+            Ok(()) => {}
+        }
+        if drained {
+            self.tell_writer_owner(writer, state, WriterEvent::Drained);
+        }
+        if empty && finishing {
+            self.owe_finished(writer);
+        }
+    }
+
+    /// `Finished` is told from a zero-delay timer, never from inside the call that finished
+    /// (which may be the owner's own callback).
+    fn owe_finished(&mut self, writer: WriterId) {
+        self.add_timer(std::time::Duration::ZERO, move |base, state, _| {
+            let Ok(w) = base.writers.get_mut(writer) else {
+                return;
+            };
+            let on_event = w.on_event.take();
+            base.remove_writer(writer);
+            if let Some(mut on_event) = on_event {
+                on_event(base, state, WriterEvent::Finished);
+            }
+        });
+    }
+
+    fn tell_writer_owner(&mut self, writer: WriterId, state: &mut S, event: WriterEvent) {
+        let Some(mut on_event) = self
+            .writers
+            .get_mut(writer)
+            .ok()
+            .and_then(|w| w.on_event.take())
+        else {
+            return;
+        };
+        self.guarded(|base| on_event(base, state, event), |_| {});
+        if let Ok(w) = self.writers.get_mut(writer) {
+            w.on_event = Some(on_event);
+        }
+    }
+}
+
+enum Bytes<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Bytes<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Borrowed(b) => b,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Writes as much of `bytes` as `fd` takes now; stops at `WouldBlock`.
+fn write_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match sys::write(fd, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Writes queued chunks, up to [`IOVECS`] per `writev`, until the queue is empty or `fd` is
+/// full.
+fn flush<S>(w: &mut Writer<S>) -> io::Result<()> {
+    while w.queued > 0 {
+        let mut slices = [io::IoSlice::new(&[]); IOVECS];
+        let mut count = 0;
+        for (i, chunk) in w.chunks.iter().take(IOVECS).enumerate() {
+            let start = if i == 0 { w.written } else { 0 };
+            slices[i] = io::IoSlice::new(&chunk[start..]);
+            count += 1;
+        }
+        let mut n = match sys::writev(w.fd, &slices[..count]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.queued -= n;
+        while n > 0 {
+            let left = w.chunks[0].len() - w.written;
+            if n < left {
+                w.written += n;
+                break;
+            }
+            n -= left;
+            w.written = 0;
+            w.chunks.pop_front();
+        }
+    }
+    Ok(())
+}
+
+/// Appends a copy of `bytes`, into the last chunk's spare capacity when it fits, so that many
+/// small writes do not make many small allocations.
+fn append(chunks: &mut VecDeque<Vec<u8>>, bytes: &[u8]) {
+    const CHUNK: usize = 16 << 10;
+    match chunks.back_mut() {
+        Some(last) if last.capacity() - last.len() >= bytes.len() => last.extend_from_slice(bytes),
+        _ => {
+            let mut chunk = Vec::with_capacity(bytes.len().max(CHUNK));
+            chunk.extend_from_slice(bytes);
+            chunks.push_back(chunk);
+        }
+    }
+}

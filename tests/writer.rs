@@ -1,0 +1,196 @@
+//! Buffered writers on real sockets, against a slow reader and a reader that goes away.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use aioloop::{EventBase, WriteStatus, WriterEvent, WriterId, WriterOptions};
+
+/// A connected TCP pair on 127.0.0.1: (our non-blocking end, the peer's blocking end), with
+/// 64 KiB socket buffers, so that a slow reader makes the writer queue soon.
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (theirs, _) = listener.accept().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    set_buffer(&ours, libc::SO_SNDBUF);
+    set_buffer(&theirs, libc::SO_RCVBUF);
+    (ours, theirs)
+}
+
+fn set_buffer(socket: &TcpStream, option: i32) {
+    let size: libc::c_int = 64 << 10;
+    // SAFETY: a c_int option value that outlives the call, with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) >> 3) as u8
+}
+
+const TOTAL: usize = 8 << 20;
+const PIECE: usize = 64 << 10;
+const HIGH: usize = 256 << 10;
+
+#[derive(Default)]
+struct Producer {
+    writer: Option<WriterId>,
+    sent: usize,
+    most_queued: usize,
+    fulls: u32,
+    drains: u32,
+    finished: bool,
+}
+
+/// Writes pieces until the writer is full or everything is queued; then finishes.
+fn produce(base: &mut EventBase<Producer>, p: &mut Producer) {
+    let writer = p.writer.unwrap();
+    while p.sent < TOTAL {
+        let piece: Vec<u8> = (p.sent..p.sent + PIECE).map(pattern).collect();
+        p.sent += PIECE;
+        let status = if p.sent % (2 * PIECE) == 0 {
+            base.write_owned(writer, piece).unwrap()
+        } else {
+            base.write(writer, &piece).unwrap()
+        };
+        p.most_queued = p.most_queued.max(base.writer_queued(writer));
+        if status == WriteStatus::Full {
+            p.fulls += 1;
+            return;
+        }
+    }
+    base.finish_writer(writer).unwrap();
+}
+
+#[test]
+fn writer_under_a_slow_reader_pauses_the_producer_and_delivers_every_byte_in_order() {
+    let (ours, mut theirs) = tcp_pair();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(TOTAL);
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match theirs.read(&mut buf).unwrap() {
+                0 => return got,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+            if got.len() < TOTAL / 4 {
+                std::thread::sleep(Duration::from_millis(1)); // slow at first
+            }
+        }
+    });
+    let mut base = EventBase::<Producer>::new().unwrap();
+    let options = WriterOptions::new().high_water(HIGH);
+    let writer = base
+        .add_writer(&ours, options, |base, p, event| match event {
+            WriterEvent::Drained => {
+                p.drains += 1;
+                produce(base, p);
+            }
+            WriterEvent::Finished => p.finished = true,
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+    let mut p = Producer {
+        writer: Some(writer),
+        ..Producer::default()
+    };
+    produce(&mut base, &mut p);
+    base.set_exit_when_empty(true);
+    base.exit_after(Duration::from_secs(60));
+    base.run(&mut p).unwrap();
+    assert!(p.finished, "the writer did not finish");
+    drop(ours);
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), TOTAL);
+    assert!(
+        got.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "bytes out of order"
+    );
+    assert!(
+        p.fulls > 0 && p.drains == p.fulls,
+        "fulls {} drains {}",
+        p.fulls,
+        p.drains
+    );
+    assert!(
+        p.most_queued <= HIGH + PIECE,
+        "queued up to {}",
+        p.most_queued
+    );
+    assert_eq!(base.writer_queued(writer), 0);
+    assert!(
+        base.write(writer, b"late").is_err(),
+        "a finished writer is gone"
+    );
+}
+
+#[test]
+fn writer_whose_reader_vanished_reports_the_error_once_and_goes_away() {
+    let (ours, theirs) = tcp_pair();
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, log, event| {
+            log.push(format!("{event:?}"));
+        })
+        .unwrap();
+    // Fill the socket buffers so that the rest must wait in the queue.
+    while base.writer_queued(writer) == 0 {
+        let _ = base.write(writer, &[7u8; 64 << 10]).unwrap();
+    }
+    drop(theirs); // the peer resets the connection: it had unread data
+    base.set_exit_when_empty(true);
+    base.exit_after(Duration::from_secs(20));
+    let mut log = Vec::new();
+    base.run(&mut log).unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].starts_with("Failed("), "{log:?}");
+    assert!(base.write(writer, b"x").is_err());
+    assert_eq!(base.remove_writer(writer), None);
+}
+
+#[test]
+fn write_to_a_closed_peer_fails_at_once_and_write_after_finish_is_refused() {
+    let (ours, theirs) = tcp_pair();
+    let mut base = EventBase::<()>::new().unwrap();
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, _, _| {})
+        .unwrap();
+    assert!(base
+        .add_writer(&ours, WriterOptions::new(), |_, _, _| {})
+        .is_err());
+    base.finish_writer(writer).unwrap();
+    let err = base.write(writer, b"x").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(base.remove_writer(writer), Some(0));
+
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, _, _| {})
+        .unwrap();
+    drop(theirs);
+    std::thread::sleep(Duration::from_millis(50));
+    // The first write after the close is taken (the peer answers it with a reset); then EPIPE.
+    let failed = (0..10).find_map(|_| base.write(writer, b"ping").err());
+    let err = failed.expect("writes to a closed peer kept succeeding");
+    assert!(
+        matches!(
+            aioloop::os_error(&err),
+            Some(libc::EPIPE | libc::ECONNRESET)
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        base.remove_writer(writer),
+        None,
+        "a failed write removes the writer"
+    );
+}
