@@ -64,6 +64,7 @@ mod signal;
 mod source;
 #[allow(unsafe_code)]
 mod sys;
+pub mod systemd;
 mod timer;
 mod writer;
 

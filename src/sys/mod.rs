@@ -265,3 +265,19 @@ pub(crate) fn writev(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize>
     let n = unsafe { libc::writev(fd, slices.as_ptr().cast(), slices.len() as libc::c_int) };
     check(n as libc::c_long).map(|n| n as usize)
 }
+
+/// Takes ownership of `fd`, an fd this process inherited at `exec` (systemd's socket
+/// activation), after checking it is open, and makes it close-on-exec.
+///
+/// The caller guarantees that nothing else in the process owns `fd` (see
+/// `systemd::listen_fds`, which hands each inherited fd out once).
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the fd's flags, and fails with EBADF if it is not open.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) }.into())?;
+    // SAFETY: F_SETFD sets the fd's flags; the fd is open (checked above).
+    check(
+        unsafe { libc::fcntl(fd, libc::F_SETFD, flags as libc::c_int | libc::FD_CLOEXEC) }.into(),
+    )?;
+    // SAFETY: the fd is open, and by the caller's guarantee owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
