@@ -5,11 +5,14 @@
 //! [`read_at`](EventBase::read_at). The blocking forms (`AioFile::open`, `std::fs`) stay
 //! available, and block the calling thread.
 
-use std::ffi::OsString;
-use std::fs::{FileType, Metadata, OpenOptions};
+use std::ffi::{CString, OsString};
+use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::aio::AioFile;
 use crate::base::EventBase;
@@ -27,9 +30,132 @@ pub struct DirEntry {
     pub file_type: Option<FileType>,
 }
 
+/// A directory that opens can be confined to ([`EventBase::open_beneath`]): what a file
+/// server needs so that no request path leaves the served tree.
+///
+/// It holds an `O_PATH` fd of the directory, so it keeps naming the same directory even if
+/// the tree is renamed; clones share the fd.
+#[derive(Clone, Debug)]
+pub struct Dir {
+    fd: Arc<OwnedFd>,
+    path: Arc<Path>,
+}
+
+impl Dir {
+    /// Opens the directory `path` (a blocking call: make it at start-up).
+    ///
+    /// # Errors
+    ///
+    /// As `open(2)` reports it, with the path: `NotFound`, `PermissionDenied`, `ENOTDIR`.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(path);
+        let file = named(file, "open the directory", path)?;
+        Ok(Dir {
+            fd: Arc::new(OwnedFd::from(file)),
+            path: path.into(),
+        })
+    }
+
+    /// The path it was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens `path` for reading beneath `dir`, refusing any way out.
+fn open_beneath(dir: &Dir, path: &Path, direct: bool) -> io::Result<AioFile> {
+    let shown = || format!("{} in {}", path.display(), dir.path.display());
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: the path holds a NUL byte", shown()),
+        )
+    })?;
+    let flags = libc::O_RDONLY | libc::O_NOCTTY | if direct { libc::O_DIRECT } else { 0 };
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    let fd = sys::openat2(dir.fd.as_fd(), &c_path, flags, resolve).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EXDEV) => ": the path leads out of the directory (EXDEV)",
+            Some(libc::ENOSYS) => ": openat2 needs Linux 5.6 or newer (ENOSYS)",
+            _ => "",
+        };
+        crate::error::context(e, format!("cannot open {}{why}", shown()))
+    })?;
+    AioFile::new(File::from(fd))
+}
+
 impl<S> EventBase<S> {
-    /// Runs `op` on a helper thread and `callback` with its result on the loop thread.
-    fn on_helper<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<()>
+    /// Opens `path`, relative to `dir`, for reading (with `O_DIRECT` if `direct`), on a helper
+    /// thread, and calls `callback` with the [`AioFile`]. The path can never resolve outside
+    /// `dir` (`openat2` with `RESOLVE_BENEATH`): `..` that climbs above it, an absolute path,
+    /// or a symbolic link that points out of it fail with `EXDEV`, as do `/proc` magic links;
+    /// symbolic links that stay inside work.
+    ///
+    /// ```
+    /// use aioloop::{Dir, EventBase};
+    ///
+    /// let crate_dir = Dir::open(".")?;
+    /// let mut base = EventBase::<Vec<bool>>::new()?;
+    /// base.open_beneath(&crate_dir, "Cargo.toml", false, |_, ok, file| ok.push(file.is_ok()))?;
+    /// base.open_beneath(&crate_dir, "../etc/passwd", false, |_, ok, file| ok.push(file.is_ok()))?;
+    /// base.set_exit_when_empty(true);
+    /// let mut ok = Vec::new();
+    /// base.run(&mut ok)?;
+    /// ok.sort();
+    /// assert_eq!(ok, [false, true]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`open`](Self::open); errors of the open itself reach the callback, with the path
+    /// and the directory in the message.
+    pub fn open_beneath<F>(
+        &mut self,
+        dir: &Dir,
+        path: impl AsRef<Path>,
+        direct: bool,
+        callback: F,
+    ) -> io::Result<()>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
+    {
+        let (dir, path) = (dir.clone(), path.as_ref().to_path_buf());
+        self.run_blocking(move || open_beneath(&dir, &path, direct), callback)
+    }
+
+    /// Runs the blocking function `op` on a helper thread, and `callback` with its result on
+    /// the loop thread: for any work that would stall the loop (a DNS lookup, compressing a
+    /// file, a library call that blocks), like libuv's `uv_queue_work`. The file operations
+    /// of this module are built on it.
+    ///
+    /// `op` shares the helpers with file operations: one that never returns keeps a helper
+    /// forever (the base does not wait for it when dropped). A panic in `op` reaches
+    /// `callback` as an error. With helpers off (`AioOptions::helper_threads(0)`), `op` runs
+    /// on the loop thread, inside this call, and a panic in it unwinds from here.
+    ///
+    /// ```
+    /// use aioloop::EventBase;
+    ///
+    /// let mut base = EventBase::<u64>::new()?;
+    /// base.run_blocking(|| Ok((1..=20u64).product::<u64>()), |_, out, result| {
+    ///     *out = result.unwrap();
+    /// })?;
+    /// base.set_exit_when_empty(true);
+    /// let mut out = 0;
+    /// base.run(&mut out)?;
+    /// assert_eq!(out, 2_432_902_008_176_640_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only if no helper can be started (`EAGAIN`, or `EMFILE` for the helpers' eventfd).
+    pub fn run_blocking<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<()>
     where
         T: Send + 'static,
         Op: FnOnce() -> io::Result<T> + Send + 'static,
@@ -79,7 +205,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
     {
         let (path, options) = (path.as_ref().to_path_buf(), options.clone());
-        self.on_helper(
+        self.run_blocking(
             move || AioFile::new(named(options.open(&path), "open", &path)?),
             callback,
         )
@@ -95,7 +221,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.on_helper(
+        self.run_blocking(
             move || named(std::fs::metadata(&path), "stat", &path),
             callback,
         )
@@ -111,7 +237,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
         let file = file.clone();
-        self.on_helper(move || file.file().metadata(), callback)
+        self.run_blocking(move || file.file().metadata(), callback)
     }
 
     /// Lists the directory `path` on a helper thread: every entry but `.` and `..`, with its
@@ -125,7 +251,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Vec<DirEntry>>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.on_helper(move || list(&path), callback)
+        self.run_blocking(move || list(&path), callback)
     }
 
     /// Closes `file` on a helper thread (a close can wait for a network or FUSE file system to
@@ -143,7 +269,7 @@ impl<S> EventBase<S> {
             drop(file);
             Ok(())
         };
-        self.on_helper(op, callback)
+        self.run_blocking(op, callback)
     }
 
     /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
@@ -166,7 +292,7 @@ impl<S> EventBase<S> {
     {
         let file = file.clone();
         let op = move || sys::fallocate(file.file().as_fd(), mode, offset, len);
-        self.on_helper(op, callback)
+        self.run_blocking(op, callback)
     }
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
@@ -179,7 +305,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let file = file.clone();
-        self.on_helper(move || file.file().set_len(len), callback)
+        self.run_blocking(move || file.file().set_len(len), callback)
     }
 
     /// Renames `from` to `to` (`rename(2)`: replaces `to` if it exists) on a helper thread.
@@ -201,7 +327,7 @@ impl<S> EventBase<S> {
             let what = format!("rename {} to", from.display());
             named(std::fs::rename(&from, &to), &what, &to)
         };
-        self.on_helper(op, callback)
+        self.run_blocking(op, callback)
     }
 
     /// Removes the file `path` (`unlink(2)`) on a helper thread.
@@ -214,7 +340,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.on_helper(
+        self.run_blocking(
             move || named(std::fs::remove_file(&path), "remove", &path),
             callback,
         )
@@ -231,7 +357,7 @@ impl<S> EventBase<S> {
     {
         let path = path.as_ref().to_path_buf();
         let op = move || named(std::fs::create_dir(&path), "create directory", &path);
-        self.on_helper(op, callback)
+        self.run_blocking(op, callback)
     }
 }
 

@@ -73,7 +73,7 @@ pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut,
 pub use base::EventBase;
 pub use child::{reset_signals_on_exec, ChildExit, ChildHandle};
 pub use error::os_error;
-pub use fs::DirEntry;
+pub use fs::{Dir, DirEntry};
 pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};
 pub use metrics::Metrics;
 pub use remote::Remote;

@@ -231,3 +231,61 @@ fn helper_completion_that_empties_the_loop_ends_the_run_at_once() {
     assert_eq!(log, ["read true", "stat true"]);
     assert_eq!(base.metrics().helper_jobs, 2);
 }
+
+#[test]
+fn open_beneath_refuses_every_way_out_of_the_directory() {
+    let base_dir = scratch("beneath");
+    let root = base_dir.join("root");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("in"), b"inside").unwrap();
+    std::fs::write(root.join("sub/x"), b"deeper").unwrap();
+    std::fs::write(base_dir.join("secret"), b"outside").unwrap();
+    std::os::unix::fs::symlink("in", root.join("link-in")).unwrap();
+    std::os::unix::fs::symlink("../secret", root.join("link-out")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("link-abs")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("up")).unwrap();
+    let dir = aioloop::Dir::open(&root).unwrap();
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    let cases = [
+        ("in", "ok inside"),
+        ("sub/x", "ok deeper"),
+        ("sub/../in", "ok inside"),
+        ("link-in", "ok inside"),
+        ("../secret", "EXDEV"),
+        ("/etc/passwd", "EXDEV"),
+        ("link-out", "EXDEV"),
+        ("link-abs", "EXDEV"),
+        ("up/secret", "EXDEV"),
+        ("sub/../../secret", "EXDEV"),
+        ("missing", "ENOENT"),
+    ];
+    for (path, _) in cases {
+        base.open_beneath(&dir, path, false, move |_, log, file| {
+            let got = match file {
+                Ok(file) => {
+                    let text = std::fs::read_to_string(format!("/proc/self/fd/{}", {
+                        use std::os::fd::AsRawFd;
+                        file.as_raw_fd()
+                    }))
+                    .unwrap();
+                    format!("ok {text}")
+                }
+                Err(e) => match aioloop::os_error(&e) {
+                    Some(libc::EXDEV) => "EXDEV".to_string(),
+                    Some(libc::ENOENT) => "ENOENT".to_string(),
+                    _ => format!("{e}"),
+                },
+            };
+            log.push(format!("{path} {got}"));
+        })
+        .unwrap();
+    }
+    let mut log = Vec::new();
+    finish(&mut base, &mut log);
+    log.sort();
+    let mut expected: Vec<String> = cases.iter().map(|(p, r)| format!("{p} {r}")).collect();
+    expected.sort();
+    assert_eq!(log, expected);
+    let err = aioloop::Dir::open(root.join("in")).unwrap_err();
+    assert!(err.to_string().contains("in"), "{err}");
+}

@@ -281,3 +281,30 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the fd is open, and by the caller's guarantee owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `openat2(2)` of `path` relative to the directory `dir`, with `flags` (plus `O_CLOEXEC`) and
+/// `resolve` (`RESOLVE_*`): a new fd.
+pub(crate) fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero open_how is valid (no flags, no mode, no resolve restrictions).
+    let mut how: libc::open_how = unsafe { mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
+    // SAFETY: `path` is a C string and `how` an open_how of the size passed, both outliving
+    // the call; the syscall returns a new fd or -1.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            mem::size_of::<libc::open_how>(),
+        )
+    })?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
