@@ -1,0 +1,437 @@
+//! The HTTP/1.1 of the file server: request parsing, request paths, ranges, dates and
+//! response heads. Small on purpose: `GET` and `HEAD` of static files, nothing else.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub version: &'static str,
+    pub keep_alive: bool,
+    pub range: Option<String>,
+    pub if_modified_since: Option<String>,
+}
+
+/// A request that cannot be served, and the status that says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    HeaderTooLarge,
+    VersionNotSupported,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::BadRequest => 400,
+            Refusal::Forbidden => 403,
+            Refusal::NotFound => 404,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::HeaderTooLarge => 431,
+            Refusal::VersionNotSupported => 505,
+        }
+    }
+}
+
+/// The reason phrase of `status`.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete, else
+/// the request and the bytes it took.
+pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)>, Refusal> {
+    let Some(end) = find_head_end(buf) else {
+        return if buf.len() > limit {
+            Err(Refusal::HeaderTooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if end > limit {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| Refusal::BadRequest)?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut parts = lines.next().unwrap_or_default().split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::BadRequest);
+    };
+    let version = match version {
+        "HTTP/1.1" => "HTTP/1.1",
+        "HTTP/1.0" => "HTTP/1.0",
+        v if v.starts_with("HTTP/") => return Err(Refusal::VersionNotSupported),
+        _ => return Err(Refusal::BadRequest),
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
+        return Err(Refusal::BadRequest);
+    }
+    let mut request = Request {
+        method: method.to_string(),
+        target: target.to_string(),
+        version,
+        keep_alive: version == "HTTP/1.1",
+        range: None,
+        if_modified_since: None,
+    };
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').ok_or(Refusal::BadRequest)?;
+        if name.is_empty() || name.ends_with([' ', '\t']) || line.starts_with([' ', '\t']) {
+            return Err(Refusal::BadRequest); // whitespace before the colon, or a folded line
+        }
+        let value = value.trim_matches([' ', '\t']);
+        match name.to_ascii_lowercase().as_str() {
+            "connection" => {
+                for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
+                    match token.as_str() {
+                        "close" => request.keep_alive = false,
+                        "keep-alive" => request.keep_alive = true,
+                        _ => {}
+                    }
+                }
+            }
+            "range" => request.range = Some(value.to_string()),
+            "if-modified-since" => request.if_modified_since = Some(value.to_string()),
+            // A body would have to be read and skipped; a file server wants none.
+            "content-length" if value != "0" => return Err(Refusal::BadRequest),
+            "transfer-encoding" => return Err(Refusal::BadRequest),
+            _ => {}
+        }
+    }
+    Ok(Some((request, end)))
+}
+
+/// Where the head ends (after its empty line), accepting bare LF line ends too.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(at) = buf[i..].iter().position(|&b| b == b'\n') {
+        let next = i + at + 1;
+        match buf.get(next..) {
+            Some([b'\n', ..]) => return Some(next + 1),
+            Some([b'\r', b'\n', ..]) => return Some(next + 2),
+            _ => i = next,
+        }
+    }
+    None
+}
+
+/// The file a request target names, relative to the served root: percent-decoded, without
+/// query, `.` or empty segments; `..`, NUL bytes and anything but an origin-form path refused.
+/// A target ending in `/` names its `index.html`.
+pub fn request_path(target: &str) -> Result<PathBuf, Refusal> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(Refusal::BadRequest);
+    }
+    let decoded = percent_decode(path.as_bytes()).ok_or(Refusal::BadRequest)?;
+    if decoded.contains(&0) {
+        return Err(Refusal::BadRequest);
+    }
+    let mut relative = PathBuf::new();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => return Err(Refusal::Forbidden),
+            s => relative.push(std::ffi::OsStr::from_bytes(s)),
+        }
+    }
+    if decoded.ends_with(b"/") {
+        relative.push("index.html");
+    }
+    Ok(relative)
+}
+
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Span {
+    /// The whole file (no range, or one this server ignores: several ranges, bad syntax).
+    Whole,
+    /// Bytes `start..end`.
+    Part(u64, u64),
+    /// Nothing of the file: 416.
+    Unsatisfiable,
+}
+
+pub fn parse_range(range: Option<&str>, size: u64) -> Span {
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
+        return Span::Whole;
+    };
+    if spec.contains(',') {
+        return Span::Whole; // several ranges: serving the whole file is allowed
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Span::Whole;
+    };
+    let number = |s: &str| s.parse::<u64>().ok();
+    match (first, last) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => Span::Unsatisfiable,
+            Some(n) if size > 0 => Span::Part(size.saturating_sub(n), size),
+            Some(_) => Span::Unsatisfiable,
+            None => Span::Whole,
+        },
+        (first, last) => match (number(first), last) {
+            (Some(start), _) if start >= size => Span::Unsatisfiable,
+            (Some(start), "") => Span::Part(start, size),
+            (Some(start), last) => match number(last) {
+                Some(end) if end >= start => Span::Part(start, end.min(size - 1) + 1),
+                _ => Span::Whole,
+            },
+            (None, _) => Span::Whole,
+        },
+    }
+}
+
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `secs` since the epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(secs: u64) -> String {
+    let days = secs / 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    let rest = secs % 86_400;
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[month as usize - 1],
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// Parses an IMF-fixdate (the only format a client sends today); `None` for anything else.
+pub fn parse_http_date(date: &str) -> Option<u64> {
+    let mut words = date.split([' ', ':']);
+    let (_, day, month, year) = (words.next()?, words.next()?, words.next()?, words.next()?);
+    let (h, m, s, zone) = (words.next()?, words.next()?, words.next()?, words.next()?);
+    if zone != "GMT" || words.next().is_some() {
+        return None;
+    }
+    let month = MONTHS.iter().position(|&name| name == month)? as u32 + 1;
+    let days = days_from_civil(year.parse().ok()?, month, day.parse().ok()?);
+    let time =
+        h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60 + s.parse::<u64>().ok()?;
+    Some(u64::try_from(days).ok()? * 86_400 + time)
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// The day count since 1970-01-01 of a civil date (the inverse of `civil_from_days`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The `Content-Type` for a file name.
+pub fn content_type(path: &std::path::Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "css" => "text/css",
+        "js" | "mjs" => "text/javascript",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A response head.
+pub struct Head<'a> {
+    pub status: u16,
+    pub date: &'a str,
+    pub length: u64,
+    pub content_type: &'static str,
+    pub last_modified: Option<&'a str>,
+    pub content_range: Option<String>,
+    pub close: bool,
+    pub allow: bool,
+}
+
+impl Head<'_> {
+    pub fn render(&self) -> String {
+        let mut head = String::with_capacity(256);
+        let _ = write!(
+            head,
+            "HTTP/1.1 {} {}\r\nServer: aioloop-fileserver\r\nDate: {}\r\nContent-Length: {}\r\n\
+             Content-Type: {}\r\nAccept-Ranges: bytes\r\n",
+            self.status,
+            reason(self.status),
+            self.date,
+            self.length,
+            self.content_type,
+        );
+        if let Some(modified) = self.last_modified {
+            let _ = write!(head, "Last-Modified: {modified}\r\n");
+        }
+        if let Some(range) = &self.content_range {
+            let _ = write!(head, "Content-Range: {range}\r\n");
+        }
+        if self.allow {
+            head.push_str("Allow: GET, HEAD\r\n");
+        }
+        if self.close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip_and_match_the_rfc_example() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_http_date(&http_date(secs)), Some(secs));
+        }
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    }
+
+    #[test]
+    fn paths_never_climb_and_decode_once() {
+        assert_eq!(
+            request_path("/a/b.txt?x=1").unwrap(),
+            PathBuf::from("a/b.txt")
+        );
+        assert_eq!(
+            request_path("/dir/").unwrap(),
+            PathBuf::from("dir/index.html")
+        );
+        assert_eq!(request_path("/./a//b").unwrap(), PathBuf::from("a/b"));
+        assert_eq!(request_path("/a%20b").unwrap(), PathBuf::from("a b"));
+        assert_eq!(request_path("/%2e%2e/etc/passwd"), Err(Refusal::Forbidden));
+        assert_eq!(request_path("/a/../../x"), Err(Refusal::Forbidden));
+        assert_eq!(request_path("/a%00b"), Err(Refusal::BadRequest));
+        assert_eq!(request_path("/a%zz"), Err(Refusal::BadRequest));
+        assert_eq!(request_path("http://host/x"), Err(Refusal::BadRequest));
+        assert_eq!(
+            request_path("/%252e%252e/x").unwrap(),
+            PathBuf::from("%2e%2e/x")
+        );
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range(None, 100), Span::Whole);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Span::Part(0, 10));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Span::Part(90, 100));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Span::Part(90, 100));
+        assert_eq!(parse_range(Some("bytes=-500"), 100), Span::Part(0, 100));
+        assert_eq!(parse_range(Some("bytes=50-500"), 100), Span::Part(50, 100));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Span::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Span::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Span::Whole);
+        assert_eq!(parse_range(Some("bytes=9-3"), 100), Span::Whole);
+        assert_eq!(parse_range(Some("items=0-1"), 100), Span::Whole);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Span::Unsatisfiable);
+    }
+
+    #[test]
+    fn requests_parse_pipelined_and_refuse_bodies_and_junk() {
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.0\r\n\r\n";
+        let (first, used) = parse_request(two, 8192).unwrap().unwrap();
+        assert_eq!(
+            (
+                first.method.as_str(),
+                first.target.as_str(),
+                first.keep_alive
+            ),
+            ("GET", "/a", true)
+        );
+        let (second, _) = parse_request(&two[used..], 8192).unwrap().unwrap();
+        assert_eq!((second.method.as_str(), second.keep_alive), ("HEAD", false));
+        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n", 8192)
+            .unwrap()
+            .is_none());
+        let bad = |req: &[u8]| parse_request(req, 8192).unwrap_err();
+        assert_eq!(bad(b"GET /\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(bad(b"GET / HTTP/2.0\r\n\r\n"), Refusal::VersionNotSupported);
+        assert_eq!(
+            bad(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            parse_request(&[b'a'; 9000], 8192).unwrap_err(),
+            Refusal::HeaderTooLarge
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! `examples/fileserver` driven by clients nobody here wrote (`curl`, `wrk`) and by raw
+//! sockets where a test needs a client that misbehaves on purpose.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIG: u64 = 256 << 20;
+
+/// The served tree, made once per test run: `empty`, `small.txt`, `big.bin` (256 MiB),
+/// `sub/index.html`, a symlink out of the tree, and a secret next to it.
+fn site() -> &'static Path {
+    static SITE: OnceLock<PathBuf> = OnceLock::new();
+    SITE.get_or_init(|| {
+        let top = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fileserver");
+        let root = top.join("root");
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(top.join("secret"), "top secret\n").unwrap();
+        std::fs::write(root.join("empty"), "").unwrap();
+        std::fs::write(root.join("small.txt"), "hello from the file server\n").unwrap();
+        std::fs::write(root.join("sub/index.html"), "<p>index</p>\n").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("escape")).unwrap();
+        let mut big = std::fs::File::create(root.join("big.bin")).unwrap();
+        let block: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        for i in 0..BIG >> 20 {
+            big.write_all(&block[i as usize..]).unwrap();
+            big.write_all(&block[..i as usize]).unwrap();
+        }
+        root
+    })
+}
+
+fn example_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "--example", "fileserver"]);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            assert!(
+                build.status().unwrap().success(),
+                "cannot build the example"
+            );
+            profile_dir.join("examples/fileserver")
+        })
+        .clone()
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Server::start_with(extra, None)
+    }
+
+    /// Starts the server on an ephemeral port, optionally under `RLIMIT_NOFILE` = `fd_limit`.
+    fn start_with(extra: &[&str], fd_limit: Option<u64>) -> Server {
+        let mut command = Command::new(example_binary());
+        command
+            .args(["--addr", "127.0.0.1:0", "--root"])
+            .arg(site())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(limit) = fd_limit {
+            // SAFETY: setrlimit is async-signal-safe; the limit lives on the stack.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect(&line)
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            stdout: out,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, signo: i32) {
+        // SAFETY: signalling our own child, which we have not reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signo) }, 0);
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// SIGTERM, then the exit status, within `limit`.
+    fn stop(mut self, limit: Duration) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output();
+    out.expect("curl is needed: apt-get install curl")
+}
+
+/// `curl -o FILE URL` plus the status code.
+fn fetch_to(url: &str, file: &Path) -> String {
+    let out = curl(&["-o", file.to_str().unwrap(), "-w", "%{http_code}", url]);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (mut a, mut b) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        let mut m = 0;
+        while m < n {
+            match b.read(&mut y[m..n]).unwrap() {
+                0 => return false,
+                k => m += k,
+            }
+        }
+        if x[..n] != y[..n] {
+            return false;
+        }
+        if n == 0 {
+            return b.read(&mut y).unwrap() == 0;
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fileserver-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn curl_gets_empty_small_and_256_mib_files_byte_for_byte_buffered_and_direct() {
+    for extra in [&[][..], &["--direct"][..]] {
+        let server = Server::start(extra);
+        for name in ["empty", "small.txt", "big.bin"] {
+            let out = scratch(&format!("{name}{}", extra.len()));
+            assert_eq!(
+                fetch_to(&server.url(&format!("/{name}")), &out),
+                "200",
+                "{name}"
+            );
+            assert!(
+                same_file(&out, &site().join(name)),
+                "{name} {extra:?} differs"
+            );
+            std::fs::remove_file(out).unwrap();
+        }
+        assert!(server.stop(Duration::from_secs(10)).success());
+    }
+}
+
+#[test]
+fn ranges_head_conditional_requests_and_keep_alive() {
+    let server = Server::start(&[]);
+    let text = |out: Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let part = text(curl(&["-r", "6-9", &server.url("/small.txt")]));
+    assert_eq!(part, "from");
+    let suffix = text(curl(&["-r", "-7", &server.url("/small.txt")]));
+    assert_eq!(suffix, "server\n");
+    let big_tail = curl(&["-r", &format!("{}-", BIG - 3), &server.url("/big.bin")]).stdout;
+    let on_disk = std::fs::read(site().join("big.bin")).unwrap();
+    assert_eq!(big_tail, &on_disk[on_disk.len() - 3..]);
+    let status = |args: &[&str]| {
+        text(curl(
+            &[&["-o", "/dev/null", "-w", "%{http_code}"], args].concat(),
+        ))
+    };
+    assert_eq!(status(&["-r", "1000-", &server.url("/small.txt")]), "416");
+    assert_eq!(status(&["-r", "0-1", &server.url("/small.txt")]), "206");
+    let head = text(curl(&["-I", &server.url("/small.txt")]));
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Length: 27\r\n"), "{head}");
+    let modified = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Last-Modified: "))
+        .expect("Last-Modified")
+        .to_string();
+    let since = format!("If-Modified-Since: {modified}");
+    assert_eq!(status(&["-H", &since, &server.url("/small.txt")]), "304");
+    let old = "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT";
+    assert_eq!(status(&["-H", old, &server.url("/small.txt")]), "200");
+    assert_eq!(text(curl(&[&server.url("/sub/")])), "<p>index</p>\n");
+    // Two URLs in one curl: the second reuses the first's connection.
+    let reuse = text(curl(&[
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects} ",
+        &server.url("/small.txt"),
+        &server.url("/sub/"),
+    ]));
+    assert_eq!(reuse.trim(), "1 0");
+    assert_eq!(status(&["-X", "POST", &server.url("/small.txt")]), "405");
+    assert_eq!(status(&[&server.url("/missing")]), "404");
+    assert!(server.stop(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn no_request_path_leaks_anything_outside_the_root() {
+    let server = Server::start(&[]);
+    let attempts = [
+        "/../secret",
+        "/sub/../../secret",
+        "/%2e%2e/secret",
+        "/%2E%2E/secret",
+        "/sub/%2e%2e/%2e%2e/secret",
+        "/%252e%252e/secret",
+        "/..%2fsecret",
+        "/escape",
+        "//etc/passwd",
+        "/%2fetc%2fpasswd",
+        "/sub/..%2f..%2fsecret",
+        "/small.txt%00.html",
+        "/proc/self/root/etc/passwd",
+        "/sub",
+    ];
+    for path in attempts {
+        let out = curl(&["--path-as-is", "-w", "\n%{http_code}", &server.url(path)]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let code = text.rsplit('\n').next().unwrap();
+        assert!(["400", "403", "404"].contains(&code), "{path}: {code}");
+        assert!(
+            !text.contains("secret") && !text.contains("root:"),
+            "{path} leaked: {text}"
+        );
+    }
+}
+
+/// Sends raw bytes and reads until the server closes.
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_junk_gets_4xx() {
+    let server = Server::start(&["--max-header", "1024"]);
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /empty HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = reply.matches("HTTP/1.1 200 OK").collect();
+    assert_eq!(statuses.len(), 3, "{reply}");
+    let first = reply.find("hello from the file server").unwrap();
+    let third = reply.find("<p>index</p>").unwrap();
+    assert!(first < third, "{reply}");
+    let junk = raw_exchange(server.addr, b"NONSENSE\r\n\r\n");
+    assert!(junk.starts_with("HTTP/1.1 400 "), "{junk}");
+    let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(4000));
+    let reply = raw_exchange(server.addr, huge.as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+    let reply = raw_exchange(server.addr, b"GET / HTTP/2.0\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 505 "), "{reply}");
+}
+
+#[test]
+fn a_reader_taking_1_kib_per_second_costs_the_server_no_memory_while_others_are_served() {
+    let server = Server::start(&[]);
+    let before = server.rss_kib();
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    let size: libc::c_int = 4096;
+    // SAFETY: a c_int option value that outlives the call, with its size.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let p = (&size as *const libc::c_int).cast();
+        libc::setsockopt(slow.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, p, 4);
+    }
+    slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        slow.read_exact(&mut buf).unwrap();
+        let out = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &server.url("/small.txt"),
+        ]);
+        assert_eq!(out.stdout, b"200");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(served >= 10);
+    assert!(
+        grown < 16 << 10,
+        "the server grew by {grown} KiB for one slow reader"
+    );
+}
+
+#[test]
+fn sigterm_during_a_large_download_lets_it_finish_then_exits_0() {
+    let server = Server::start(&[]);
+    let out = scratch("during-sigterm");
+    let url = server.url("/big.bin");
+    let download = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let status = curl(&[
+                "--limit-rate",
+                "100M",
+                "-o",
+                out.to_str().unwrap(),
+                "-w",
+                "%{http_code}",
+                &url,
+            ]);
+            String::from_utf8(status.stdout).unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let status = server.stop(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(download.join().unwrap(), "200");
+    assert!(
+        same_file(&out, &site().join("big.bin")),
+        "the download was cut short"
+    );
+    std::fs::remove_file(out).unwrap();
+}
+
+#[test]
+fn wrk_with_100_connections_sees_no_errors() {
+    let Ok(_) = Command::new("wrk").arg("--version").output() else {
+        panic!("wrk is needed: apt-get install wrk");
+    };
+    let server = Server::start(&["--threads", "2"]);
+    let out = Command::new("wrk")
+        .args(["-t", "2", "-c", "100", "-d", "5", &server.url("/small.txt")])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .map(|(n, _)| n.trim().parse().unwrap())
+        .expect(&report);
+    assert!(requests > 1000, "{report}");
+    assert!(server.stop(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn at_its_fd_limit_the_server_idles_and_serves_all_200_clients_once_fds_free_up() {
+    let server = Server::start_with(&[], Some(64));
+    let request = b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut clients: Vec<Option<TcpStream>> = (0..200)
+        .map(|_| {
+            let mut c = TcpStream::connect(server.addr).unwrap();
+            c.write_all(request).unwrap();
+            c.set_nonblocking(true).unwrap();
+            Some(c)
+        })
+        .collect();
+    let answered = |c: &mut TcpStream| {
+        let mut buf = [0u8; 512];
+        matches!(c.read(&mut buf), Ok(n) if n > 0)
+    };
+    // Keep-alive clients hold their connections: the server sits at its limit.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = server.cpu_ticks() - before;
+    assert!(
+        used <= 10,
+        "the server used {used} ticks in 1 s at its fd limit"
+    );
+    // Clients that got their answer leave; the rest are then accepted and served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut served = 0;
+    while served < clients.len() {
+        assert!(Instant::now() < deadline, "only {served} clients served");
+        for slot in clients.iter_mut() {
+            if slot.as_mut().is_some_and(answered) {
+                *slot = None;
+                served += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stop(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn bad_arguments_get_a_clear_message_and_exit_1() {
+    let root = site().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--root", root], "--addr is missing"),
+        (&["--addr", "127.0.0.1:0"], "--root is missing"),
+        (
+            &["--addr", "127.0.0.1:0", "--root", "/nonexistent"],
+            "cannot open the directory /nonexistent",
+        ),
+        (
+            &[
+                "--addr",
+                "127.0.0.1:0",
+                "--root",
+                &format!("{root}/small.txt"),
+            ],
+            "Not a directory",
+        ),
+        (&["--addr", "nowhere:x", "--root", root], "--addr nowhere:x"),
+        (
+            &["--addr", "127.0.0.1:0", "--root", root, "--threads", "0"],
+            "--threads must be",
+        ),
+        (
+            &["--addr", "127.0.0.1:0", "--root", root, "--bogus"],
+            "unknown argument --bogus",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(example_binary()).args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let taken = Server::start(&[]);
+    let addr = taken.addr.to_string();
+    let out = Command::new(example_binary())
+        .args(["--addr", &addr, "--root", root])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sighup_reopens_the_access_log_and_sigusr1_prints_each_threads_counters() {
+    let log = scratch("access.log");
+    let rotated = scratch("access.log.1");
+    let _ = std::fs::remove_file(&log);
+    let mut server = Server::start(&["--threads", "2", "--log", log.to_str().unwrap()]);
+    let ok = |server: &Server, path: &str| {
+        let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", &server.url(path)]);
+        assert_eq!(out.stdout, b"200");
+    };
+    ok(&server, "/small.txt");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    ok(&server, "/sub/");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("\"GET /small.txt HTTP/1.1\" 200"), "{old}");
+    let new = std::fs::read_to_string(&log).expect("SIGHUP reopened the log");
+    assert!(new.contains("\"GET /sub/ HTTP/1.1\" 200"), "{new}");
+    server.signal(libc::SIGUSR1);
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        server.stdout.read_line(&mut line).unwrap();
+        let thread = line.strip_prefix("metrics thread=").expect(&line);
+        threads.push(thread.split(' ').next().unwrap().to_string());
+    }
+    threads.sort();
+    assert_eq!(threads, ["0", "1"]);
+    assert!(server.stop(Duration::from_secs(10)).success());
+}
