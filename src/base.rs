@@ -154,7 +154,7 @@ impl<S> EventBase<S> {
         let capacity = events.max(1);
         let clock = Clock::new();
         log::debug!("event base created: epoll fd {}", poll.as_raw_fd());
-        Ok(EventBase {
+        let mut base = EventBase {
             poll,
             events: Events::with_capacity(capacity),
             harvested: Vec::with_capacity(capacity),
@@ -177,7 +177,9 @@ impl<S> EventBase<S> {
             running: false,
             fork_generation: sys::fork_generation(),
             metrics: Metrics::default(),
-        })
+        };
+        base.create_timer_wakeup();
+        Ok(base)
     }
 
     /// Runs until [`exit`](Self::exit) is called, or, with

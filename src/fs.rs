@@ -39,6 +39,8 @@ pub struct DirEntry {
 pub struct Dir {
     fd: Arc<OwnedFd>,
     path: Arc<Path>,
+    /// On a local file system, where an open whose path is all cached cannot block.
+    local: bool,
 }
 
 impl Dir {
@@ -54,9 +56,11 @@ impl Dir {
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
             .open(path);
         let file = named(file, "open the directory", path)?;
+        let local = !sys::fs_lacks_nowait(file.as_fd());
         Ok(Dir {
             fd: Arc::new(OwnedFd::from(file)),
             path: path.into(),
+            local,
         })
     }
 
@@ -66,8 +70,11 @@ impl Dir {
     }
 }
 
-/// Opens `path` for reading beneath `dir`, refusing any way out.
-fn open_beneath(dir: &Dir, path: &Path, direct: bool) -> io::Result<AioFile> {
+/// Opens `path` for reading beneath `dir`, refusing any way out; with `cached`, only if every
+/// component of the path is in the kernel's dentry cache (`RESOLVE_CACHED`: `EAGAIN`
+/// otherwise) and on `dir`'s own file system (`RESOLVE_NO_XDEV`: `EXDEV` at a mount point,
+/// which may lead to a FUSE or network file system), so that the call cannot wait.
+fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Result<AioFile> {
     let shown = || format!("{} in {}", path.display(), dir.path.display());
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         io::Error::new(
@@ -75,8 +82,15 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool) -> io::Result<AioFile> {
             format!("{}: the path holds a NUL byte", shown()),
         )
     })?;
-    let flags = libc::O_RDONLY | libc::O_NOCTTY | if direct { libc::O_DIRECT } else { 0 };
-    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // O_NONBLOCK: a FIFO or a device in the tree must not hold the open (reads of regular
+    // files ignore it).
+    let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let flags = flags | if direct { libc::O_DIRECT } else { 0 };
+    let cached = match cached {
+        true => libc::RESOLVE_CACHED | libc::RESOLVE_NO_XDEV,
+        false => 0,
+    };
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | cached;
     let fd = sys::openat2(dir.fd.as_fd(), &c_path, flags, resolve).map_err(|e| {
         let why = match e.raw_os_error() {
             Some(libc::EXDEV) => ": the path leads out of the directory (EXDEV)",
@@ -85,7 +99,11 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool) -> io::Result<AioFile> {
         };
         crate::error::context(e, format!("cannot open {}{why}", shown()))
     })?;
-    AioFile::new(File::from(fd))
+    match cached {
+        // RESOLVE_NO_XDEV kept it on `dir`'s local file system.
+        0 => AioFile::new(File::from(fd)),
+        _ => Ok(AioFile::known(File::from(fd), direct, true)),
+    }
 }
 
 impl<S> EventBase<S> {
@@ -125,7 +143,30 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
     {
         let (dir, path) = (dir.clone(), path.as_ref().to_path_buf());
-        self.run_blocking(move || open_beneath(&dir, &path, direct), callback)
+        if dir.local && self.pool.enabled() {
+            match open_beneath(&dir, &path, direct, true) {
+                // Not all cached, a mount point on the way (or a way out, which the helper
+                // reports), or RESOLVE_CACHED unknown to this kernel: ask a helper.
+                Err(e)
+                    if matches!(
+                        crate::os_error(&e),
+                        Some(libc::EAGAIN | libc::EXDEV | libc::EINVAL)
+                    ) => {}
+                answer => return Ok(self.answer_soon(answer, callback)),
+            }
+        }
+        self.run_blocking(move || open_beneath(&dir, &path, direct, false), callback)
+    }
+
+    /// Calls `callback` with `answer` later in this iteration, as if a helper had found it:
+    /// for an operation the kernel's caches answered on the loop thread.
+    fn answer_soon<T, F>(&mut self, answer: io::Result<T>, callback: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        self.metrics.fs_cached_ops += 1;
+        self.complete_soon(Box::new(answer), completion(callback));
     }
 
     /// Runs the blocking function `op` on a helper thread, and `callback` with its result on
@@ -162,15 +203,7 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
     {
         let job: Job = Box::new(move || Box::new(op()) as Output);
-        let complete: Complete<S> = Box::new(move |base, state, output| {
-            let result = match output.map(|o| o.downcast::<io::Result<T>>()) {
-                Some(Ok(result)) => *result,
-                Some(Err(_)) => Err(io::Error::other("the helper job panicked")),
-                None => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
-            };
-            callback(base, state, result)
-        });
-        self.run_on_helper(job, complete).map(drop)
+        self.run_on_helper(job, completion(callback)).map(drop)
     }
 
     /// Opens `path` with `options` (read, write, create, truncate, append, `custom_flags` such
@@ -236,6 +269,12 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
+        // On a local file system the inode is in memory while the file is open: `fstat`
+        // cannot block, and costs less than a trip to a helper.
+        if file.is_local() && self.pool.enabled() {
+            self.answer_soon(file.file().metadata(), callback);
+            return Ok(());
+        }
         let file = file.clone();
         self.run_blocking(move || file.file().metadata(), callback)
     }
@@ -359,6 +398,22 @@ impl<S> EventBase<S> {
         let op = move || named(std::fs::create_dir(&path), "create directory", &path);
         self.run_blocking(op, callback)
     }
+}
+
+/// The loop-side end of a job whose output is an `io::Result<T>`: hands it to `callback`.
+fn completion<S, T, F>(callback: F) -> Complete<S>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+{
+    Box::new(move |base, state, output| {
+        let result = match output.map(|o| o.downcast::<io::Result<T>>()) {
+            Some(Ok(result)) => *result,
+            Some(Err(_)) => Err(io::Error::other("the helper job panicked")),
+            None => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+        };
+        callback(base, state, result)
+    })
 }
 
 /// The entries of the directory `path`.

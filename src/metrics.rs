@@ -36,6 +36,9 @@ pub struct Metrics {
     pub aio_submit_time: Duration,
     /// AIO requests completed (their callbacks were called), by any path.
     pub aio_completions: u64,
+    /// Buffered reads served from the page cache on the loop thread (one `preadv2` with
+    /// `RWF_NOWAIT`: a copy, no kernel AIO, no helper).
+    pub aio_cached_reads: u64,
     /// AIO requests that kernel AIO stopped under `RWF_NOWAIT` because going on would block
     /// (`EAGAIN`, or a short count from a buffered read or any write, where the kernel may have
     /// stopped at what would block), and whose rest then ran on a helper thread.
@@ -45,6 +48,10 @@ pub struct Metrics {
     /// `RWF_NOWAIT`, after which the file's later requests in that direction go straight to
     /// helpers.
     pub aio_on_helpers: u64,
+    /// File-system operations the kernel's caches answered on the loop thread, without a
+    /// helper: `open_beneath` of a path all in the dentry cache (`RESOLVE_CACHED`), and
+    /// `file_metadata` of a file on a local file system.
+    pub fs_cached_ops: u64,
     /// Jobs the helper threads finished (AIO requests and metadata operations).
     pub helper_jobs: u64,
     /// Total time helper jobs waited in the queue before a helper took them.

@@ -251,7 +251,18 @@ impl<S> EventBase<S> {
     /// `ECONNRESET`...), which removes the writer with its queue (its callback is not called
     /// for it).
     pub fn write(&mut self, writer: WriterId, bytes: &[u8]) -> io::Result<WriteStatus> {
-        self.queue_write(writer, Bytes::Borrowed(bytes))
+        self.queue_write(writer, Bytes::Parts(&[bytes]))
+    }
+
+    /// Like [`write`](Self::write), for bytes in several pieces (a response head and its
+    /// body): they go out in one `writev` when the queue is empty, and what the socket does
+    /// not take is queued in order.
+    ///
+    /// # Errors
+    ///
+    /// As for [`write`](Self::write).
+    pub fn write_vectored(&mut self, writer: WriterId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
+        self.queue_write(writer, Bytes::Parts(parts))
     }
 
     /// Like [`write`](Self::write), for a buffer the writer keeps instead of copying (a file
@@ -311,7 +322,7 @@ impl<S> EventBase<S> {
         let mut skip = 0;
         if w.queued == 0 {
             let fd = w.fd;
-            skip = match write_now(fd, bytes.as_slice()) {
+            skip = match write_now(fd, &bytes) {
                 Ok(n) => n,
                 Err(e) => {
                     self.remove_writer(writer);
@@ -320,14 +331,22 @@ impl<S> EventBase<S> {
             };
         }
         let w = self.writers.get_mut(writer)?;
-        let rest = bytes.as_slice().len() - skip;
+        let rest = bytes.len() - skip;
         if rest > 0 {
             match bytes {
                 Bytes::Owned(mut vec) => {
                     vec.drain(..skip);
                     w.chunks.push_back(vec);
                 }
-                Bytes::Borrowed(slice) => append(&mut w.chunks, &slice[skip..]),
+                Bytes::Parts(parts) => {
+                    for part in parts {
+                        let taken = skip.min(part.len());
+                        skip -= taken;
+                        if taken < part.len() {
+                            append(&mut w.chunks, &part[taken..]);
+                        }
+                    }
+                }
             }
             w.queued += rest;
             if !w.watching {
@@ -431,25 +450,49 @@ impl<S> EventBase<S> {
     }
 }
 
+/// Bytes handed to a writer: borrowed pieces (copied if they must wait), or a buffer it keeps.
 enum Bytes<'a> {
-    Borrowed(&'a [u8]),
+    Parts(&'a [&'a [u8]]),
     Owned(Vec<u8>),
 }
 
 impl Bytes<'_> {
-    fn as_slice(&self) -> &[u8] {
+    fn len(&self) -> usize {
         match self {
-            Bytes::Borrowed(b) => b,
-            Bytes::Owned(v) => v,
+            Bytes::Parts(parts) => parts.iter().map(|p| p.len()).sum(),
+            Bytes::Owned(v) => v.len(),
         }
     }
 }
 
-/// Writes as much of `bytes` as `fd` takes now; stops at `WouldBlock`.
-fn write_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+/// Writes as much of `bytes` as `fd` takes now (one `write`, or one `writev` for several
+/// pieces, when the socket takes it all); stops at `WouldBlock`.
+fn write_now(fd: RawFd, bytes: &Bytes<'_>) -> io::Result<usize> {
+    let parts: &[&[u8]] = match bytes {
+        Bytes::Parts(parts) => parts,
+        Bytes::Owned(vec) => &[vec.as_slice()],
+    };
+    let total = bytes.len();
     let mut done = 0;
-    while done < bytes.len() {
-        match sys::write(fd, &bytes[done..]) {
+    while done < total {
+        let written = match parts {
+            [one] => sys::write(fd, &one[done..]),
+            _ => {
+                let mut slices = [io::IoSlice::new(&[]); IOVECS];
+                let mut count = 0;
+                let mut skip = done;
+                for part in parts.iter() {
+                    let taken = skip.min(part.len());
+                    skip -= taken;
+                    if taken < part.len() && count < IOVECS {
+                        slices[count] = io::IoSlice::new(&part[taken..]);
+                        count += 1;
+                    }
+                }
+                sys::writev(fd, &slices[..count])
+            }
+        };
+        match written {
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

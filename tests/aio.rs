@@ -155,13 +155,30 @@ fn read_exact_and_write_all_cover_the_whole_span() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 305_000);
 }
 
+/// Kernel AIO alone: helpers off, so that buffered reads go through `io_submit` too (with
+/// helpers on, cached buffered reads are served by `preadv2` on the loop thread instead).
+fn kernel_aio_only<S>(options: AioOptions) -> EventBase<S> {
+    let mut base = EventBase::new().unwrap();
+    base.set_aio_options(options.helper_threads(0)).unwrap();
+    base
+}
+
 #[test]
 fn ten_thousand_random_reads_match_pread() {
+    for helpers in [true, false] {
+        random_reads_match_pread(helpers);
+    }
+}
+
+fn random_reads_match_pread(helpers: bool) {
     const LEN: usize = 4 << 20;
     let (path, _) = data_file("random-reads", LEN);
     let file = AioFile::open(&path, false).unwrap();
     let reference = File::open(&path).unwrap();
-    let mut base = EventBase::<usize>::new().unwrap();
+    let mut base = match helpers {
+        true => EventBase::<usize>::new().unwrap(),
+        false => kernel_aio_only(AioOptions::new()),
+    };
     let mut state = 12345u64;
     for _ in 0..10_000 {
         state = state
@@ -189,10 +206,17 @@ fn ten_thousand_random_reads_match_pread() {
     assert_eq!(checked, 10_000);
     let m = base.metrics();
     assert_eq!(m.aio_completions, 10_000);
-    assert!(
-        m.aio_submit_calls >= 10_000 / 128,
-        "batches of at most the in-flight limit"
-    );
+    if helpers {
+        assert_eq!(
+            m.aio_cached_reads, 10_000,
+            "served from the page cache: {m:?}"
+        );
+    } else {
+        assert!(
+            m.aio_submit_calls >= 10_000 / 128,
+            "batches of at most the in-flight limit"
+        );
+    }
 }
 
 #[test]
@@ -235,7 +259,7 @@ fn partial_submission_fails_only_the_refused_request() {
     // A write-only file: the kernel refuses a read at submit time (EBADF).
     let write_only = AioFile::new(OpenOptions::new().write(true).open(&path).unwrap()).unwrap();
     let results = Rc::new(RefCell::new(Vec::new()));
-    let mut base = EventBase::<()>::new().unwrap();
+    let mut base = kernel_aio_only::<()>(AioOptions::new());
     for (i, file) in [&readable, &write_only, &readable].into_iter().enumerate() {
         let results = results.clone();
         base.read_at(file, 0, vec![0; 100], move |_, _, buf, r| {
@@ -432,11 +456,9 @@ fn cancel_stops_a_queued_request_and_leaves_a_submitted_one_to_finish() {
 fn full_kernel_ring_gives_eagain_which_is_reaped_and_retried() {
     let (path, data) = data_file("full-ring", 4 << 20);
     let file = AioFile::open(&path, false).unwrap();
-    let mut base = EventBase::<usize>::new().unwrap();
     // A tiny kernel context under a large in-flight limit: buffered reads complete inside
     // io_submit and fill the ring until io_submit says EAGAIN.
-    base.set_aio_options(AioOptions::new().ring_size(1).max_in_flight(2000))
-        .unwrap();
+    let mut base = kernel_aio_only::<usize>(AioOptions::new().ring_size(1).max_in_flight(2000));
     for i in 0..1000u64 {
         let expected = data[i as usize * 4096..][..4096].to_vec();
         base.read_at(&file, i * 4096, vec![0; 4096], move |_, n, buf, r| {
@@ -460,7 +482,7 @@ fn full_kernel_ring_gives_eagain_which_is_reaped_and_retried() {
 fn requests_submitted_by_callbacks_go_out_in_one_batch() {
     let (path, _) = data_file("batch", 1 << 20);
     let file = AioFile::open(&path, false).unwrap();
-    let mut base = EventBase::<u64>::new().unwrap();
+    let mut base = kernel_aio_only::<u64>(AioOptions::new());
     let f = file.clone();
     base.read_at(&file, 0, vec![0; 16], move |base, submits_before, _, _| {
         *submits_before = base.metrics().aio_submit_calls;
@@ -488,16 +510,18 @@ fn context_setup_failure_names_the_limit_and_the_sysctl() {
         .trim()
         .parse()
         .unwrap();
-    let (path, _) = data_file("setup", 4096);
-    let file = AioFile::open(&path, false).unwrap();
-    let mut base = EventBase::<()>::new().unwrap();
+    let (path, data) = data_file("setup", 4096);
+    let direct = AioFile::open(&path, true).unwrap();
+    let mut base = EventBase::<Vec<u8>>::new().unwrap();
     base.set_aio_options(AioOptions::new().ring_size((max + 1).min(u32::MAX as u64) as u32))
         .unwrap();
+    let mut buf = AlignedBuf::new(4096, 4096).unwrap();
+    buf[0] = 7;
     let (err, buf) = base
-        .read_at(&file, 0, vec![1, 2, 3], |_, _, _, _| {})
+        .read_at(&direct, 0, buf, |_, _, _, _| {})
         .unwrap_err()
         .into_parts();
-    assert_eq!(buf, [1, 2, 3], "the buffer comes back");
+    assert_eq!(buf[0], 7, "the buffer comes back");
     assert_eq!(aioloop::os_error(&err), Some(libc::EAGAIN));
     let text = err.to_string();
     assert!(
@@ -505,6 +529,15 @@ fn context_setup_failure_names_the_limit_and_the_sysctl() {
         "{text}"
     );
     assert!(!base.is_alive());
+    // A buffered read needs no kernel AIO context: the page cache or a helper serves it.
+    let buffered = AioFile::open(&path, false).unwrap();
+    base.read_at(&buffered, 0, vec![0; 4096], |_, out, buf, n| {
+        out.extend_from_slice(&buf[..n.unwrap()])
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    run_to_completion(&mut base, &mut out);
+    assert_eq!(out, data);
 }
 
 #[test]
@@ -523,14 +556,36 @@ fn ring_and_io_getevents_reaping_agree() {
 }
 
 #[test]
-fn buffered_reads_count_their_blocking_time_in_io_submit() {
+fn with_helpers_off_buffered_reads_count_their_blocking_time_in_io_submit() {
     let (path, _) = data_file("blocking", 1 << 20);
     let file = AioFile::open(&path, false).unwrap();
-    let mut base = EventBase::<()>::new().unwrap();
+    let mut base = kernel_aio_only::<()>(AioOptions::new());
     base.read_at(&file, 0, vec![0; 1 << 20], |_, _, _, r| {
         assert_eq!(r.unwrap(), 1 << 20)
     })
     .unwrap();
     run_to_completion(&mut base, &mut ());
     assert!(base.metrics().aio_submit_time > Duration::ZERO);
+}
+
+#[test]
+fn buffered_read_of_a_small_cached_file_is_one_copy_on_the_loop_thread() {
+    let (path, data) = data_file("small-cached", 4096);
+    let file = AioFile::open(&path, false).unwrap();
+    let mut base = EventBase::<Vec<u8>>::new().unwrap();
+    // A buffer larger than the file: the short count is the end of the file, found without a
+    // helper (a second try returns 0).
+    base.read_at(&file, 0, vec![0; 65536], |_, out, buf, n| {
+        out.extend_from_slice(&buf[..n.unwrap()])
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    run_to_completion(&mut base, &mut out);
+    assert_eq!(out, data);
+    let m = base.metrics();
+    assert_eq!(
+        (m.aio_cached_reads, m.helper_jobs, m.aio_submit_calls),
+        (1, 0, 0),
+        "{m:?}"
+    );
 }

@@ -77,7 +77,10 @@ impl Server {
             .arg(site())
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(match std::env::var_os("FILESERVER_STDERR") {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            });
         if let Some(limit) = fd_limit {
             // SAFETY: setrlimit is async-signal-safe; the limit lives on the stack.
             unsafe {
@@ -529,10 +532,24 @@ fn sighup_reopens_the_access_log_and_sigusr1_prints_each_threads_counters() {
     server.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(200));
     ok(&server, "/sub/");
-    let old = std::fs::read_to_string(&rotated).unwrap();
+    // A request's line is logged right after its response is sent: give it a moment.
+    let logged = |path: &Path, line: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(line) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let old = logged(&rotated, "\"GET /small.txt HTTP/1.1\" 200");
     assert!(old.contains("\"GET /small.txt HTTP/1.1\" 200"), "{old}");
-    let new = std::fs::read_to_string(&log).expect("SIGHUP reopened the log");
-    assert!(new.contains("\"GET /sub/ HTTP/1.1\" 200"), "{new}");
+    let new = logged(&log, "\"GET /sub/ HTTP/1.1\" 200");
+    assert!(
+        new.contains("\"GET /sub/ HTTP/1.1\" 200"),
+        "SIGHUP did not reopen: {new}"
+    );
     server.signal(libc::SIGUSR1);
     let mut threads = Vec::new();
     for _ in 0..2 {

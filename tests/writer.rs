@@ -58,10 +58,14 @@ fn produce(base: &mut EventBase<Producer>, p: &mut Producer) {
     while p.sent < TOTAL {
         let piece: Vec<u8> = (p.sent..p.sent + PIECE).map(pattern).collect();
         p.sent += PIECE;
-        let status = if p.sent % (2 * PIECE) == 0 {
-            base.write_owned(writer, piece).unwrap()
-        } else {
-            base.write(writer, &piece).unwrap()
+        let status = match p.sent / PIECE % 3 {
+            0 => base.write_owned(writer, piece).unwrap(),
+            1 => base.write(writer, &piece).unwrap(),
+            _ => {
+                let (head, rest) = piece.split_at(100);
+                let (middle, tail) = rest.split_at(PIECE / 2);
+                base.write_vectored(writer, &[head, middle, tail]).unwrap()
+            }
         };
         p.most_queued = p.most_queued.max(base.writer_queued(writer));
         if status == WriteStatus::Full {

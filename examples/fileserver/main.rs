@@ -106,6 +106,8 @@ struct Response {
     started: Instant,
     status: u16,
     sent: u64,
+    /// The head, held back to go out with the first piece of the body in one `writev`.
+    head: Option<String>,
     body: Option<Body>,
     /// Waiting for `WriterEvent::Drained` before reading more of the file.
     paused: bool,
@@ -331,10 +333,11 @@ fn conn(server: &mut Server, id: ConnId) -> Option<&mut Conn> {
 }
 
 /// Removes the connection's handler and writer, then closes it.
-fn close(base: &mut Base, server: &mut Server, id: ConnId) {
+fn close(base: &mut Base, server: &mut Server, id: ConnId, why: &str) {
     let Some(c) = conn(server, id) else {
         return;
     };
+    log::debug!("{}: closing ({why})", c.peer);
     base.remove_fd_handlers(&c.stream, Handlers::ALL);
     base.remove_writer(c.writer);
     server.conns.remove(id.key);
@@ -348,7 +351,7 @@ fn on_readable(base: &mut Base, server: &mut Server, id: ConnId, event: IoEvent)
         return on_idle(base, server, id);
     }
     if read_input(server, id).is_err() {
-        return close(base, server, id);
+        return close(base, server, id, "read failed");
     }
     next_request(base, server, id);
 }
@@ -370,7 +373,14 @@ fn read_input(server: &mut Server, id: ConnId) -> io::Result<()> {
                 c.input_closed = true;
                 return Ok(());
             }
-            Ok(n) => c.input.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                c.input.extend_from_slice(&chunk[..n]);
+                // A short read drained the socket: data arriving later makes a new edge, so
+                // the read that would only say WouldBlock can be skipped.
+                if n < chunk.len() {
+                    return Ok(());
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -388,7 +398,7 @@ fn on_idle(base: &mut Base, server: &mut Server, id: ConnId) {
         return;
     }
     log::debug!("{}: idle, closed", c.peer);
-    close(base, server, id);
+    close(base, server, id, "idle");
 }
 
 /// Starts the next pipelined request, if the connection is free and one has fully arrived.
@@ -403,7 +413,7 @@ fn next_request(base: &mut Base, server: &mut Server, id: ConnId) {
     if c.input_paused {
         c.input_paused = false;
         if read_input(server, id).is_err() {
-            return close(base, server, id);
+            return close(base, server, id, "read failed");
         }
     }
     let Some(c) = conn(server, id) else {
@@ -446,6 +456,7 @@ fn begin(server: &mut Server, id: ConnId, request: Request) {
             started: Instant::now(),
             status: 0,
             sent: 0,
+            head: None,
             body: None,
             paused: false,
         });
@@ -490,6 +501,10 @@ fn opened(
                 (io::ErrorKind::NotFound, _) | (_, Some(libc::ENOTDIR)) => Refusal::NotFound,
                 (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM)) => {
                     Refusal::Forbidden
+                }
+                // Out of fds or memory for now: the client may retry.
+                (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+                    return respond_error(base, server, id, 503);
                 }
                 _ => {
                     log::error!("{e}");
@@ -574,42 +589,41 @@ fn respond_with_file(
     let head_only = request.method == "HEAD" || span.is_none() || start == end;
     response.status = status;
     if !head_only {
+        response.head = Some(head.render());
         response.body = Some(Body {
             file,
             next: start,
             end,
         });
+        return read_body(base, server, id);
     }
     let writer = c.writer;
-    if send(base, server, id, writer, head.render().as_bytes()).is_none() {
-        return;
-    }
-    match head_only {
-        true => finish_response(base, server, id),
-        false => read_body(base, server, id),
+    if send(base, server, id, writer, &[head.render().as_bytes()]).is_some() {
+        finish_response(base, server, id);
     }
 }
 
-/// Writes `bytes` to the connection; `None` if that failed (the connection is then closed).
+/// Writes `parts` to the connection; `None` if that failed (the connection is then closed).
 fn send(
     base: &mut Base,
     server: &mut Server,
     id: ConnId,
     writer: WriterId,
-    bytes: &[u8],
+    parts: &[&[u8]],
 ) -> Option<WriteStatus> {
-    match base.write(writer, bytes) {
+    match base.write_vectored(writer, parts) {
         Ok(status) => {
+            let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
             let c = conn(server, id)?;
-            c.progress += bytes.len() as u64;
+            c.progress += len;
             if let Some(r) = c.response.as_mut() {
-                r.sent += bytes.len() as u64;
+                r.sent += len;
             }
             Some(status)
         }
         Err(e) => {
             log::debug!("write failed: {e}");
-            close(base, server, id);
+            close(base, server, id, "write failed");
             None
         }
     }
@@ -617,7 +631,7 @@ fn send(
 
 /// Reads the next chunk of the body, unless the writer asked for a pause.
 fn read_body(base: &mut Base, server: &mut Server, id: ConnId) {
-    let buf = match server.spare.pop() {
+    let mut buf = match server.spare.pop() {
         Some(buf) => buf,
         None => AlignedBuf::new(CHUNK, 4096).expect("64 KiB of memory"),
     };
@@ -626,9 +640,22 @@ fn read_body(base: &mut Base, server: &mut Server, id: ConnId) {
     else {
         return server.spare.push(buf);
     };
-    // O_DIRECT reads must start at an aligned offset: read from there and skip the head.
-    let aligned = next & !4095;
-    let (file, skip, want) = (file.clone(), (next - aligned) as usize, end - next);
+    // O_DIRECT reads must start and end at aligned offsets: read from the aligned start and
+    // skip the head. Buffered ones read exactly what is left (up to a chunk), so that a read
+    // of the file's end comes back full, with no second try to tell the end.
+    let (file, want) = (file.clone(), end - next);
+    let aligned = if file.is_direct() {
+        next & !4095
+    } else {
+        *next
+    };
+    let skip = (next - aligned) as usize;
+    let len = match file.is_direct() {
+        true => (skip as u64 + want).next_multiple_of(4096),
+        false => want,
+    };
+    buf.set_len(len.min(CHUNK as u64) as usize)
+        .expect("within the capacity");
     let submitted = base.read_at(&file, aligned, buf, move |base, server, buf, n| {
         body_read(base, server, id, buf, skip, want, n)
     });
@@ -636,7 +663,13 @@ fn read_body(base: &mut Base, server: &mut Server, id: ConnId) {
         let (e, buf) = e.into_parts();
         server.spare.push(buf);
         log::error!("cannot read a file: {e}");
-        close(base, server, id);
+        // Before the head went out, the client can still be told to come back later.
+        let head_sent =
+            conn(server, id).is_some_and(|c| c.response.as_ref().is_some_and(|r| r.head.is_none()));
+        match head_sent {
+            true => close(base, server, id, "file read refused"),
+            false => respond_error(base, server, id, 503),
+        }
     }
 }
 
@@ -657,14 +690,20 @@ fn body_read(
             0
         }
     };
-    let Some(writer) = conn(server, id).map(|c| c.writer) else {
+    let Some(c) = conn(server, id) else {
         return server.spare.push(buf);
     };
+    let writer = c.writer;
+    let head = c.response.as_mut().and_then(|r| r.head.take());
     if got == 0 {
         server.spare.push(buf);
-        return close(base, server, id); // the head promised more: the client must see an end
+        return close(base, server, id, "file ended early"); // the head promised more: the client must see an end
     }
-    let status = send(base, server, id, writer, &buf[skip..skip + got]);
+    let body = &buf[skip..skip + got];
+    let status = match &head {
+        Some(head) => send(base, server, id, writer, &[head.as_bytes(), body]),
+        None => send(base, server, id, writer, &[body]),
+    };
     server.spare.push(buf);
     let Some(status) = status else {
         return;
@@ -694,10 +733,10 @@ fn on_writer(base: &mut Base, server: &mut Server, id: ConnId, event: WriterEven
                 read_body(base, server, id);
             }
         }
-        WriterEvent::Finished => close(base, server, id),
+        WriterEvent::Finished => close(base, server, id, "finished"),
         WriterEvent::Failed(e) => {
             log::debug!("connection failed: {e}");
-            close(base, server, id);
+            close(base, server, id, "write failed");
         }
         _ => {}
     }
@@ -765,7 +804,7 @@ fn respond_error(base: &mut Base, server: &mut Server, id: ConnId, status: u16) 
         message.push_str(&body);
     }
     let writer = c.writer;
-    if send(base, server, id, writer, message.as_bytes()).is_some() {
+    if send(base, server, id, writer, &[message.as_bytes()]).is_some() {
         finish_response(base, server, id);
     }
 }
@@ -802,7 +841,7 @@ fn shut_down(base: &mut Base, server: &mut Server) {
         };
         match c.response.as_mut() {
             Some(response) => response.request.keep_alive = false,
-            None => close(base, server, id),
+            None => close(base, server, id, "shutdown"),
         }
     }
     if server.conns.is_empty() {
@@ -847,7 +886,12 @@ impl AccessLog {
             out: Mutex::new(file),
         });
         log::set_logger(logger).map_err(|e| io::Error::other(e.to_string()))?;
-        log::set_max_level(log::LevelFilter::Info);
+        let verbose = std::env::var_os("FILESERVER_DEBUG").is_some();
+        log::set_max_level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        });
         Ok(())
     }
 
@@ -880,7 +924,7 @@ fn open_log(path: &Path) -> io::Result<std::fs::File> {
 
 impl log::Log for AccessLog {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Info
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record) {

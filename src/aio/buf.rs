@@ -83,6 +83,8 @@ unsafe impl IoBufMut for Box<[u8]> {
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
+    /// The length at allocation: all of it initialised.
+    capacity: usize,
     /// What was allocated: at least one byte, so a zero-length buffer is still a valid one.
     layout: Layout,
 }
@@ -113,12 +115,43 @@ impl AlignedBuf {
                 format!("cannot allocate {len} aligned bytes"),
             )
         })?;
-        Ok(AlignedBuf { ptr, len, layout })
+        Ok(AlignedBuf {
+            ptr,
+            len,
+            capacity: len,
+            layout,
+        })
     }
 
     /// The alignment of its start.
     pub fn align(&self) -> usize {
         self.layout.align()
+    }
+
+    /// The most bytes it can hold: its length at allocation.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Makes the buffer `len` bytes long, within its capacity, so that one allocation serves
+    /// requests of several sizes (a read is as long as its buffer). The bytes it gains keep
+    /// whatever they held.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `len` exceeds [`capacity`](Self::capacity).
+    pub fn set_len(&mut self, len: usize) -> io::Result<()> {
+        if len > self.capacity() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "set_len({len}) beyond the buffer's capacity of {}",
+                    self.capacity()
+                ),
+            ));
+        }
+        self.len = len;
+        Ok(())
     }
 }
 
@@ -184,6 +217,12 @@ mod tests {
             assert!(buf.iter().all(|&b| b == 0));
         }
         assert_eq!(AlignedBuf::new(0, 512).unwrap().len(), 0);
+        assert!(AlignedBuf::new(0, 512).unwrap().set_len(1).is_err());
+        let mut buf = AlignedBuf::new(8192, 4096).unwrap();
+        buf.set_len(100).unwrap();
+        assert_eq!((buf.len(), buf.io_len(), buf.capacity()), (100, 100, 8192));
+        buf.set_len(8192).unwrap();
+        assert!(buf.set_len(8193).is_err());
         let err = AlignedBuf::new(4096, 3000).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }

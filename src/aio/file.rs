@@ -40,6 +40,8 @@ struct Inner {
     direct: Option<(usize, usize)>,
     /// `HELPER_READS` / `HELPER_WRITES`: that direction skips kernel AIO.
     route: AtomicU8,
+    /// Not on a file system known to need helpers (network, FUSE): local, as far as we know.
+    local: bool,
 }
 
 /// Reads of this file go straight to a helper thread.
@@ -48,34 +50,44 @@ pub(crate) const HELPER_READS: u8 = 1;
 pub(crate) const HELPER_WRITES: u8 = 2;
 
 impl AioFile {
-    /// Prepares an open file (any access mode; `O_DIRECT` or not). Does not block.
+    /// Prepares an open file (any access mode; `O_DIRECT` or not): a few cheap syscalls
+    /// (`fcntl`, `fstatfs`, and `statx` for `O_DIRECT`), which only a network or FUSE file
+    /// system could make wait, for its server.
     ///
     /// # Errors
     ///
     /// Only if `fcntl(F_GETFL)` fails on the file.
     pub fn new(file: File) -> io::Result<AioFile> {
-        let fd = file.as_raw_fd();
         let flags = sys::file_status_flags(file.as_fd())?;
-        let direct = (flags & libc::O_DIRECT != 0).then(|| dio_alignment(&file));
+        let local = !sys::fs_lacks_nowait(file.as_fd());
+        Ok(AioFile::known(file, flags & libc::O_DIRECT != 0, local))
+    }
+
+    /// An `AioFile` for a file whose `O_DIRECT` flag and locality the caller knows (it just
+    /// opened it, on a file system it checked): no `fcntl`, no `fstatfs`.
+    pub(crate) fn known(file: File, direct: bool, local: bool) -> AioFile {
+        let fd = file.as_raw_fd();
+        let direct = direct.then(|| dio_alignment(&file));
         match direct {
             Some((mem, off)) => log::debug!(
                 "fd {fd}: O_DIRECT, buffers aligned to {mem}, offsets and lengths to {off}"
             ),
             None => log::debug!("fd {fd}: buffered (no O_DIRECT)"),
         }
-        let route = if sys::fs_lacks_nowait(file.as_fd()) {
+        let route = if !local {
             log::debug!("fd {fd}: its file system does not support RWF_NOWAIT: helper threads");
             HELPER_READS | HELPER_WRITES
         } else {
             0
         };
-        Ok(AioFile {
+        AioFile {
             inner: Arc::new(Inner {
                 file,
                 direct,
                 route: AtomicU8::new(route),
+                local,
             }),
-        })
+        }
     }
 
     /// Opens `path` read-only, with `O_DIRECT` if `direct`.
@@ -114,6 +126,11 @@ impl AioFile {
     /// and lengths.
     pub fn alignment(&self) -> Option<(usize, usize)> {
         self.inner.direct
+    }
+
+    /// Whether the file is on a local file system (not one known to ask a server: FUSE, NFS...).
+    pub(crate) fn is_local(&self) -> bool {
+        self.inner.local
     }
 
     /// Whether requests of `direction` (`HELPER_READS` or `HELPER_WRITES`) skip kernel AIO.

@@ -18,7 +18,7 @@
 //! if the base is dropped first, the request is leaked rather than freed (see `Aio`'s `Drop`).
 
 use super::file::{HELPER_READS, HELPER_WRITES};
-use super::{AioId, OpState, Path};
+use super::{AioFile, AioId, OpState, Path};
 use crate::base::EventBase;
 use crate::pool::{Job, Output};
 use crate::sys::aio::{self as abi, AioEvent, Iocb};
@@ -42,6 +42,19 @@ pub(super) fn combined_result(done: u64, res: i64) -> i64 {
 }
 
 impl<S> EventBase<S> {
+    /// Creates the kernel AIO context for a request that may need it. Reads that the loop
+    /// serves from the page cache or hands to helpers never do, so they keep working when
+    /// the context cannot be made (the process at its fd limit, `aio-max-nr` exhausted).
+    pub(super) fn context_for(&mut self, file: &AioFile, opcode: u16) -> std::io::Result<()> {
+        let never_in_kernel = self.pool.enabled()
+            && direction(opcode)
+                .is_some_and(|d| file.needs_helper(d) || (d == HELPER_READS && !file.is_direct()));
+        match never_in_kernel {
+            true => Ok(()),
+            false => self.ensure_aio_context(),
+        }
+    }
+
     /// Routes a new request: straight to a helper if its file needs one for this direction,
     /// otherwise into the AIO queue, with `RWF_NOWAIT` while helpers are on.
     pub(super) fn route_new(&mut self, id: AioId) {
@@ -54,11 +67,57 @@ impl<S> EventBase<S> {
                     self.metrics.aio_on_helpers += 1;
                     return self.send_to_helper(id);
                 }
+                if direction == HELPER_READS && !op.file.is_direct() {
+                    return self.read_cached(id);
+                }
                 op.iocb.aio_rw_flags |= libc::RWF_NOWAIT;
             }
         }
         self.aio.queue.push_back(key);
         self.aio.needs_flush = true;
+    }
+
+    /// Serves a buffered read from the page cache on the loop thread: `preadv2` with
+    /// `RWF_NOWAIT` copies what is cached and never blocks. That is one syscall where kernel
+    /// AIO would take an `io_submit`, an eventfd wake-up and a poll for the same copy. What
+    /// is not cached (`EAGAIN`, or a short count that is not the end of the file) goes to a
+    /// helper; the callback runs later in this iteration either way, never inside `read_at`.
+    fn read_cached(&mut self, id: AioId) {
+        let op = &mut self.aio.ops[id.key as usize];
+        let res = loop {
+            #[allow(unsafe_code)]
+            // SAFETY: the request's buffers live in its table entry, borrowed here, for the
+            // whole call; RWF_NOWAIT keeps the call from blocking the loop.
+            let res = unsafe { abi::run_sync(&op.iocb, libc::RWF_NOWAIT) };
+            match res {
+                n if n > 0 && (n as u64) < transfer_len(op) => {
+                    // Short: the end of the file, or a page not cached; the next try tells.
+                    op.done += n as u64;
+                    advance(&mut op.iocb, &mut op.iovecs, n as u64);
+                }
+                n if n == -i64::from(libc::EAGAIN) => {
+                    op.path = Path::Retried;
+                    self.metrics.aio_nowait_retries += 1;
+                    return self.send_to_helper(id);
+                }
+                n if n == -i64::from(libc::EOPNOTSUPP) => {
+                    op.file.use_helper(HELPER_READS);
+                    op.path = Path::Helper;
+                    self.metrics.aio_on_helpers += 1;
+                    return self.send_to_helper(id);
+                }
+                n if n == -i64::from(libc::EINTR) => {}
+                n => break n,
+            }
+        };
+        op.path = Path::Cached;
+        op.state = OpState::Done;
+        self.metrics.aio_cached_reads += 1;
+        self.aio.ready.push_back(AioEvent {
+            data: id.data(),
+            res,
+            ..AioEvent::default()
+        });
     }
 
     /// `io_submit` refused the first queued request with `err`: if that was `RWF_NOWAIT`
@@ -126,13 +185,13 @@ impl<S> EventBase<S> {
         // SAFETY: the request's buffers (and iovec array) live in its entry of the request
         // table, which is removed only when this job's result is harvested, or leaked if the
         // base is dropped first: they stay valid for as long as the helper may use them.
-        let job: Job = Box::new(move || Box::new(unsafe { abi::run_blocking(&iocb) }) as Output);
+        let job: Job = Box::new(move || Box::new(unsafe { abi::run_sync(&iocb, 0) }) as Output);
         match self.run_aio_on_helper(job, id.data()) {
             Ok(job) => self.aio.ops[id.key as usize].state = OpState::OnHelper(job),
             Err(e) => {
                 log::error!("cannot run a file request on a helper: {e}");
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                self.aio.ops[id.key as usize].state = OpState::Queued;
+                self.aio.ops[id.key as usize].state = OpState::Done;
                 self.aio.ready.push_back(AioEvent {
                     data: id.data(),
                     res: -i64::from(errno),

@@ -287,6 +287,9 @@ enum Path {
     Kernel,
     /// Kernel AIO with `RWF_NOWAIT`, which stopped where it would block; a helper ran the rest.
     Retried,
+    /// A buffered read served from the page cache on the loop thread, by `preadv2` with
+    /// `RWF_NOWAIT`.
+    Cached,
     /// Straight to a helper: its file system cannot run it without blocking.
     Helper,
 }
@@ -300,6 +303,9 @@ enum OpState {
     InKernel,
     /// Handed to a helper thread (queued there, running, or finished and not harvested).
     OnHelper(JobId),
+    /// Finished without the kernel's AIO (served from the page cache, or refused); its result
+    /// waits in the completion queue.
+    Done,
 }
 
 /// The AIO state of one base.

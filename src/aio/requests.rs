@@ -267,7 +267,7 @@ impl<S> EventBase<S> {
                 true
             }
             OpState::OnHelper(job) => self.pool.cancel(job),
-            OpState::InKernel => false,
+            OpState::InKernel | OpState::Done => false,
         }
     }
 

@@ -29,7 +29,7 @@ impl<S> EventBase<S> {
         let checked = file
             .check_transfer(addr, len, offset)
             .and_then(|()| file_offset(offset))
-            .and_then(|offset| self.ensure_aio_context().map(|()| offset));
+            .and_then(|offset| self.context_for(file, opcode).map(|()| offset));
         let offset = match checked {
             Ok(offset) => offset,
             Err(e) => return Err((e, buf, callback)),
@@ -62,7 +62,7 @@ impl<S> EventBase<S> {
     {
         let checked = check_iovecs(file, &iovecs, offset)
             .and_then(|()| file_offset(offset))
-            .and_then(|offset| self.ensure_aio_context().map(|()| offset));
+            .and_then(|offset| self.context_for(file, opcode).map(|()| offset));
         let offset = match checked {
             Ok(offset) => offset,
             Err(error) => return Err(AioError { error, buf: bufs }),
@@ -116,11 +116,13 @@ impl<S> EventBase<S> {
             key: entry.key() as u32,
             gen,
         };
-        let ctx = aio.context.as_ref().expect("created by the caller");
         iocb.aio_data = id.data();
         iocb.aio_fildes = file.as_raw_fd() as u32;
-        iocb.aio_flags = abi::IOCB_FLAG_RESFD;
-        iocb.aio_resfd = ctx.eventfd.as_raw_fd() as u32;
+        // No context: the request never goes to kernel AIO (see `context_for`).
+        if let Some(ctx) = &aio.context {
+            iocb.aio_flags = abi::IOCB_FLAG_RESFD;
+            iocb.aio_resfd = ctx.eventfd.as_raw_fd() as u32;
+        }
         entry.insert(Op {
             gen,
             iocb,

@@ -104,15 +104,15 @@ pub(crate) unsafe fn io_submit(ctx: ContextId, iocbs: &mut [*mut Iocb]) -> io::R
     Ok(n as usize)
 }
 
-/// Runs a read or write iocb synchronously, with `preadv2`/`pwritev2` and no flags, on the
-/// calling (helper) thread; returns what its completion's `res` would have been: bytes
-/// transferred, or a negative errno.
+/// Runs a read or write iocb synchronously, with `preadv2`/`pwritev2` and `flags` (`RWF_*`),
+/// on the calling thread (a helper's, or the loop's with `RWF_NOWAIT`); returns what its
+/// completion's `res` would have been: bytes transferred, or a negative errno.
 ///
 /// # Safety
 ///
 /// The iocb's buffer (or iovec array and the buffers it names) must be valid for the whole
 /// call, writable for a read.
-pub(crate) unsafe fn run_blocking(iocb: &Iocb) -> i64 {
+pub(crate) unsafe fn run_sync(iocb: &Iocb, flags: libc::c_int) -> i64 {
     let single = libc::iovec {
         iov_base: iocb.aio_buf as *mut libc::c_void,
         iov_len: iocb.aio_nbytes as usize,
@@ -130,9 +130,9 @@ pub(crate) unsafe fn run_blocking(iocb: &Iocb) -> i64 {
         let n = unsafe {
             match iocb.aio_lio_opcode {
                 IOCB_CMD_PREAD | IOCB_CMD_PREADV => {
-                    libc::preadv2(fd, iov, count, iocb.aio_offset, 0)
+                    libc::preadv2(fd, iov, count, iocb.aio_offset, flags)
                 }
-                _ => libc::pwritev2(fd, iov, count, iocb.aio_offset, 0),
+                _ => libc::pwritev2(fd, iov, count, iocb.aio_offset, flags),
             }
         };
         if n >= 0 {

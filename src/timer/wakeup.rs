@@ -6,7 +6,7 @@
 //! earliest deadline, and registers it on its epoll: the poll then waits without a timeout
 //! and the timerfd's expiry wakes it. The timerfd is re-armed only when the earliest deadline
 //! changes (one `timerfd_settime`), never per dispatched event, and never read: re-arming
-//! resets its expiry count, and epoll is edge-triggered.
+//! resets its expiry count, and epoll is edge-triggered. It is made with the base.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -20,7 +20,7 @@ use crate::base::EventBase;
 use crate::source::Source;
 use crate::sys;
 
-/// The timerfd of a base, created when the first timer needs it.
+/// The timerfd of a base.
 #[derive(Default)]
 pub(crate) struct Wakeup {
     fd: Option<OwnedFd>,
@@ -83,18 +83,33 @@ impl<S> EventBase<S> {
         }
     }
 
-    fn try_arm(&mut self, next: Option<Tick>) -> io::Result<()> {
-        if self.wakeup.fd.is_none() {
-            let fd = sys::timerfd()?;
+    /// Creates and registers the timerfd. The base does it when it is made, so that timers
+    /// keep their precision in a process that later runs out of fds; if even that fails, they
+    /// fall back to the poll's millisecond timeout.
+    pub(crate) fn create_timer_wakeup(&mut self) {
+        let created = sys::timerfd().and_then(|fd| {
             let token = Source::Timer.token();
-            self.poll.registry().register(
-                &mut SourceFd(&fd.as_raw_fd()),
-                token,
-                Interest::READABLE,
-            )?;
-            self.wakeup.fd = Some(fd);
+            let mut source = SourceFd(&fd.as_raw_fd());
+            self.poll
+                .registry()
+                .register(&mut source, token, Interest::READABLE)?;
+            Ok(fd)
+        });
+        match created {
+            Ok(fd) => self.wakeup.fd = Some(fd),
+            Err(e) => {
+                log::warn!(
+                    "cannot create the timerfd ({e}); timers fall back to millisecond precision"
+                );
+                self.wakeup.unavailable = true;
+            }
         }
-        let fd = self.wakeup.fd.as_ref().expect("created above");
+    }
+
+    fn try_arm(&mut self, next: Option<Tick>) -> io::Result<()> {
+        let Some(fd) = self.wakeup.fd.as_ref() else {
+            return Err(io::Error::other("no timerfd"));
+        };
         let fire_at = next.map(|t| self.clock.monotonic_ns(t.saturating_sub(self.wakeup.spin)));
         sys::timerfd_arm(fd.as_fd(), fire_at)?;
         self.wakeup.armed = next;
