@@ -152,7 +152,10 @@ impl<S> EventBase<S> {
                         crate::os_error(&e),
                         Some(libc::EAGAIN | libc::EXDEV | libc::EINVAL)
                     ) => {}
-                answer => return Ok(self.answer_soon(answer, callback)),
+                answer => {
+                    self.answer_soon(answer, callback);
+                    return Ok(());
+                }
             }
         }
         self.run_blocking(move || open_beneath(&dir, &path, direct, false), callback)
