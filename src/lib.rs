@@ -12,7 +12,12 @@
 //!   few helper threads, so no file operation stalls the loop;
 //! * **signals** through a signalfd ([`EventBase::add_signal_handler`]) and **child exits**
 //!   through pidfds ([`EventBase::watch_child`]);
-//! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]).
+//! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]);
+//! * **a daemon's toolkit**: [`tcp_listener`] and [`EventBase::accept_connections`] (which
+//!   survives running out of fds), buffered socket writers ([`EventBase::add_writer`]),
+//!   children with a clean signal state ([`EventBase::spawn_child`], [`ChildHandle`]), opens
+//!   confined to a directory ([`EventBase::open_beneath`]), [`EventBase::run_blocking`] for
+//!   any blocking work, [`EventBase::exit_with_error`], [`systemd`] and [`signals`].
 //!
 //! The design follows the Common Lisp IOLib *event-base* (`set-io-handler`, `add-timer`,
 //! `event-dispatch`, `exit-event-loop`), with its known flaws fixed: stale events never reach a

@@ -216,6 +216,15 @@ struct Report {
     took: Duration,
 }
 
+impl Report {
+    /// Every one of the `ops` operations called back with the right data.
+    fn assert_all_done(&self, ops: usize) {
+        let Outcome { done, failures, .. } = &self.outcome;
+        assert!(failures.is_empty(), "failed: {failures:?} (done: {done:?})");
+        assert_eq!(done.len(), ops, "{done:?}");
+    }
+}
+
 /// Runs `ops` on the files under `root` (on `slow`, stalled by its duration, if given) on a
 /// base with a 10 ms timer and an echo connection, until every operation has called back.
 fn run_ops(root: &Path, slow: Option<(&SlowFs, Duration)>, ops: &[Op], helpers: bool) -> Report {
@@ -282,15 +291,8 @@ fn open_stat_list_and_read_on_a_stalling_file_system_never_hold_the_loop() {
     let fs = SlowFs::mount("helpers-on", FILES).unwrap();
     let stall = Duration::from_secs(2);
     let report = run_ops(&fs.root, Some((&fs, stall)), EVERY_OP, true);
-    let Report {
-        outcome, metrics, ..
-    } = &report;
-    assert!(
-        outcome.failures.is_empty(),
-        "failed: {:?}",
-        outcome.failures
-    );
-    assert_eq!(outcome.done.len(), EVERY_OP.len());
+    report.assert_all_done(EVERY_OP.len());
+    let metrics = &report.metrics;
     assert!(
         report.took >= stall,
         "the file system did not stall: {:?}",
@@ -328,14 +330,8 @@ fn with_helpers_disabled_every_operation_holds_the_loop_for_the_stall() {
     let stall = Duration::from_millis(500);
     for &op in EVERY_OP {
         let report = run_ops(&fs.root, Some((&fs, stall)), &[op], false);
-        let Report {
-            outcome, metrics, ..
-        } = &report;
-        assert!(
-            outcome.failures.is_empty(),
-            "{op:?} failed: {:?}",
-            outcome.failures
-        );
+        report.assert_all_done(1);
+        let metrics = &report.metrics;
         assert!(
             metrics.longest_hold >= stall,
             "{op:?} did not hold the loop: {metrics:?}"
@@ -369,14 +365,8 @@ fn o_direct_reads_on_a_real_disk_stay_on_kernel_aio_with_no_helper_hop() {
         },
     ];
     let report = run_ops(&root, None, &reads, true);
-    let Report {
-        outcome, metrics, ..
-    } = &report;
-    assert!(
-        outcome.failures.is_empty(),
-        "failed: {:?}",
-        outcome.failures
-    );
+    report.assert_all_done(reads.len());
+    let metrics = &report.metrics;
     assert_eq!(metrics.aio_completions, 2, "{metrics:?}");
     assert!(metrics.aio_submit_calls >= 1, "{metrics:?}");
     assert_eq!(
