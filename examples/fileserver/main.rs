@@ -12,10 +12,13 @@
 //! leaves DIR: `..` is refused, and files are opened with `openat2(RESOLVE_BENEATH)`
 //! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out.
 //!
-//! Every file operation goes through the library's non-blocking file API (opens and stats on
-//! the helper threads, reads through kernel AIO or the helpers; `--direct` uses `O_DIRECT`),
-//! and bodies stream through a [`Writer`](aioloop::WriterId) with back-pressure: a slow reader
-//! holds at most 256 KiB of its file in the server's memory. Connections idle for
+//! Every file operation goes through the library's non-blocking file API: opens and stats
+//! answered from the kernel's caches on the loop thread or else run on the helper threads,
+//! reads served from the page cache or by kernel AIO or the helpers (`--direct` uses
+//! `O_DIRECT`). Bodies stream through a writer ([`EventBase::add_writer`]) with back-pressure:
+//! a slow reader holds at most about 320 KiB of its file in the server's memory (the writer's
+//! 256 KiB high-water mark and one 64 KiB chunk). Files are served up to the size `fstat`
+//! gives them, so pseudo-files that claim size 0 (`/proc`) come out empty. Connections idle for
 //! `--idle-timeout` seconds (default 30) are closed, and so are downloads that make no
 //! progress for that long. A request head larger than `--max-header` (8192) gets 431.
 //!
