@@ -11,34 +11,40 @@
 //! that read one buffer per call; the default edge-triggered handlers read until `WouldBlock`.
 //! Talk to it with `nc 127.0.0.1 7000`; stop it with Ctrl-C. Errors name what failed, exit 1.
 
-use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use aioloop::mio::net::{TcpListener, TcpStream};
-use aioloop::{Direction, EventBase, Handlers, IoEvent, IoOptions};
+use aioloop::mio::net::TcpStream;
+use aioloop::{
+    tcp_listener, Direction, EventBase, Handlers, IoEvent, IoOptions, ListenOptions, TimerId,
+    WriteStatus, WriterEvent, WriterId, WriterOptions,
+};
 
 /// Past this many unsent bytes a connection stops reading until its peer catches up.
 const MAX_PENDING: usize = 1 << 20;
 
 struct Server {
-    listener: TcpListener,
-    conns: HashMap<RawFd, Conn>,
+    /// Connections by fd number. Safe here because nothing of a connection outlives it: its
+    /// handler and writer go in `close`, before its fd does (a server with late callbacks,
+    /// such as file reads, needs a key with a generation: see `examples/fileserver`).
+    conns: Vec<Option<Conn>>,
     /// Edge-triggered reads drain the socket; level-triggered ones read one buffer per call.
     edge: bool,
     read_options: IoOptions,
-    write_options: IoOptions,
+    /// How long a connection may stay silent, or not take its echo.
+    idle: Option<Duration>,
+    /// One read buffer for all connections, allocated once (not zeroed per event).
+    buf: Vec<u8>,
 }
 
 struct Conn {
     stream: TcpStream,
-    /// Received bytes not yet echoed back.
-    pending: Vec<u8>,
-    /// The peer finished sending: close once `pending` is flushed.
-    eof: bool,
-    reading: bool,
+    writer: WriterId,
+    /// Reading stopped because the peer is not taking its echo (back-pressure); the timer
+    /// closes the connection if that lasts the idle timeout.
+    paused: Option<Option<TimerId>>,
 }
 
 type Base = EventBase<Server>;
@@ -54,23 +60,28 @@ fn main() {
 
 fn run() -> io::Result<()> {
     let args = Args::parse()?;
-    let listener = TcpListener::bind(args.addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.addr)))?;
+    let listener = tcp_listener(args.addr, &ListenOptions::new())?;
+    let addr = listener.local_addr()?;
     let mut base = Base::new()?;
-    base.set_io_handler(&listener, Direction::Read, IoOptions::new(), on_accept)?;
+    // Drains the accept queue, and survives running out of fds without spinning or stalling.
+    base.accept_connections(listener, |base, server, stream, _| {
+        if let Err(e) = open(base, server, stream) {
+            eprintln!("dropping connection: {e}");
+        }
+    })?;
     let trigger = if args.level { "level" } else { "edge" };
     let mut server = Server {
-        listener,
-        conns: HashMap::new(),
+        conns: Vec::new(),
         edge: !args.level,
         read_options: with_idle_timeout(args.trigger_options(), args.idle_timeout),
-        write_options: with_idle_timeout(args.trigger_options(), args.idle_timeout),
+        idle: args.idle_timeout,
+        buf: vec![0; 16 * 1024],
     };
     eprintln!(
         "echo: {trigger}-triggered handlers, idle timeout {:?}",
         args.idle_timeout
     );
-    println!("listening {}", server.listener.local_addr()?);
+    println!("listening {addr}");
     io::stdout().flush()?;
     base.run(&mut server)
 }
@@ -83,109 +94,105 @@ fn with_idle_timeout(options: IoOptions, idle: Option<Duration>) -> IoOptions {
     }
 }
 
-fn on_accept(base: &mut Base, server: &mut Server, _: IoEvent) {
-    loop {
-        match server.listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(e) = open(base, server, stream) {
-                    eprintln!("dropping connection: {e}");
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-            // EMFILE and friends: the connection stays queued; try again on the next event.
-            Err(e) => return eprintln!("accept: {e}"),
-        }
-    }
-}
-
 fn open(base: &mut Base, server: &mut Server, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let fd = stream.as_raw_fd();
-    base.set_io_handler(&fd, Direction::Read, server.read_options, on_readable)?;
-    let conn = Conn {
+    let options = WriterOptions::new().high_water(MAX_PENDING);
+    let writer = base.add_writer(&fd, options, move |base, server, event| {
+        on_writer(base, server, fd, event)
+    })?;
+    if let Err(e) = base.set_io_handler(&fd, Direction::Read, server.read_options, on_readable) {
+        base.remove_writer(writer);
+        return Err(e);
+    }
+    let slot = fd as usize;
+    if slot >= server.conns.len() {
+        server.conns.resize_with(slot + 1, || None);
+    }
+    server.conns[slot] = Some(Conn {
         stream,
-        pending: Vec::new(),
-        eof: false,
-        reading: true,
-    };
-    server.conns.insert(fd, conn);
+        writer,
+        paused: None,
+    });
     Ok(())
+}
+
+fn conn(server: &mut Server, fd: RawFd) -> Option<&mut Conn> {
+    server.conns.get_mut(fd as usize)?.as_mut()
 }
 
 fn on_readable(base: &mut Base, server: &mut Server, ev: IoEvent) {
     if ev.ready.is_timeout() {
         return close(base, server, ev.fd);
     }
-    let edge = server.edge;
-    let Some(conn) = server.conns.get_mut(&ev.fd) else {
+    let (edge, buf) = (server.edge, &mut server.buf);
+    let Some(conn) = server
+        .conns
+        .get_mut(ev.fd as usize)
+        .and_then(Option::as_mut)
+    else {
         return;
     };
-    let mut buf = [0u8; 16 * 1024];
     loop {
-        match conn.stream.read(&mut buf) {
+        let n = match conn.stream.read(buf) {
             Ok(0) => {
-                conn.eof = true;
-                break;
+                // The peer is done: close once its echo is out.
+                base.remove_fd_handlers(&ev.fd, Handlers::READ);
+                let _ = base.finish_writer(conn.writer);
+                return;
             }
-            Ok(n) => conn.pending.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return close(base, server, ev.fd),
+        };
+        match base.write(conn.writer, &buf[..n]) {
+            Ok(WriteStatus::Open) => {}
+            Ok(WriteStatus::Full) => {
+                let fd = ev.fd;
+                let stuck = server.idle.map(|idle| {
+                    base.add_timer(idle, move |base, server, _| close(base, server, fd))
+                });
+                conn.paused = Some(stuck);
+                base.remove_fd_handlers(&fd, Handlers::READ);
+                return;
+            }
             Err(_) => return close(base, server, ev.fd),
         }
         // Level-triggered: one buffer per call is enough, the loop calls again while ready.
-        if !edge || conn.pending.len() >= MAX_PENDING {
-            break;
+        // Edge-triggered: a short read drained the socket (new data makes a new edge), so
+        // the read that would only say WouldBlock is skipped.
+        if !edge || n < buf.len() {
+            return;
         }
     }
-    flush(base, server, ev.fd);
 }
 
-fn on_writable(base: &mut Base, server: &mut Server, ev: IoEvent) {
-    if ev.ready.is_timeout() {
-        return close(base, server, ev.fd); // the peer stopped taking its echo
-    }
-    flush(base, server, ev.fd);
-}
-
-/// Writes what is pending, then arranges the handlers for what is left.
-fn flush(base: &mut Base, server: &mut Server, fd: RawFd) {
-    let Some(conn) = server.conns.get_mut(&fd) else {
-        return;
-    };
-    while !conn.pending.is_empty() {
-        match conn.stream.write(&conn.pending) {
-            Ok(n) => drop(conn.pending.drain(..n)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return close(base, server, fd),
+fn on_writer(base: &mut Base, server: &mut Server, fd: RawFd, event: WriterEvent) {
+    match event {
+        WriterEvent::Drained => {
+            let options = server.read_options;
+            if let Some(stuck) = conn(server, fd).and_then(|c| c.paused.take()) {
+                if let Some(timer) = stuck {
+                    base.cancel_timer(timer);
+                }
+                let _ = base.set_io_handler(&fd, Direction::Read, options, on_readable);
+            }
         }
-    }
-    if conn.pending.is_empty() && conn.eof {
-        return close(base, server, fd);
-    }
-    let must_write = !conn.pending.is_empty();
-    if must_write != base.has_fd_handler(&fd, aioloop::HandlerKind::Write) {
-        if must_write {
-            let _ = base.set_io_handler(&fd, Direction::Write, server.write_options, on_writable);
-        } else {
-            base.remove_fd_handlers(&fd, Handlers::WRITE);
-        }
-    }
-    // Back-pressure: stop reading while the peer is not taking its echo.
-    let should_read = conn.pending.len() < MAX_PENDING && !conn.eof;
-    if should_read != conn.reading {
-        conn.reading = should_read;
-        if should_read {
-            let _ = base.set_io_handler(&fd, Direction::Read, server.read_options, on_readable);
-        } else {
-            base.remove_fd_handlers(&fd, Handlers::READ);
-        }
+        _ => close(base, server, fd), // finished, or the peer is gone
     }
 }
 
 fn close(base: &mut Base, server: &mut Server, fd: RawFd) {
+    let Some(conn) = server.conns.get_mut(fd as usize).and_then(Option::take) else {
+        return;
+    };
     base.remove_fd_handlers(&fd, Handlers::ALL);
-    server.conns.remove(&fd); // drops the stream: the fd is closed after its handlers are gone
+    base.remove_writer(conn.writer);
+    if let Some(Some(timer)) = conn.paused {
+        base.cancel_timer(timer);
+    }
+    // `conn` drops here, closing the fd after its handler and writer are gone.
 }
 
 struct Args {

@@ -122,8 +122,10 @@ pub(crate) fn next_deadline(
 /// The clock of a base: ticks since its creation.
 #[derive(Clone, Copy)]
 pub(crate) struct Clock {
+    /// When the base was made, for turning ticks into `Instant`s (`Instant` is
+    /// `CLOCK_MONOTONIC` on Linux too).
     epoch: Instant,
-    /// `CLOCK_MONOTONIC` at `epoch` (read just after it, so never earlier).
+    /// `CLOCK_MONOTONIC` at `epoch` (read just after it): tick 0.
     epoch_ns: u64,
 }
 
@@ -136,16 +138,18 @@ impl Clock {
         }
     }
 
+    /// Nanoseconds since the base was made: one `clock_gettime` through the vDSO, cheaper
+    /// than `Instant::elapsed` (whose checked arithmetic costs more than the call itself),
+    /// on the timeline the timerfd uses.
     pub(crate) fn now(&self) -> Tick {
-        ticks(self.epoch.elapsed())
+        crate::sys::monotonic_ns().saturating_sub(self.epoch_ns)
     }
 
     pub(crate) fn instant(&self, tick: Tick) -> Instant {
         self.epoch + Duration::from_nanos(tick)
     }
 
-    /// The absolute `CLOCK_MONOTONIC` time of `tick`, for a timerfd; never before the instant
-    /// `tick` names, so a timer it wakes is never early.
+    /// The absolute `CLOCK_MONOTONIC` time of `tick`, for a timerfd.
     pub(crate) fn monotonic_ns(&self, tick: Tick) -> u64 {
         self.epoch_ns.saturating_add(tick)
     }
