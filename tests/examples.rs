@@ -370,7 +370,8 @@ fn echo_closes_a_peer_that_stops_taking_its_echo_after_the_idle_timeout() {
     let ready = line(&mut out);
     let addr = ready.strip_prefix("listening ").unwrap().to_string();
     let mut conn = TcpStream::connect(&addr).unwrap();
-    conn.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     // Send and never read: the server's writer fills, it stops reading, and 1 s later closes.
     let started = Instant::now();
     let chunk = vec![7u8; 64 << 10];
@@ -380,7 +381,9 @@ fn echo_closes_a_peer_that_stops_taking_its_echo_after_the_idle_timeout() {
     assert!(took < Duration::from_secs(15), "closed only after {took:?}");
     // The server still serves others.
     let mut other = TcpStream::connect(&addr).unwrap();
-    other.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     other.write_all(b"ping").unwrap();
     let mut got = [0u8; 4];
     other.read_exact(&mut got).unwrap();
