@@ -159,7 +159,8 @@ impl<S> EventBase<S> {
     /// retries after 10 ms, then 20 ms... up to 500 ms, without spinning, until connections
     /// can be accepted again (see the module docs). Any other error means the listener is
     /// broken: it is closed, and the run ends with that error
-    /// ([`exit_with_error`](Self::exit_with_error)).
+    /// ([`exit_with_error`](Self::exit_with_error)). If `on_connection` panics, the listener is
+    /// closed too (as a panicking handler is removed) and the panic continues out of the run.
     ///
     /// ```
     /// use aioloop::{tcp_listener, EventBase, ListenOptions};
@@ -211,15 +212,20 @@ impl<S> EventBase<S> {
     /// Stops accepting on `acceptor` and closes its listener; returns `false` if it was
     /// already stopped. Connections still in the kernel's queue are refused (reset).
     pub fn stop_accepting(&mut self, acceptor: &Acceptor) -> bool {
-        let Some(listener) = acceptor.shared.listener.borrow_mut().take() else {
-            return false;
-        };
-        self.remove_fd_handlers(&listener, Handlers::ALL);
-        if let Some(timer) = acceptor.shared.retry.take() {
-            self.cancel_timer(timer);
-        }
-        true
+        close_listener(self, &acceptor.shared)
     }
+}
+
+/// Removes the listener's handler and retry timer and closes it; `false` if already closed.
+fn close_listener<S>(base: &mut EventBase<S>, shared: &Listening) -> bool {
+    let Some(listener) = shared.listener.borrow_mut().take() else {
+        return false;
+    };
+    base.remove_fd_handlers(&listener, Handlers::ALL);
+    if let Some(timer) = shared.retry.take() {
+        base.cancel_timer(timer);
+    }
+    true
 }
 
 /// Accepts up to a batch of connections, then leaves the rest for a zero-delay timer (so other
@@ -241,7 +247,11 @@ where
             Ok((stream, peer)) => {
                 shared.backoff.set(MIN_BACKOFF);
                 let mut on_connection = accepting.on_connection.borrow_mut();
-                base.guarded(|base| on_connection(base, state, stream, peer), |_| {});
+                // A panic closes the listener, as it removes a panicking handler.
+                let cleanup = |base: &mut EventBase<S>| {
+                    close_listener(base, shared);
+                };
+                base.guarded(|base| on_connection(base, state, stream, peer), cleanup);
             }
             Err(e) => match AcceptError::of(&e) {
                 AcceptError::Drained => return,
@@ -280,9 +290,7 @@ where
 
 fn listener_failed<S, F>(base: &mut EventBase<S>, accepting: &Accepting<F>, e: io::Error) {
     let fd = accepting.shared.fd;
-    if let Some(listener) = accepting.shared.listener.borrow_mut().take() {
-        base.remove_fd_handlers(&listener, Handlers::ALL);
-    }
+    close_listener(base, &accepting.shared);
     log::error!("accept on fd {fd} failed: {e}; the listener was closed");
     let what = format!("accepting connections on fd {fd} failed; the listener was closed");
     base.exit_with_error(error::context(e, what));

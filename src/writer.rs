@@ -159,6 +159,9 @@ impl<S> EventBase<S> {
     /// `on_event` hears when the queue has drained after being full, when a
     /// [`finish_writer`](Self::finish_writer) is done, and of errors found while flushing.
     ///
+    /// If `on_event` panics, the writer is removed (as a panicking handler is) and the panic
+    /// continues out of the run.
+    ///
     /// The writer installs a write handler on `fd` while it holds data, so `fd` must have no
     /// write handler of the caller's; it uses the trigger of `fd`'s read handler (edge if
     /// none). The writer does not own `fd`: remove it ([`remove_writer`](Self::remove_writer))
@@ -443,7 +446,11 @@ impl<S> EventBase<S> {
         else {
             return;
         };
-        self.guarded(|base| on_event(base, state, event), |_| {});
+        // A panic removes the writer, as it removes a panicking handler.
+        let cleanup = |base: &mut Self| {
+            base.remove_writer(writer);
+        };
+        self.guarded(|base| on_event(base, state, event), cleanup);
         if let Ok(w) = self.writers.get_mut(writer) {
             w.on_event = Some(on_event);
         }

@@ -222,3 +222,25 @@ fn cancel_of_a_submitted_write_reports_its_real_result() {
         .iter()
         .all(|&b| b == 0xab));
 }
+
+#[test]
+fn panic_in_an_accept_callback_closes_the_listener_and_leaves_the_base_usable() {
+    let listener = aioloop::tcp_listener(
+        "127.0.0.1:0".parse().unwrap(),
+        &aioloop::ListenOptions::new(),
+    )
+    .unwrap();
+    let mut base = EventBase::<u32>::new().unwrap();
+    let acceptor = base
+        .accept_connections(listener, |_, _, _, _| panic!("bad connection"))
+        .unwrap();
+    let _client = std::net::TcpStream::connect(acceptor.local_addr().unwrap()).unwrap();
+    guard(&mut base);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = base.run(&mut 0);
+    }));
+    assert!(panicked.is_err());
+    assert!(acceptor.local_addr().is_err(), "the listener was closed");
+    assert!(!base.stop_accepting(&acceptor));
+    assert_base_runs_again(&mut base);
+}
