@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Echo throughput, 64-byte ping-pong, servers alternating round by round in one run:
-# examples/echo edge- and level-triggered, and the raw mio loop (bench/src/bin/mio_echo.rs).
+# examples/echo edge- and level-triggered, the raw mio loop (bench/src/bin/mio_echo.rs), and
+# the peers: tokio current_thread (tokio_echo.rs) and calloop (calloop_echo.rs).
 # Set OLD_ECHO=/path/to/an/older/echo to add that binary (e.g. main's, before a change).
 # The server runs on CPU 0, the client on CPU 1.
 # usage: bench/echo_compare.sh [ROUNDS] [CONNECTIONS] [SECONDS]
@@ -8,13 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3} conns=${2:-100} secs=${3:-10} port=47999
 cargo build --release -q --example echo
-cargo build --release -q -p aioloop-bench --bin echo_client --bin mio_echo
+cargo build --release -q -p aioloop-bench --bin echo_client --bin mio_echo --bin tokio_echo \
+  --bin calloop_echo
 declare -A servers=(
   [aioloop-edge]="./target/release/examples/echo --addr 127.0.0.1:$port"
   [aioloop-level]="./target/release/examples/echo --level --addr 127.0.0.1:$port"
   [mio-raw]="./target/release/mio_echo 127.0.0.1:$port"
+  [tokio]="./target/release/tokio_echo 127.0.0.1:$port"
+  [calloop]="./target/release/calloop_echo 127.0.0.1:$port"
 )
-order=(mio-raw aioloop-edge aioloop-level)
+order=(mio-raw aioloop-edge aioloop-level tokio calloop)
 if [ -n "${OLD_ECHO:-}" ]; then
   servers[old-edge]="$OLD_ECHO --addr 127.0.0.1:$port"
   order+=(old-edge)
