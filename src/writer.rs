@@ -322,10 +322,13 @@ impl<S> EventBase<S> {
                 "write after finish_writer: the writer only flushes what it holds",
             ));
         }
+        let total = bytes.len();
         let mut skip = 0;
         if w.queued == 0 {
             let fd = w.fd;
-            skip = match write_now(fd, &bytes) {
+            skip = match write_now(fd, &bytes, total) {
+                // The common case: the socket took it all, and nothing changes.
+                Ok(n) if n == total => return Ok(WriteStatus::Open),
                 Ok(n) => n,
                 Err(e) => {
                     self.remove_writer(writer);
@@ -334,34 +337,28 @@ impl<S> EventBase<S> {
             };
         }
         let w = self.writers.get_mut(writer)?;
-        let rest = bytes.len() - skip;
-        if rest > 0 {
-            match bytes {
-                Bytes::Owned(mut vec) => {
-                    vec.drain(..skip);
-                    w.chunks.push_back(vec);
-                }
-                Bytes::Parts(parts) => {
-                    for part in parts {
-                        let taken = skip.min(part.len());
-                        skip -= taken;
-                        if taken < part.len() {
-                            append(&mut w.chunks, &part[taken..]);
-                        }
+        w.queued += total - skip;
+        match bytes {
+            Bytes::Owned(mut vec) => {
+                vec.drain(..skip);
+                w.chunks.push_back(vec);
+            }
+            Bytes::Parts(parts) => {
+                for part in parts {
+                    let taken = skip.min(part.len());
+                    skip -= taken;
+                    if taken < part.len() {
+                        append(&mut w.chunks, &part[taken..]);
                     }
                 }
             }
-            w.queued += rest;
-            if !w.watching {
-                self.watch_writability(writer)?;
-            }
         }
-        let w = self.writers.get_mut(writer)?;
-        if w.queued > w.options.high_water {
-            w.full = true;
-            return Ok(WriteStatus::Full);
+        let full = w.queued > w.options.high_water;
+        w.full |= full;
+        if !w.watching {
+            self.watch_writability(writer)?;
         }
-        Ok(WriteStatus::Open)
+        Ok(if full { WriteStatus::Full } else { WriteStatus::Open })
     }
 
     /// Installs the write handler that flushes `writer` while it holds data.
@@ -474,12 +471,11 @@ impl Bytes<'_> {
 
 /// Writes as much of `bytes` as `fd` takes now (one `write`, or one `writev` for several
 /// pieces, when the socket takes it all); stops at `WouldBlock`.
-fn write_now(fd: RawFd, bytes: &Bytes<'_>) -> io::Result<usize> {
+fn write_now(fd: RawFd, bytes: &Bytes<'_>, total: usize) -> io::Result<usize> {
     let parts: &[&[u8]] = match bytes {
         Bytes::Parts(parts) => parts,
         Bytes::Owned(vec) => &[vec.as_slice()],
     };
-    let total = bytes.len();
     let mut done = 0;
     while done < total {
         let written = match parts {
