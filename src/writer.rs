@@ -358,7 +358,10 @@ impl<S> EventBase<S> {
         if !w.watching {
             self.watch_writability(writer)?;
         }
-        Ok(if full { WriteStatus::Full } else { WriteStatus::Open })
+        match full {
+            true => Ok(WriteStatus::Full),
+            false => Ok(WriteStatus::Open),
+        }
     }
 
     /// Installs the write handler that flushes `writer` while it holds data.
