@@ -1,0 +1,144 @@
+//! A million one-shot timers: added with delays spread over 0–100 ms, half of them cancelled
+//! at random, the rest fired; aioloop against tokio-util's `DelayQueue` on a `current_thread`
+//! runtime, in one process, alternating round by round.
+//!
+//! ```text
+//! cargo run --release -p aioloop-bench --bin timers_1m -- [TIMERS] [ROUNDS]
+//! ```
+//!
+//! Reports, per contender and round, the CPU time (user + system, `getrusage`) per timer of
+//! each phase: adding all, cancelling half, and firing the rest (the firing phase's CPU time,
+//! not its wall time, which is the 100 ms the delays span). Each callback adds its timer's
+//! index to a sum, which is checked, so no contender can skip work.
+
+use std::time::Duration;
+
+use aioloop::{EventBase, TimerId};
+
+/// User plus system CPU time of this process so far.
+fn cpu() -> Duration {
+    // SAFETY: an all-zero rusage is valid for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` outlives the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The delays and the cancel set, the same for every contender.
+struct Plan {
+    delays: Vec<Duration>,
+    /// Indices to cancel, in random order.
+    cancel: Vec<usize>,
+    /// The sum of the indices of the timers that must fire.
+    expected: u64,
+}
+
+fn plan(n: usize) -> Plan {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let delays = (0..n)
+        .map(|_| Duration::from_micros(next() % 100_000))
+        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    order.truncate(n / 2);
+    let cancelled: std::collections::HashSet<usize> = order.iter().copied().collect();
+    let expected = (0..n)
+        .filter(|i| !cancelled.contains(i))
+        .map(|i| i as u64)
+        .sum();
+    Plan {
+        delays,
+        cancel: order,
+        expected,
+    }
+}
+
+/// CPU time per timer of (add, cancel, fire).
+type Phases = [f64; 3];
+
+fn per_timer(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e9 / n as f64
+}
+
+fn aioloop(plan: &Plan) -> Phases {
+    let n = plan.delays.len();
+    let mut base = EventBase::<u64>::new().unwrap();
+    let t0 = cpu();
+    let ids: Vec<TimerId> = (plan.delays.iter().enumerate())
+        .map(|(i, &d)| base.add_timer(d, move |_, sum, _| *sum += i as u64))
+        .collect();
+    let t1 = cpu();
+    for &i in &plan.cancel {
+        base.cancel_timer(ids[i]);
+    }
+    let t2 = cpu();
+    base.set_exit_when_empty(true);
+    let mut sum = 0;
+    base.run(&mut sum).unwrap();
+    let t3 = cpu();
+    assert_eq!(sum, plan.expected);
+    [
+        per_timer(t1 - t0, n),
+        per_timer(t2 - t1, n / 2),
+        per_timer(t3 - t2, n - n / 2),
+    ]
+}
+
+fn tokio(plan: &Plan) -> Phases {
+    use tokio_util::time::DelayQueue;
+    let n = plan.delays.len();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut queue = DelayQueue::with_capacity(n);
+        let t0 = cpu();
+        let keys: Vec<_> = (plan.delays.iter().enumerate())
+            .map(|(i, &d)| queue.insert(i, d))
+            .collect();
+        let t1 = cpu();
+        for &i in &plan.cancel {
+            queue.remove(&keys[i]);
+        }
+        let t2 = cpu();
+        let mut sum = 0u64;
+        while let Some(expired) = std::future::poll_fn(|cx| queue.poll_expired(cx)).await {
+            sum += expired.into_inner() as u64;
+        }
+        let t3 = cpu();
+        assert_eq!(sum, plan.expected);
+        [
+            per_timer(t1 - t0, n),
+            per_timer(t2 - t1, n / 2),
+            per_timer(t3 - t2, n - n / 2),
+        ]
+    })
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("TIMERS"));
+    let rounds: usize = args.next().map_or(3, |a| a.parse().expect("ROUNDS"));
+    let plan = plan(n);
+    println!("{n} timers over 0-100 ms, half cancelled; CPU ns per timer: add / cancel / fire");
+    let contenders: [(&str, fn(&Plan) -> Phases); 2] =
+        [("aioloop", aioloop), ("tokio DelayQueue", tokio)];
+    for round in 1..=rounds {
+        for (name, run) in contenders {
+            let [add, cancel, fire] = run(&plan);
+            println!("round {round} {name:17} {add:7.0} {cancel:7.0} {fire:7.0}");
+        }
+    }
+}
