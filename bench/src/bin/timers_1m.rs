@@ -65,6 +65,9 @@ fn plan(n: usize) -> Plan {
 /// CPU time per timer of (add, cancel, fire).
 type Phases = [f64; 3];
 
+/// A contender: its name and its run.
+type Contender = (&'static str, fn(&Plan) -> Phases);
+
 fn per_timer(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e9 / n as f64
 }
@@ -133,8 +136,7 @@ fn main() {
     let rounds: usize = args.next().map_or(3, |a| a.parse().expect("ROUNDS"));
     let plan = plan(n);
     println!("{n} timers over 0-100 ms, half cancelled; CPU ns per timer: add / cancel / fire");
-    let contenders: [(&str, fn(&Plan) -> Phases); 2] =
-        [("aioloop", aioloop), ("tokio DelayQueue", tokio)];
+    let contenders: [Contender; 2] = [("aioloop", aioloop), ("tokio DelayQueue", tokio)];
     for round in 1..=rounds {
         for (name, run) in contenders {
             let [add, cancel, fire] = run(&plan);
