@@ -1,6 +1,6 @@
 //! Timers: one-shot and repeating callbacks, plus the loop's internal deadlines.
 //!
-//! All deadlines of a base live in one indexed binary min-heap ordered by `(deadline, seq)`:
+//! All deadlines of a base live in one indexed 4-ary min-heap ordered by `(deadline, seq)`:
 //!
 //! * `deadline` is a [`Tick`], nanoseconds since the base was created, saturating at
 //!   [`NEVER`], so a delay of `Duration::MAX` neither overflows nor panics;
