@@ -146,3 +146,33 @@ impl DirectExt for OpenOptions {
         std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_DIRECT)
     }
 }
+
+/// A vectored buffered read that ends inside its second buffer: from the page cache on the
+/// loop thread when cached, through a helper when not; the same bytes and count either way.
+#[test]
+fn vectored_buffered_read_across_the_end_of_the_file_is_exact_warm_and_cold() {
+    let (path, data) = data_file("helpers-readv-eof", 10_000);
+    let file = AioFile::open(&path, false).unwrap();
+    for cold in [false, true] {
+        if cold {
+            evict(&file);
+        }
+        let mut base = EventBase::<Vec<u8>>::new().unwrap();
+        let bufs = vec![vec![0u8; 4096], vec![0u8; 8192], vec![0u8; 4096]];
+        base.readv_at(&file, 1000, bufs, |_, out, bufs, n| {
+            let n = n.unwrap();
+            out.extend(bufs.concat().into_iter().take(n));
+        })
+        .unwrap();
+        base.set_exit_when_empty(true);
+        base.exit_after(Duration::from_secs(20));
+        let mut out = Vec::new();
+        base.run(&mut out).unwrap();
+        assert!(out == data[1000..], "cold={cold}: {} bytes", out.len());
+        let m = base.metrics();
+        match cold {
+            false => assert_eq!(m.aio_cached_reads, 1, "{m:?}"),
+            true => assert_eq!((m.aio_nowait_retries, m.helper_jobs), (1, 1), "{m:?}"),
+        }
+    }
+}
