@@ -225,3 +225,24 @@ fn timer_can_cancel_another_due_in_the_same_pass() {
     base.run_once(&mut log, Some(Duration::ZERO)).unwrap();
     assert_eq!(log, ["first"]);
 }
+
+#[test]
+fn timers_with_slack_share_wake_ups_and_never_fire_early() {
+    let mut base = EventBase::<Vec<(Duration, Duration)>>::new().unwrap();
+    base.set_timer_slack(Duration::from_millis(10));
+    let start = Instant::now();
+    // 100 timers 200 µs apart: without slack, up to 100 wake-ups.
+    for i in 0..100 {
+        let due = Duration::from_micros(200 * i);
+        base.add_timer(due, move |_, fired, _| fired.push((due, start.elapsed())));
+    }
+    base.set_exit_when_empty(true);
+    let mut fired = Vec::new();
+    base.run(&mut fired).unwrap();
+    assert_eq!(fired.len(), 100);
+    for &(due, at) in &fired {
+        assert!(at >= due, "a timer due at {due:?} fired at {at:?}");
+    }
+    let polls = base.metrics().polls;
+    assert!(polls <= 10, "{polls} polls for timers in three 10 ms slots");
+}

@@ -24,18 +24,22 @@ use crate::sys;
 #[derive(Default)]
 pub(crate) struct Wakeup {
     fd: Option<OwnedFd>,
-    /// The deadline the timerfd is armed for.
+    /// The time the timerfd is armed for: the earliest deadline, rounded up to the slack.
     armed: Option<Tick>,
     /// Creating the timerfd failed (fd limit): fall back to the poll's millisecond timeout.
     unavailable: bool,
     /// How long before a deadline the timerfd fires, for the loop to busy-poll the rest.
     spin: Tick,
+    /// Deadlines round up to a multiple of this (0: none), so that timers due close together
+    /// share one wake-up.
+    slack: Tick,
 }
 
 impl Wakeup {
     /// How long the poll may wait for the earliest timer, due at `at`, at time `now`: `None`
     /// when the timerfd will wake it, zero when the timer is due or in its spin window.
     pub(crate) fn poll_timeout(&self, at: Tick, now: Tick) -> Option<Duration> {
+        let at = self.slot(at);
         let left = at.saturating_sub(now);
         let armed = self.armed == Some(at);
         if left == 0 || (armed && left <= self.spin) {
@@ -44,6 +48,14 @@ impl Wakeup {
             None
         } else {
             Some(Duration::from_nanos(left))
+        }
+    }
+
+    /// When the loop wakes for a deadline `at`: `at` rounded up to the slack.
+    fn slot(&self, at: Tick) -> Tick {
+        match self.slack {
+            0 => at,
+            slack => at.div_ceil(slack).saturating_mul(slack),
         }
     }
 }
@@ -70,9 +82,28 @@ impl<S> EventBase<S> {
         self.wakeup.armed = None; // re-arm for the new window before the next poll
     }
 
+    /// Trades timer precision for fewer wake-ups: a timer may fire up to `slack` after its
+    /// deadline (never before), because deadlines round up to a multiple of `slack` and the
+    /// timers of one such slot fire in one iteration. Default: 0, each timer on its own
+    /// deadline. Like Linux's timer slack and libev's timeout collect interval, it is for
+    /// programs with many timers that need no sub-millisecond precision: a million timers
+    /// spread over 100 ms, fired with 1 ms of slack, cost a fraction of the wake-ups.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let mut base = aioloop::EventBase::<()>::new()?;
+    /// base.set_timer_slack(Duration::from_millis(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_timer_slack(&mut self, slack: Duration) {
+        self.wakeup.slack = super::ticks(slack);
+        self.wakeup.armed = None;
+    }
+
     /// Arms the timerfd for the earliest deadline, if that changed since it was last armed.
     pub(crate) fn arm_timer_wakeup(&mut self) {
-        let next = self.timers.next_deadline();
+        let next = self.timers.next_deadline().map(|at| self.wakeup.slot(at));
         if next == self.wakeup.armed || self.wakeup.unavailable {
             return;
         }
