@@ -75,6 +75,16 @@ fn per_timer(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e9 / n as f64
 }
 
+/// The phases' cost per timer from the CPU times at their boundaries: all `n` timers added,
+/// half cancelled, the other half fired.
+fn phases([t0, t1, t2, t3]: [Duration; 4], n: usize) -> Phases {
+    [
+        per_timer(t1 - t0, n),
+        per_timer(t2 - t1, n / 2),
+        per_timer(t3 - t2, n - n / 2),
+    ]
+}
+
 fn aioloop(plan: &Plan) -> Phases {
     aioloop_with_slack(plan, Duration::ZERO)
 }
@@ -101,11 +111,7 @@ fn aioloop_with_slack(plan: &Plan, slack: Duration) -> Phases {
     base.run(&mut sum).unwrap();
     let t3 = cpu();
     assert_eq!(sum, plan.expected);
-    [
-        per_timer(t1 - t0, n),
-        per_timer(t2 - t1, n / 2),
-        per_timer(t3 - t2, n - n / 2),
-    ]
+    phases([t0, t1, t2, t3], n)
 }
 
 fn tokio(plan: &Plan) -> Phases {
@@ -132,11 +138,7 @@ fn tokio(plan: &Plan) -> Phases {
         }
         let t3 = cpu();
         assert_eq!(sum, plan.expected);
-        [
-            per_timer(t1 - t0, n),
-            per_timer(t2 - t1, n / 2),
-            per_timer(t3 - t2, n - n / 2),
-        ]
+        phases([t0, t1, t2, t3], n)
     })
 }
 
@@ -171,11 +173,7 @@ fn calloop(plan: &Plan) -> Phases {
     }
     let t3 = cpu();
     assert_eq!(sum, plan.expected);
-    [
-        per_timer(t1 - t0, n),
-        per_timer(t2 - t1, n / 2),
-        per_timer(t3 - t2, n - n / 2),
-    ]
+    phases([t0, t1, t2, t3], n)
 }
 
 fn main() {
