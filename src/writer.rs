@@ -111,6 +111,8 @@ struct Writer<S> {
     finishing: bool,
     /// The write handler is installed.
     watching: bool,
+    /// `fd` is a socket (until `sendmsg` says otherwise).
+    socket: bool,
     /// Taken out while it runs.
     on_event: Option<OnEvent<S>>,
 }
@@ -161,6 +163,11 @@ impl<S> EventBase<S> {
     ///
     /// If `on_event` panics, the writer is removed (as a panicking handler is) and the panic
     /// continues out of the run.
+    ///
+    /// On a socket the writer sends with `MSG_NOSIGNAL`: a peer that went away gives `EPIPE`
+    /// (`Failed`), never a `SIGPIPE`. On a pipe it uses `writev`, which raises `SIGPIPE` when
+    /// the reader is gone unless the program ignores it (Rust's `main` does; see
+    /// [`ignore_sigpipe`](crate::ignore_sigpipe)).
     ///
     /// The writer installs a write handler on `fd` while it holds data, so `fd` must have no
     /// write handler of the caller's; it uses the trigger of `fd`'s read handler (edge if
@@ -236,6 +243,7 @@ impl<S> EventBase<S> {
             full: false,
             finishing: false,
             watching: false,
+            socket: true,
             on_event: Some(Box::new(on_event)),
         });
         Ok(WriterId {
@@ -326,7 +334,7 @@ impl<S> EventBase<S> {
         let mut skip = 0;
         if w.queued == 0 {
             let fd = w.fd;
-            skip = match write_now(fd, &bytes, total) {
+            skip = match write_now(fd, &bytes, total, &mut w.socket) {
                 // The common case: the socket took it all, and nothing changes.
                 Ok(n) if n == total => return Ok(WriteStatus::Open),
                 Ok(n) => n,
@@ -395,6 +403,9 @@ impl<S> EventBase<S> {
         if drained {
             w.full = false;
         }
+        if empty && result.is_ok() {
+            w.watching = false;
+        }
         match result {
             Err(e) => {
                 let on_event = w.on_event.take();
@@ -405,13 +416,7 @@ impl<S> EventBase<S> {
                 }
                 return;
             }
-            Ok(()) if empty => {
-                self.writers
-                    .get_mut(writer)
-                    .map(|w| w.watching = false)
-                    .ok();
-                self.remove_fd_handlers(&fd, Handlers::WRITE);
-            }
+            Ok(()) if empty => drop(self.remove_fd_handlers(&fd, Handlers::WRITE)),
             Ok(()) => {}
         }
         if drained {
@@ -432,7 +437,7 @@ impl<S> EventBase<S> {
             let on_event = w.on_event.take();
             base.remove_writer(writer);
             if let Some(mut on_event) = on_event {
-                on_event(base, state, WriterEvent::Finished);
+                base.guarded(|base| on_event(base, state, WriterEvent::Finished), |_| {});
             }
         });
     }
@@ -472,33 +477,18 @@ impl Bytes<'_> {
     }
 }
 
-/// Writes as much of `bytes` as `fd` takes now (one `write`, or one `writev` for several
-/// pieces, when the socket takes it all); stops at `WouldBlock`.
-fn write_now(fd: RawFd, bytes: &Bytes<'_>, total: usize) -> io::Result<usize> {
+/// Writes as much of `bytes` as `fd` takes now (one `sendmsg` or `writev` when it takes it
+/// all); stops at `WouldBlock`.
+fn write_now(fd: RawFd, bytes: &Bytes<'_>, total: usize, socket: &mut bool) -> io::Result<usize> {
     let parts: &[&[u8]] = match bytes {
         Bytes::Parts(parts) => parts,
         Bytes::Owned(vec) => &[vec.as_slice()],
     };
     let mut done = 0;
     while done < total {
-        let written = match parts {
-            [one] => sys::write(fd, &one[done..]),
-            _ => {
-                let mut slices = [io::IoSlice::new(&[]); IOVECS];
-                let mut count = 0;
-                let mut skip = done;
-                for part in parts.iter() {
-                    let taken = skip.min(part.len());
-                    skip -= taken;
-                    if taken < part.len() && count < IOVECS {
-                        slices[count] = io::IoSlice::new(&part[taken..]);
-                        count += 1;
-                    }
-                }
-                sys::writev(fd, &slices[..count])
-            }
-        };
-        match written {
+        let mut slices = [io::IoSlice::new(&[]); IOVECS];
+        let count = gather(parts.iter().copied(), done, &mut slices);
+        match put(fd, &slices[..count], socket) {
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -508,18 +498,14 @@ fn write_now(fd: RawFd, bytes: &Bytes<'_>, total: usize) -> io::Result<usize> {
     Ok(done)
 }
 
-/// Writes queued chunks, up to [`IOVECS`] per `writev`, until the queue is empty or `fd` is
+/// Writes queued chunks, up to [`IOVECS`] at a time, until the queue is empty or `fd` is
 /// full.
 fn flush<S>(w: &mut Writer<S>) -> io::Result<()> {
     while w.queued > 0 {
         let mut slices = [io::IoSlice::new(&[]); IOVECS];
-        let mut count = 0;
-        for (i, chunk) in w.chunks.iter().take(IOVECS).enumerate() {
-            let start = if i == 0 { w.written } else { 0 };
-            slices[i] = io::IoSlice::new(&chunk[start..]);
-            count += 1;
-        }
-        let mut n = match sys::writev(w.fd, &slices[..count]) {
+        let pieces = w.chunks.iter().map(Vec::as_slice);
+        let count = gather(pieces, w.written, &mut slices);
+        let mut n = match put(w.fd, &slices[..count], &mut w.socket) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -538,6 +524,41 @@ fn flush<S>(w: &mut Writer<S>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fills `slices` with `pieces` from byte `skip` on, up to [`IOVECS`] of them; returns how
+/// many it filled.
+fn gather<'a>(
+    pieces: impl Iterator<Item = &'a [u8]>,
+    mut skip: usize,
+    slices: &mut [io::IoSlice<'a>; IOVECS],
+) -> usize {
+    let mut count = 0;
+    for piece in pieces {
+        if count == IOVECS {
+            break;
+        }
+        let taken = skip.min(piece.len());
+        skip -= taken;
+        if taken < piece.len() {
+            slices[count] = io::IoSlice::new(&piece[taken..]);
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Writes `slices` to `fd`: `sendmsg` with `MSG_NOSIGNAL` on a socket, so that a peer that
+/// left gives `EPIPE` instead of a `SIGPIPE`; `writev` on anything else (a pipe), once
+/// `sendmsg` has said `ENOTSOCK`.
+fn put(fd: RawFd, slices: &[io::IoSlice<'_>], socket: &mut bool) -> io::Result<usize> {
+    if *socket {
+        match sys::sendmsg(fd, slices) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => *socket = false,
+            sent => return sent,
+        }
+    }
+    sys::writev(fd, slices)
 }
 
 /// Appends a copy of `bytes`, into the last chunk's spare capacity when it fits, so that many

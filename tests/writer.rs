@@ -198,3 +198,47 @@ fn write_to_a_closed_peer_fails_at_once_and_write_after_finish_is_refused() {
         "a failed write removes the writer"
     );
 }
+
+/// Run by `a_gone_peer_gives_epipe_even_where_sigpipe_would_kill`, in a child process whose
+/// `SIGPIPE` has its default action (death), as in a program whose `main` is not Rust's.
+#[test]
+#[ignore = "run by a_gone_peer_gives_epipe_even_where_sigpipe_would_kill"]
+fn writer_with_default_sigpipe() {
+    if std::env::var_os("AIOLOOP_DEFAULT_SIGPIPE").is_none() {
+        return;
+    }
+    // SAFETY: restores the default disposition of SIGPIPE; no handler is involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let (ours, theirs) = tcp_pair();
+    drop(theirs);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut base = EventBase::<()>::new().unwrap();
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, _, _| {})
+        .unwrap();
+    let failed = (0..10).find_map(|_| base.write(writer, b"ping").err());
+    let err = failed.expect("writes to a closed peer kept succeeding");
+    assert!(
+        matches!(
+            aioloop::os_error(&err),
+            Some(libc::EPIPE | libc::ECONNRESET)
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_gone_peer_gives_epipe_even_where_sigpipe_would_kill() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "writer_with_default_sigpipe",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("AIOLOOP_DEFAULT_SIGPIPE", "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the writer's process died: {status:?}");
+}

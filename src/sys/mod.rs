@@ -251,10 +251,16 @@ pub(crate) fn dio_alignment(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
     ))
 }
 
-/// `write(2)` of `bytes` to `fd`: the count written.
-pub(crate) fn write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    // SAFETY: the pointer and length describe `bytes`, which outlives the call.
-    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+/// `sendmsg(2)` of `slices` on the socket `fd` with `MSG_NOSIGNAL`, so that a peer that went
+/// away gives `EPIPE` rather than a `SIGPIPE` that kills the process: the count written.
+pub(crate) fn sendmsg(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `struct iovec` on Unix; the kernel only reads them.
+    msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = slices.len() as _;
+    // SAFETY: `msg` names the slices, which outlive the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
     check(n as libc::c_long).map(|n| n as usize)
 }
 
