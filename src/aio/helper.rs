@@ -41,40 +41,70 @@ pub(super) fn combined_result(done: u64, res: i64) -> i64 {
     }
 }
 
+/// Where a new request goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Its file system cannot run it without blocking: straight to a helper.
+    Helper,
+    /// A buffered read: from the page cache on the loop thread, or else a helper.
+    Cached,
+    /// Kernel AIO, with `RWF_NOWAIT` (a transfer while helpers are on) or without.
+    Kernel { nowait: bool },
+}
+
 impl<S> EventBase<S> {
-    /// Creates the kernel AIO context for a request that may need it. Reads that the loop
-    /// serves from the page cache or hands to helpers never do, so they keep working when
-    /// the context cannot be made (the process at its fd limit, `aio-max-nr` exhausted).
+    /// Where a request of `opcode` on `file` goes (the one place that decides it).
+    fn route(&self, file: &AioFile, opcode: u16) -> Route {
+        match direction(opcode) {
+            Some(d) if self.pool.enabled() && file.needs_helper(d) => Route::Helper,
+            Some(HELPER_READS) if self.pool.enabled() && !file.is_direct() => Route::Cached,
+            Some(_) => Route::Kernel {
+                nowait: self.pool.enabled(),
+            },
+            None => Route::Kernel { nowait: false },
+        }
+    }
+
+    /// Creates the kernel AIO context for a request that may need it. Requests that go to
+    /// the page cache or a helper never do, so they keep working when the context cannot be
+    /// made (the process at its fd limit, `aio-max-nr` exhausted).
     pub(super) fn context_for(&mut self, file: &AioFile, opcode: u16) -> std::io::Result<()> {
-        let never_in_kernel = self.pool.enabled()
-            && direction(opcode)
-                .is_some_and(|d| file.needs_helper(d) || (d == HELPER_READS && !file.is_direct()));
-        match never_in_kernel {
-            true => Ok(()),
-            false => self.ensure_aio_context(),
+        match self.route(file, opcode) {
+            Route::Kernel { .. } => self.ensure_aio_context(),
+            Route::Helper | Route::Cached => Ok(()),
         }
     }
 
     /// Routes a new request: straight to a helper if its file needs one for this direction,
-    /// otherwise into the AIO queue, with `RWF_NOWAIT` while helpers are on.
+    /// a buffered read to the page cache, anything else into the AIO queue, with
+    /// `RWF_NOWAIT` while helpers are on.
     pub(super) fn route_new(&mut self, id: AioId) {
         let key = id.key as usize;
-        let op = &mut self.aio.ops[key];
-        if let Some(direction) = direction(op.iocb.aio_lio_opcode) {
-            if self.pool.enabled() {
-                if op.file.needs_helper(direction) {
-                    op.path = Path::Helper;
-                    self.metrics.aio_on_helpers += 1;
-                    return self.send_to_helper(id);
+        let op = &self.aio.ops[key];
+        match self.route(&op.file, op.iocb.aio_lio_opcode) {
+            Route::Helper => {
+                self.aio.ops[key].path = Path::Helper;
+                self.metrics.aio_on_helpers += 1;
+                self.send_to_helper(id);
+            }
+            Route::Cached => self.read_cached(id),
+            Route::Kernel { nowait } => {
+                if nowait {
+                    self.aio.ops[key].iocb.aio_rw_flags |= libc::RWF_NOWAIT;
                 }
-                if direction == HELPER_READS && !op.file.is_direct() {
-                    return self.read_cached(id);
-                }
-                op.iocb.aio_rw_flags |= libc::RWF_NOWAIT;
+                self.aio.queue.push_back(key);
+                self.aio.needs_flush = true;
             }
         }
-        self.aio.queue.push_back(key);
-        self.aio.needs_flush = true;
+    }
+
+    /// The file of request `key` cannot run `direction` without blocking (`EOPNOTSUPP` to
+    /// `RWF_NOWAIT`): this request and the file's later ones in that direction go to helpers.
+    fn helpers_for_good(&mut self, key: usize, direction: u8) {
+        let op = &mut self.aio.ops[key];
+        op.file.use_helper(direction);
+        op.path = Path::Helper;
+        self.metrics.aio_on_helpers += 1;
     }
 
     /// Serves a buffered read from the page cache on the loop thread: `preadv2` with
@@ -101,13 +131,10 @@ impl<S> EventBase<S> {
                     return self.send_to_helper(id);
                 }
                 n if n == -i64::from(libc::EOPNOTSUPP) => {
-                    op.file.use_helper(HELPER_READS);
-                    op.path = Path::Helper;
-                    self.metrics.aio_on_helpers += 1;
+                    self.helpers_for_good(id.key as usize, HELPER_READS);
                     return self.send_to_helper(id);
                 }
-                n if n == -i64::from(libc::EINTR) => {}
-                n => break n,
+                n => break n, // run_sync retries EINTR itself
             }
         };
         op.path = Path::Cached;
@@ -124,7 +151,7 @@ impl<S> EventBase<S> {
     /// being unsupported, sends it (and the file's later requests) to helpers and returns
     /// `true`.
     pub(super) fn refused_nowait(&mut self, key: usize, errno: i32) -> bool {
-        let op = &mut self.aio.ops[key];
+        let op = &self.aio.ops[key];
         let nowait = op.iocb.aio_rw_flags & libc::RWF_NOWAIT != 0;
         let Some(direction) = direction(op.iocb.aio_lio_opcode).filter(|_| nowait) else {
             return false;
@@ -132,13 +159,11 @@ impl<S> EventBase<S> {
         if errno != libc::EOPNOTSUPP {
             return false;
         }
-        op.file.use_helper(direction);
-        op.path = Path::Helper;
-        self.metrics.aio_on_helpers += 1;
         let id = AioId {
             key: key as u32,
             gen: op.gen,
         };
+        self.helpers_for_good(key, direction);
         self.send_to_helper(id);
         true
     }
@@ -155,9 +180,7 @@ impl<S> EventBase<S> {
         let short = res > 0 && (res as u64) < requested;
         match res {
             r if r == -i64::from(libc::EOPNOTSUPP) => {
-                op.file.use_helper(direction);
-                op.path = Path::Helper;
-                self.metrics.aio_on_helpers += 1;
+                self.helpers_for_good(id.key as usize, direction)
             }
             r if r == -i64::from(libc::EAGAIN) => self.metrics.aio_nowait_retries += 1,
             _ if short && (direction == HELPER_WRITES || !op.file.is_direct()) => {
