@@ -86,11 +86,11 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
     // files ignore it).
     let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
     let flags = flags | if direct { libc::O_DIRECT } else { 0 };
-    let cached = match cached {
+    let no_wait = match cached {
         true => libc::RESOLVE_CACHED | libc::RESOLVE_NO_XDEV,
         false => 0,
     };
-    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | cached;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | no_wait;
     let fd = sys::openat2(dir.fd.as_fd(), &c_path, flags, resolve).map_err(|e| {
         let why = match e.raw_os_error() {
             Some(libc::EXDEV) => ": the path leads out of the directory (EXDEV)",
@@ -101,8 +101,8 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
     })?;
     match cached {
         // RESOLVE_NO_XDEV kept it on `dir`'s local file system.
-        0 => AioFile::new(File::from(fd)),
-        _ => Ok(AioFile::known(File::from(fd), direct, true)),
+        true => Ok(AioFile::known(File::from(fd), direct, true)),
+        false => AioFile::new(File::from(fd)),
     }
 }
 

@@ -18,10 +18,11 @@ pub struct Metrics {
     /// Total time spent inside `epoll_wait` (blocked or not).
     pub poll_time: Duration,
     /// The longest time the loop thread went without polling during a run: from a poll's
-    /// return (or the start of the run) to the next poll (or the end of the run), spent running
-    /// callbacks, submitting requests and anything else that held the thread. This is the loop's worst stall, what
-    /// every timer and socket on it waited at most on top of its own delay; a file operation
-    /// that blocked the loop shows up here. Time between runs does not count.
+    /// return (or the start of the run) to the next poll (or the end of the run), spent
+    /// running callbacks, submitting requests and anything else that held the thread. This is
+    /// the loop's worst stall, what every timer and socket on it waited at most on top of its
+    /// own delay; a file operation that blocked the loop shows up here. Time between runs does
+    /// not count.
     pub longest_hold: Duration,
     /// fd handlers installed now (read, write and error handlers each count).
     pub fd_handlers: usize,

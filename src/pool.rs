@@ -201,6 +201,16 @@ impl<S> Pool<S> {
         !self.owed.is_empty()
     }
 
+    /// Enters `waiter` in the table under a fresh id.
+    fn register(&mut self, waiter: Waiter<S>) -> JobId {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        JobId {
+            key: self.table.insert((gen, waiter)),
+            gen,
+        }
+    }
+
     /// Hands `queued` to the helpers, or to the backlog when the queue is full.
     fn dispatch(&mut self, queued: Queued) -> io::Result<()> {
         if self.handed_out >= self.limits.queue {
@@ -321,12 +331,7 @@ impl<S> EventBase<S> {
     fn submit_job(&mut self, job: Job, waiter: Waiter<S>) -> io::Result<JobId> {
         self.ensure_pool()?;
         let pool = &mut self.pool;
-        let gen = pool.next_gen;
-        pool.next_gen = pool.next_gen.wrapping_add(1);
-        let id = JobId {
-            key: pool.table.insert((gen, waiter)),
-            gen,
-        };
+        let id = pool.register(waiter);
         let queued = Queued {
             id,
             job,
@@ -354,11 +359,9 @@ impl<S> EventBase<S> {
     /// the loop thread did itself without blocking (an answer from the kernel's caches).
     pub(crate) fn complete_soon(&mut self, output: Output, complete: Complete<S>) {
         let pool = &mut self.pool;
-        let gen = pool.next_gen;
-        pool.next_gen = pool.next_gen.wrapping_add(1);
-        let key = pool.table.insert((gen, Waiter::Callback(complete)));
+        let id = pool.register(Waiter::Callback(complete));
         pool.owed.push_back(Finished {
-            id: JobId { key, gen },
+            id,
             output: Some(output),
             queued_for: Duration::ZERO,
             ran_for: Duration::ZERO,

@@ -285,9 +285,8 @@ impl IoOptions {
 
     /// Calls the handler with [`Readiness::TIMEOUT`] after `timeout` without any event for it,
     /// measured from its last event (the time of the poll that harvested it) or from
-    /// installation. A persistent
-    /// handler stays installed and is told again after every further `timeout` of silence; a
-    /// one-shot handler is removed before its timeout callback.
+    /// installation. A persistent handler stays installed and is told again after every
+    /// further `timeout` of silence; a one-shot handler is removed before its timeout callback.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> IoOptions {
         self.timeout = Some(timeout);
