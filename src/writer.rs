@@ -21,7 +21,7 @@ use crate::sys;
 
 /// Queued bytes above which [`EventBase::write`] reports back-pressure, by default.
 const DEFAULT_HIGH_WATER: usize = 1 << 20;
-/// Chunks written by one `writev`.
+/// Pieces written by one `sendmsg` or `writev`.
 const IOVECS: usize = 16;
 
 /// How much a writer may hold before it asks its producer to pause.
@@ -266,7 +266,7 @@ impl<S> EventBase<S> {
     }
 
     /// Like [`write`](Self::write), for bytes in several pieces (a response head and its
-    /// body): they go out in one `writev` when the queue is empty, and what the socket does
+    /// body): they go out in one `sendmsg` (or `writev`) when the queue is empty, and what the socket does
     /// not take is queued in order.
     ///
     /// # Errors
