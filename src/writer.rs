@@ -486,9 +486,16 @@ fn write_now(fd: RawFd, bytes: &Bytes<'_>, total: usize, socket: &mut bool) -> i
     };
     let mut done = 0;
     while done < total {
-        let mut slices = [io::IoSlice::new(&[]); IOVECS];
-        let count = gather(parts.iter().copied(), done, &mut slices);
-        match put(fd, &slices[..count], socket) {
+        let written = match parts {
+            // The common case, without building an iovec array.
+            [one] => put_one(fd, &one[done..], socket),
+            _ => {
+                let mut slices = [io::IoSlice::new(&[]); IOVECS];
+                let count = gather(parts.iter().copied(), done, &mut slices);
+                put(fd, &slices[..count], socket)
+            }
+        };
+        match written {
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -559,6 +566,17 @@ fn put(fd: RawFd, slices: &[io::IoSlice<'_>], socket: &mut bool) -> io::Result<u
         }
     }
     sys::writev(fd, slices)
+}
+
+/// [`put`] for one piece: `send` or `write`.
+fn put_one(fd: RawFd, bytes: &[u8], socket: &mut bool) -> io::Result<usize> {
+    if *socket {
+        match sys::send(fd, bytes) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => *socket = false,
+            sent => return sent,
+        }
+    }
+    sys::write(fd, bytes)
 }
 
 /// Appends a copy of `bytes`, into the last chunk's spare capacity when it fits, so that many

@@ -251,6 +251,21 @@ pub(crate) fn dio_alignment(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
     ))
 }
 
+/// `send(2)` of `bytes` on the socket `fd` with `MSG_NOSIGNAL` (see [`sendmsg`]): the count
+/// written.
+pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+    let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+    check(n as libc::c_long).map(|n| n as usize)
+}
+
+/// `write(2)` of `bytes` to `fd`: the count written.
+pub(crate) fn write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    check(n as libc::c_long).map(|n| n as usize)
+}
+
 /// `sendmsg(2)` of `slices` on the socket `fd` with `MSG_NOSIGNAL`, so that a peer that went
 /// away gives `EPIPE` rather than a `SIGPIPE` that kills the process: the count written.
 pub(crate) fn sendmsg(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
