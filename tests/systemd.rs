@@ -81,10 +81,16 @@ fn socket_activated_daemon_notifies_and_keeps_the_watchdog_fed() {
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "100000")
         .stdout(std::process::Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3, without close-on-exec.
+    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listener at fd 3, without
+    // close-on-exec. If it is fd 3 already, dup2 does nothing (it would keep close-on-exec and
+    // the daemon would find fd 3 closed), so the flag is cleared instead.
     unsafe {
         daemon.pre_exec(move || {
-            if libc::dup2(listener_fd, 3) < 0 {
+            let placed = match listener_fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                fd => libc::dup2(fd, 3),
+            };
+            if placed < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
