@@ -1,53 +1,14 @@
 //! Steady-state dispatch allocates nothing: counted by a global allocator, per thread.
 
 mod common;
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use aioloop::{Direction, EventBase, IoOptions, Schedule};
 use common::{pipe, put, socketpair};
-
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
-// const-initialised thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use counting_alloc::{count, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -87,19 +48,15 @@ fn steady_state_dispatch_of_fds_and_timers_does_not_allocate() {
         base.run_once(&mut n, Some(Duration::from_secs(1))).unwrap();
     }
     let before = base.metrics().callbacks;
-    COUNTING.with(|on| on.set(true));
-    for _ in 0..1000 {
-        base.run_once(&mut n, Some(Duration::from_secs(1))).unwrap();
-    }
-    COUNTING.with(|on| on.set(false));
+    let ((), allocations) = count(|| {
+        for _ in 0..1000 {
+            base.run_once(&mut n, Some(Duration::from_secs(1))).unwrap();
+        }
+    });
     let dispatched = base.metrics().callbacks - before;
     assert!(
         dispatched >= 2500,
         "{dispatched} callbacks in 1000 iterations"
     );
-    assert_eq!(
-        ALLOCATIONS.with(Cell::get),
-        0,
-        "allocations while dispatching"
-    );
+    assert_eq!(allocations, 0, "allocations while dispatching");
 }

@@ -1,0 +1,90 @@
+//! Running the benchmark binaries and reading what they print.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `program` run on `cpu` only (through `taskset`).
+pub fn pinned(cpu: usize, program: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(cpu.to_string()).arg(program);
+    cmd
+}
+
+/// Runs `cmd` to its end and returns its standard output; a failure ends the report with
+/// the command and its standard error.
+pub fn output(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts a server quietly and waits until `addr` accepts connections (up to `patience`).
+pub fn start_server(cmd: &mut Command, addr: &str, patience: Duration) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + patience;
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            panic!("{cmd:?} did not listen on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops a server with `SIGTERM` (which lets valgrind write its results) and reaps it.
+pub fn stop_server(mut child: Child) {
+    // SAFETY: signalling our own child, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// The numbers of the line that starts with `result `.
+pub fn result_fields(text: &str) -> Vec<f64> {
+    let line = (text.lines())
+        .find_map(|l| l.strip_prefix("result "))
+        .unwrap_or_else(|| panic!("no result line in:\n{text}"));
+    (line.split_whitespace())
+        .map(|f| {
+            f.parse()
+                .unwrap_or_else(|_| panic!("bad result field {f:?}"))
+        })
+        .collect()
+}
+
+/// The number right after the first `key` in `text` (`iops 123` → 123 for `iops`).
+pub fn number_after(text: &str, key: &str) -> f64 {
+    let rest = &text[text
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in:\n{text}"))
+        + key.len()..];
+    let token: String = (rest.trim_start_matches([' ', ':', '"']).chars())
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-' || *c == 'e')
+        .collect();
+    token
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key:?} in:\n{text}"))
+}
+
+/// Today's date, UTC, as `YYYY-MM-DD`.
+pub fn today() -> String {
+    output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .trim()
+        .to_string()
+}
