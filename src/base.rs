@@ -3,7 +3,7 @@
 //!
 //! One iteration ([`EventBase::run_once`]) is:
 //!
-//! 1. every internal source prepares (AIO requests queued by callbacks go out in one batch);
+//! 1. every internal source prepares (AIO requests queued by callbacks go out together);
 //! 2. poll, unless events of an interrupted batch are left: with a zero timeout if any source
 //!    owes work (callbacks ready without the kernel), otherwise until the earliest timer,
 //!    capped by the caller's limit; `EINTR` is retried with the time left, and the clock is

@@ -71,7 +71,7 @@ impl Source {
         Source::ALL.get(index).copied()
     }
 
-    /// Work done before each poll: what callbacks asked for goes out in one batch.
+    /// Work done before each poll: what callbacks asked for goes out together.
     pub(crate) fn prepare<S>(self, base: &mut EventBase<S>) {
         match self {
             Source::Aio => base.flush_aio(),

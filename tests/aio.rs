@@ -589,3 +589,35 @@ fn buffered_read_of_a_small_cached_file_is_one_copy_on_the_loop_thread() {
         "{m:?}"
     );
 }
+
+#[test]
+fn scattered_requests_go_two_per_io_submit_and_a_sequential_run_in_one() {
+    // More than two iocbs in one call plug the block layer, holding the first request until
+    // the last is prepared; only a sequential run gains from that (its requests merge).
+    let (path, _) = data_file("plug", 1 << 20);
+    let file = AioFile::open(&path, true).unwrap();
+    let mut base = kernel_aio_only::<usize>(AioOptions::new());
+    let mut read = |base: &mut EventBase<usize>, offset: u64| {
+        let buf = AlignedBuf::new(4096, 4096).unwrap();
+        base.read_at(&file, offset, buf, |_, n, _, r| {
+            assert_eq!(r.unwrap(), 4096);
+            *n += 1;
+        })
+        .unwrap();
+    };
+    for block in [9, 3, 17, 5, 40, 1, 33, 12] {
+        read(&mut base, block * 4096);
+    }
+    let mut n = 0;
+    run_to_completion(&mut base, &mut n);
+    assert_eq!((n, base.metrics().aio_submit_calls), (8, 4), "scattered");
+    for block in 100..116 {
+        read(&mut base, block * 4096);
+    }
+    run_to_completion(&mut base, &mut n);
+    assert_eq!(
+        (n, base.metrics().aio_submit_calls),
+        (24, 5),
+        "one sequential run"
+    );
+}

@@ -4,9 +4,10 @@
 //!
 //! 1. `read_at` & co. check it (O_DIRECT alignment), move the buffer and the callback into a
 //!    slab entry, and queue it. The kernel context is created on first use.
-//! 2. Before each poll, the loop submits everything queued, up to its in-flight limit, with as
-//!    few `io_submit` calls as possible (one when it fits). A partial submission advances by the
-//!    count returned; an error for the first iocb fails just that request; `EAGAIN` reaps and
+//! 2. Before each poll, the loop submits everything queued, up to its in-flight limit: a
+//!    sequential run in one `io_submit` call, scattered requests two per call (more would
+//!    plug the block layer and delay them). A partial submission advances by the count
+//!    returned; an error for the first iocb fails just that request; `EAGAIN` reaps and
 //!    retries.
 //! 3. The kernel completes the request, writes an event into the context's ring and signals
 //!    the eventfd (`IOCB_FLAG_RESFD`), which is registered on the loop.

@@ -271,7 +271,7 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// Hands queued requests to the kernel now, in one batch, instead of right before the next
+    /// Hands queued requests to the kernel now, instead of right before the next
     /// poll. Useful to start I/O before a long computation in a callback; completions are
     /// still delivered by the loop. Refusals are reported through the requests' callbacks.
     pub fn submit_aio(&mut self) {

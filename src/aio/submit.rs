@@ -184,6 +184,15 @@ impl<S> EventBase<S> {
     }
 
     /// Fills `self.aio.batch` with up to `room` queued requests, completing cancelled ones.
+    ///
+    /// A batch of more than [`PLUG_THRESHOLD`] iocbs is plugged: the kernel holds every
+    /// request of the call until it has prepared the last, a few microseconds each for
+    /// `O_DIRECT`, and the device idles meanwhile. That pays only where the plug merges
+    /// requests, so a batch grows past the threshold only while each request continues its
+    /// predecessor (same file, same direction, next offset); scattered requests go two per
+    /// call. Measured on this VM (`bench/report.sh`, `random_read`): 4 KiB random reads at
+    /// depth 32 gain ~20% IOPS over one plugged call, and 128 KiB sequential reads keep
+    /// their merged throughput, which pairs would cost ~20%.
     fn gather_batch(&mut self, room: usize) -> usize {
         let Aio {
             ops,
@@ -194,6 +203,8 @@ impl<S> EventBase<S> {
         } = &mut self.aio;
         batch.clear();
         let mut i = 0;
+        let mut run_continues = true;
+        let mut last: Option<(u32, u16, i64)> = None;
         while batch.len() < room && i < queue.len() {
             let op = &mut ops[queue[i]];
             if op.cancelled {
@@ -205,6 +216,11 @@ impl<S> EventBase<S> {
                 queue.remove(i);
                 continue;
             }
+            run_continues &= last.map_or(true, |l| continues(l, &op.iocb));
+            if batch.len() >= PLUG_THRESHOLD && !run_continues {
+                break;
+            }
+            last = Some(span_end(&op.iocb));
             batch.push(&mut op.iocb);
             i += 1;
         }
@@ -234,6 +250,30 @@ impl<S> EventBase<S> {
             ..AioEvent::default()
         });
     }
+}
+
+/// The most iocbs `io_submit` takes without plugging the block layer (the kernel's
+/// `AIO_PLUG_THRESHOLD`, fs/aio.c).
+const PLUG_THRESHOLD: usize = 2;
+
+/// Where a plain read or write ends: its file, its opcode and the offset after it.
+/// Vectored requests carry an iovec count in `aio_nbytes`, so they never continue a run.
+fn span_end(iocb: &Iocb) -> (u32, u16, i64) {
+    let plain = matches!(
+        iocb.aio_lio_opcode,
+        abi::IOCB_CMD_PREAD | abi::IOCB_CMD_PWRITE
+    );
+    let end = if plain {
+        iocb.aio_offset.saturating_add(iocb.aio_nbytes as i64)
+    } else {
+        -1
+    };
+    (iocb.aio_fildes, iocb.aio_lio_opcode, end)
+}
+
+/// Whether `iocb` starts where the request that ended at `last` stopped.
+fn continues((fd, opcode, end): (u32, u16, i64), iocb: &Iocb) -> bool {
+    end >= 0 && iocb.aio_fildes == fd && iocb.aio_lio_opcode == opcode && iocb.aio_offset == end
 }
 
 fn file_offset(offset: u64) -> io::Result<i64> {

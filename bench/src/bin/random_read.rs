@@ -89,6 +89,7 @@ fn on_base(args: &Args, offsets: Offsets) -> std::io::Result<Vec<u64>> {
     }
     base.set_exit_when_empty(true);
     base.run(&mut reader)?;
+    eprintln!("{:?}", base.metrics());
     Ok(reader.latencies_ns)
 }
 
