@@ -597,7 +597,7 @@ fn scattered_requests_go_two_per_io_submit_and_a_sequential_run_in_one() {
     let (path, _) = data_file("plug", 1 << 20);
     let file = AioFile::open(&path, true).unwrap();
     let mut base = kernel_aio_only::<usize>(AioOptions::new());
-    let mut read = |base: &mut EventBase<usize>, offset: u64| {
+    let read = |base: &mut EventBase<usize>, offset: u64| {
         let buf = AlignedBuf::new(4096, 4096).unwrap();
         base.read_at(&file, offset, buf, |_, n, _, r| {
             assert_eq!(r.unwrap(), 4096);
