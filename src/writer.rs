@@ -262,6 +262,17 @@ impl<S> EventBase<S> {
     /// `ECONNRESET`...), which removes the writer with its queue (its callback is not called
     /// for it).
     pub fn write(&mut self, writer: WriterId, bytes: &[u8]) -> io::Result<WriteStatus> {
+        // The common case, kept short: nothing queued, and one send takes it all. Anything
+        // else (a short send, `EAGAIN`, an error) takes the general path, which tries again.
+        if let Ok(w) = self.writers.get_mut(writer) {
+            if w.queued == 0 && !w.finishing {
+                match put_one(w.fd, bytes, &mut w.socket) {
+                    Ok(n) if n == bytes.len() => return Ok(WriteStatus::Open),
+                    Ok(n) => return self.queue_write(writer, Bytes::Parts(&[&bytes[n..]])),
+                    Err(_) => {}
+                }
+            }
+        }
         self.queue_write(writer, Bytes::Parts(&[bytes]))
     }
 

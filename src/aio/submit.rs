@@ -139,12 +139,16 @@ impl<S> EventBase<S> {
         id
     }
 
-    /// Submits what is queued, up to the in-flight limit, in as few `io_submit` calls as it
-    /// takes. Called before each poll.
+    /// Submits what is queued, up to the in-flight limit. Called before each poll, so
+    /// inlined: usually nothing is queued.
+    #[inline]
     pub(crate) fn flush_aio(&mut self) {
-        if !self.aio.needs_flush {
-            return;
+        if self.aio.needs_flush {
+            self.submit_queued();
         }
+    }
+
+    fn submit_queued(&mut self) {
         self.aio.needs_flush = false;
         let max = self.aio.options.max_in_flight as usize;
         while self.aio.in_flight < max && !self.aio.queue.is_empty() {

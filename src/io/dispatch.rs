@@ -6,6 +6,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 
 use super::register::handlers_of;
+use super::table::IoCallback;
 use super::token::decode;
 use super::{HandlerKind, IoEvent, Readiness, KINDS};
 use crate::base::EventBase;
@@ -74,7 +75,16 @@ impl<S> EventBase<S> {
             // The loop time of the poll that harvested the event: no clock read per event.
             handler.last_active = self.now;
         }
-        self.invoke(fd, kind, ready, state);
+        if handler.options.one_shot {
+            return self.invoke(fd, kind, ready, state);
+        }
+        // Persistent, the common case: lend the callback out from here, without a second
+        // look-up.
+        let install = handler.install;
+        if let Some(callback) = handler.callback.take() {
+            let event = IoEvent { fd, kind, ready };
+            self.lend(event, install, callback, state);
+        }
     }
 
     /// Inactivity timeout of a handler: fire if it has been idle long enough, else re-arm for
@@ -124,9 +134,16 @@ impl<S> EventBase<S> {
             }
             return;
         }
-        let Some(mut callback) = self.fds.handler(fd, kind).and_then(|h| h.callback.take()) else {
+        let Some(callback) = self.fds.handler(fd, kind).and_then(|h| h.callback.take()) else {
             return;
         };
+        self.lend(event, install, callback, state);
+    }
+
+    /// Calls a persistent handler's `callback`, taken out of the handler installed as
+    /// `install`, and puts it back unless that handler was removed or replaced meanwhile.
+    fn lend(&mut self, event: IoEvent, install: u64, mut callback: IoCallback<S>, state: &mut S) {
+        let IoEvent { fd, kind, .. } = event;
         self.guarded(
             |base| callback(base, state, event),
             |base| {

@@ -103,11 +103,16 @@ impl<S> EventBase<S> {
     }
 
     /// Arms the timerfd for the earliest deadline, if that changed since it was last armed.
+    /// Inlined: it runs before every poll, and the deadline rarely changed.
+    #[inline]
     pub(crate) fn arm_timer_wakeup(&mut self) {
         let next = self.timers.next_deadline().map(|at| self.wakeup.slot(at));
-        if next == self.wakeup.armed || self.wakeup.unavailable {
-            return;
+        if next != self.wakeup.armed && !self.wakeup.unavailable {
+            self.rearm_timer_wakeup(next);
         }
+    }
+
+    fn rearm_timer_wakeup(&mut self, next: Option<Tick>) {
         if let Err(e) = self.try_arm(next) {
             log::warn!("cannot arm the timerfd ({e}); timers fall back to millisecond precision");
             self.wakeup.unavailable = true;
