@@ -31,6 +31,25 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`, to the
+/// kernel's clock tick (10 ms on most systems).
+pub fn cpu_time_of(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: the fields follow its last ')'.
+    let fields: Vec<&str> = (stat.rsplit_once(')').map_or("", |(_, rest)| rest))
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> io::Result<u64> {
+        (fields.get(i).and_then(|f| f.parse().ok()))
+            .ok_or_else(|| io::Error::other(format!("bad /proc/{pid}/stat")))
+    };
+    // utime and stime are fields 14 and 15; the list starts at field 3.
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
+}
+
 /// Runs the calling thread (and what it later spawns or execs) on `cpu` only.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes inside it.

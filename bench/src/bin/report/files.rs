@@ -7,7 +7,7 @@ use std::process::Command;
 use aioloop_bench::chart;
 use aioloop_bench::stats::thousands;
 
-use crate::run::{number_after, output, pinned};
+use crate::run::{number_after, output, pinned, try_output};
 use crate::table::{ratio, Results, Table};
 use crate::{data_file, Ctx, Section};
 
@@ -98,7 +98,9 @@ fn ours(ctx: &Ctx, file: &Path, w: &Workload, threads: bool) -> Figures {
     ["iops", "mb/s", "lat_mean_us", "lat_p99_us", "cpu_us_per_io"].map(|k| number_after(&text, k))
 }
 
-fn fio(ctx: &Ctx, file: &Path, w: &Workload, engine: &str) -> Figures {
+/// fio's figures, or `None` (with a warning) where fio cannot run the engine, e.g. a
+/// kernel with io_uring disabled.
+fn fio(ctx: &Ctx, file: &Path, w: &Workload, engine: &str) -> Option<Figures> {
     let mut cmd = Command::new("fio");
     cmd.args([
         "--name=bench",
@@ -124,19 +126,25 @@ fn fio(ctx: &Ctx, file: &Path, w: &Workload, engine: &str) -> Figures {
         "libaio" => cmd.arg("--userspace_reap=1"),
         _ => cmd.args(["--fixedbufs=1", "--registerfiles=1"]),
     };
-    let json = output(&mut cmd);
+    let json = match try_output(&mut cmd) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("report: fio {engine} left out: {e}");
+            return None;
+        }
+    };
     let read = &json[json.find("\"read\"").expect("fio's read figures")..];
     let lat = &read[read.find("\"lat_ns\"").expect("fio's latency figures")..];
     let ios = number_after(read, "\"total_ios\"");
     let cpu_pct = number_after(&json, "\"usr_cpu\"") + number_after(&json, "\"sys_cpu\"");
     let runtime_s = number_after(&json, "\"job_runtime\"") / 1e3;
-    [
+    Some([
         number_after(read, "\"iops\""),
         number_after(read, "\"bw_bytes\"") / 1e6,
         number_after(lat, "\"mean\"") / 1e3,
         number_after(lat, "\"99.000000\"") / 1e3,
         cpu_pct / 100.0 * runtime_s * 1e6 / ios,
-    ]
+    ])
 }
 
 fn contenders(w: &Workload) -> Vec<Contender> {
@@ -174,7 +182,10 @@ pub fn section(ctx: &Ctx) -> Section {
                 let values = match c {
                     Contender::Aioloop => ours(ctx, &file, w, false),
                     Contender::Threads => ours(ctx, &file, w, true),
-                    Contender::Fio(engine) => fio(ctx, &file, w, engine),
+                    Contender::Fio(engine) => match fio(ctx, &file, w, engine) {
+                        Some(values) => values,
+                        None => continue,
+                    },
                 };
                 for (figure, v) in figures.iter_mut().zip(values) {
                     figure.push(&c.name(w), v);
@@ -264,6 +275,13 @@ pub fn section(ctx: &Ctx) -> Section {
     md.push_str(&ctx.chart("files", "file read throughput", svg));
     md.push_str(&table.render());
     md.push_str(&ctx.measured_on());
+    let best: Vec<String> = (WORKLOADS.iter().zip(&results))
+        .map(|(w, figures)| format!("{}: {}", w.label, figures[0].best(false)))
+        .collect();
+    md.push_str(&format!(
+        "Most reads per second in this run: {}.\n\n",
+        best.join("; ")
+    ));
     md.push_str(
         "Contenders: fio 3 with `--ioengine=libaio --userspace_reap=1` (completions reaped \
          from the ring in user space, as aioloop does) and with `--ioengine=io_uring \
@@ -276,7 +294,7 @@ pub fn section(ctx: &Ctx) -> Section {
          process.\n\n",
     );
     md.push_str(
-        "Who wins and why: at depth 1 each read waits on the device, so every contender \
+        "Why: at depth 1 each read waits on the device, so every contender \
          shows the disk's latency. With many reads in flight the cost per submission and \
          completion shows: io_uring submits and reaps through shared rings with one \
          `io_uring_enter` per batch, where kernel AIO copies each iocb in `io_submit`; \

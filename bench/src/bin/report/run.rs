@@ -15,18 +15,21 @@ pub fn pinned(cpu: usize, program: &Path) -> Command {
 /// Runs `cmd` to its end and returns its standard output; a failure ends the report with
 /// the command and its standard error.
 pub fn output(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    try_output(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `cmd` to its end: its standard output, or what went wrong, with its standard error.
+pub fn try_output(cmd: &mut Command) -> Result<String, String> {
+    let out =
+        (cmd.stdin(Stdio::null()).output()).map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !out.status.success() {
-        panic!(
+        return Err(format!(
             "{cmd:?} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
-        );
+        ));
     }
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts a server quietly and waits until `addr` accepts connections (up to `patience`).

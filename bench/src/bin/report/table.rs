@@ -54,6 +54,18 @@ impl Results {
         self.get(contender).map_or(f64::NAN, Samples::median)
     }
 
+    /// The contender with the best median: the highest, or the lowest if `lower_wins`.
+    pub fn best(&self, lower_wins: bool) -> &str {
+        let by_median =
+            |a: &&(String, Samples), b: &&(String, Samples)| a.1.median().total_cmp(&b.1.median());
+        let best = if lower_wins {
+            self.entries.iter().min_by(by_median)
+        } else {
+            self.entries.iter().max_by(by_median)
+        };
+        best.map_or("nobody", |(c, _)| c.as_str())
+    }
+
     /// A chart group of these results' medians and ranges.
     pub fn group(&self, label: &str) -> Group {
         Group {
