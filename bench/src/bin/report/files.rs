@@ -294,14 +294,22 @@ pub fn section(ctx: &Ctx) -> Section {
          process.\n\n",
     );
     md.push_str(
-        "Why: at depth 1 each read waits on the device, so every contender \
-         shows the disk's latency. With many reads in flight the cost per submission and \
-         completion shows: io_uring submits and reaps through shared rings with one \
-         `io_uring_enter` per batch, where kernel AIO copies each iocb in `io_submit`; \
-         aioloop and fio's libaio both reap completions from the user-space ring. A \
-         thread pool pays a context switch per read. From the page cache, aioloop reads \
-         inline with `preadv2(RWF_NOWAIT)`, one system call like the plain loop, plus the \
-         dispatch of a callback.\n\n",
+        "Why: at depth 1 each read waits on the device, so every contender shows the \
+         disk's latency, and the CPU per read is mostly the kernel's. With many reads in \
+         flight what counts is how soon each request reaches the device. fio's libaio \
+         engine submits each read on its own; aioloop submits a sequential run in one \
+         `io_submit`, where the block layer's plug merges it, and scattered reads two per \
+         call, because a call of more than two plugs the queue and holds the first read \
+         until the last is prepared (measured while writing this report: one call for \
+         all 32 cost ~20% of the IOPS at depth 32). Both reap completions from the \
+         ring in user space. io_uring's lead on 128 KiB reads comes from its registered \
+         buffers (`--fixedbufs`), which spare the kernel pinning each read's 32 user \
+         pages: without them it read at libaio's speed on this machine (about 950 MB/s \
+         each, measured while writing this report). Kernel AIO has no registered \
+         buffers, so matching it there would take io_uring itself. A thread pool pays a context switch per read. From the page \
+         cache, aioloop reads inline with `preadv2(RWF_NOWAIT)`, one system call like the \
+         plain loop, plus boxing the callback and dispatching it on the next turn of the \
+         loop.\n\n",
     );
     Section {
         markdown: md,
