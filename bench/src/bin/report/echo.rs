@@ -156,7 +156,7 @@ pub fn section(ctx: &Ctx) -> Section {
          for; calloop and tokio pay for their own dispatch (see the instruction counts \
          below). The system calls dominate either way, so the servers differ by less than \
          their user-space instruction counts suggest: about 6 µs of a round trip is the \
-         kernel's, and 800 instructions are a fraction of a microsecond.\n\n",
+         kernel's, and a few hundred instructions are a fraction of a microsecond.\n\n",
     );
     Section {
         markdown: md,

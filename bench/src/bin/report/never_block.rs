@@ -89,8 +89,9 @@ pub fn section(ctx: &Ctx) -> Section {
          miss, a FUSE request, `open`, `stat`, a listing) runs on a helper thread and calls \
          back on the loop, so the timer keeps its time; without them the same operation \
          runs inside `io_submit` or a plain system call on the loop thread and holds it for \
-         the whole stall. tokio's `tokio::fs` (which sends every file operation to its \
-         blocking pool) is not in this table yet: the issue that adds it has not landed.\n\n",
+         the whole stall. `tokio::fs` is not in this table: it runs every file operation on \
+         its blocking pool, so it would not hold its loop either, and the issue asks for it \
+         only once a later issue brings it in.\n\n",
     );
     Section {
         markdown: md,
