@@ -7,7 +7,7 @@ use aioloop_bench::chart;
 use aioloop_bench::process::cpu_time_of;
 use aioloop_bench::stats::thousands;
 
-use crate::run::{number_after, output, pinned, start_server, stop_server};
+use crate::run::{number_after, output, pinned, rotated, start_server, stop_server};
 use crate::table::{ratio, Results, Table};
 use crate::{Ctx, Section};
 
@@ -57,9 +57,11 @@ pub fn section(ctx: &Ctx) -> Section {
     let mut rates: Vec<Results> = counts.iter().map(|_| Results::default()).collect();
     let mut cpus: Vec<Results> = counts.iter().map(|_| Results::default()).collect();
     let mut port = 47000;
-    for _ in 0..ctx.rounds {
+    let servers: Vec<usize> = (0..SERVERS.len()).collect();
+    for round in 0..ctx.rounds {
         for (c, &connections) in counts.iter().enumerate() {
-            for (i, (name, _, _)) in SERVERS.iter().enumerate() {
+            for i in rotated(&servers, round) {
+                let name = SERVERS[i].0;
                 let (rate, cpu) = measure(ctx, i, connections, &mut port);
                 rates[c].push(name, rate);
                 cpus[c].push(name, cpu);

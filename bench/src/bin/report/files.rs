@@ -7,7 +7,7 @@ use std::process::Command;
 use aioloop_bench::chart;
 use aioloop_bench::stats::thousands;
 
-use crate::run::{number_after, output, pinned, try_output};
+use crate::run::{number_after, output, pinned, rotated, try_output};
 use crate::table::{ratio, Results, Table};
 use crate::{data_file, Ctx, Section};
 
@@ -169,16 +169,26 @@ fn warm(file: &Path) {
     .expect("reading the data file");
 }
 
+/// Drops the file's pages from the page cache, so that the next round's `O_DIRECT` reads
+/// find the file as the first round did.
+fn evict(file: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(file).expect("the data file");
+    // SAFETY: advice on an open fd; DONTNEED drops the clean cached pages of the whole file.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
 pub fn section(ctx: &Ctx) -> Section {
     let file = data_file(ctx);
     // Per workload, per figure.
     let mut results: Vec<[Results; 5]> = WORKLOADS.iter().map(|_| Default::default()).collect();
-    for _ in 0..ctx.rounds {
+    for round in 0..ctx.rounds {
         for (w, figures) in WORKLOADS.iter().zip(&mut results) {
             if w.buffered {
                 warm(&file);
             }
-            for c in contenders(w) {
+            for c in rotated(&contenders(w), round) {
                 let values = match c {
                     Contender::Aioloop => ours(ctx, &file, w, false),
                     Contender::Threads => ours(ctx, &file, w, true),
@@ -190,6 +200,9 @@ pub fn section(ctx: &Ctx) -> Section {
                 for (figure, v) in figures.iter_mut().zip(values) {
                     figure.push(&c.name(w), v);
                 }
+            }
+            if w.buffered {
+                evict(&file);
             }
         }
     }

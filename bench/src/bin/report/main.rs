@@ -11,8 +11,8 @@
 //! the output goes to `target/bench-quick/` unless `--out` says otherwise.
 //!
 //! Every measured figure is the median of the rounds, with the spread (half the range, as a
-//! percentage of the median) beside it; the contenders of a table alternate within each
-//! round, so a slow spell of a shared host hits them alike.
+//! percentage of the median) beside it; the contenders of a table run in turn within each
+//! round, in an order rotated each round, so a slow spell of a shared host hits them alike.
 
 mod dispatch;
 mod echo;
@@ -149,10 +149,10 @@ fn main() {
     aioloop_bench::process::raise_fd_limit().expect("raise the fd limit");
     let ctx = Ctx {
         quick: options.quick,
-        rounds: options.rounds.unwrap_or(if options.quick { 1 } else { 3 }),
+        rounds: options.rounds.unwrap_or(if options.quick { 1 } else { 5 }),
         seconds: options
             .seconds
-            .unwrap_or(if options.quick { 1.0 } else { 5.0 }),
+            .unwrap_or(if options.quick { 1.0 } else { 3.0 }),
         bin,
         charts,
         machine: Machine::describe(&scratch),
@@ -188,12 +188,13 @@ fn document(ctx: &Ctx, sections: &[Section], seconds: u64) -> String {
          aioloop beside what a daemon author would pick instead, measured the same way in the \
          same run. This file and its charts are written by one command, which rebuilds what \
          it runs and takes about 15 minutes:\n\n\
-         ```sh\nbench/report.sh            # everything, 3 rounds; writes docs/benchmarks.md\n\
+         ```sh\nbench/report.sh            # everything, 5 rounds; writes docs/benchmarks.md\n\
          bench/report.sh --quick    # a CI-sized check; writes target/bench-quick/\n```\n\n\
          The peers run in their most favourable honest configuration, said under each \
          table. Servers run on CPU 0 and load clients on CPU 1; single-process benchmarks run \
-         on CPU 0. The contenders of a table alternate within each round, and every figure \
-         is the median of the rounds with ± half their range. The host is a shared virtual \
+         on CPU 0. The contenders of a table run in turn within each round, in an order \
+         rotated by one each round, and every figure is the median of the rounds with ± \
+         half their range. The host is a shared virtual \
          machine: read differences under about 10% as noise.\n\n",
     );
     doc.push_str(&format!(

@@ -75,7 +75,7 @@ pub fn section(ctx: &Ctx) -> Section {
         "## Never block\n\n\
          Each row starts one file operation on a loop that also runs a 10 ms repeating \
          timer, on a FUSE file system (`tests/slowfs`) whose open, getattr, read and \
-         readdir each stall for the time given, and where the machine allows, on the root \
+         readdir each stall for 2 s (200 ms in quick mode), and where the machine allows, on the root \
          disk throttled to 64 KiB/s. Reported: how long the operation took, the loop's \
          longest hold (`Metrics::longest_hold`: from a poll's return to the next poll) and \
          the timer's lateness; times in ms.\n\n",
@@ -89,8 +89,10 @@ pub fn section(ctx: &Ctx) -> Section {
          miss, a FUSE request, `open`, `stat`, a listing) runs on a helper thread and calls \
          back on the loop, so the timer keeps its time; without them the same operation \
          runs inside `io_submit` or a plain system call on the loop thread and holds it for \
-         the whole stall. `tokio::fs` is not in this table: it runs every file operation on \
-         its blocking pool, so it would not hold its loop either, and the issue asks for it \
+         the whole stall. The exception is the throttled-disk `O_DIRECT` row: kernel AIO \
+         reads a local disk asynchronously, so that read never holds the loop. \
+         `tokio::fs` is not in this table: it runs every file operation on its blocking \
+         pool, so it would not hold its loop either, and the issue asks for it \
          only once a later issue brings it in.\n\n",
     );
     Section {

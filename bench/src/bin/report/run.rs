@@ -91,3 +91,14 @@ pub fn today() -> String {
         .trim()
         .to_string()
 }
+
+/// `items` in the order they run in round `round`: rotated by one each round, so that no
+/// contender always runs first (after an idle pause) or right after the same other one.
+pub fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
+    let mut v = items.to_vec();
+    if !v.is_empty() {
+        let n = v.len();
+        v.rotate_left(round % n);
+    }
+    v
+}

@@ -4,7 +4,7 @@
 use aioloop_bench::chart::{self, Group};
 use aioloop_bench::stats::thousands;
 
-use crate::run::{output, pinned, result_fields};
+use crate::run::{output, pinned, result_fields, rotated};
 use crate::table::{ratio, Results, Table};
 use crate::{Ctx, Section};
 
@@ -26,8 +26,8 @@ const FIGURES: [&str; 5] = [
 /// Per figure, per contender, the samples of `timers` timers with `churn` extra rounds.
 fn measure(ctx: &Ctx, timers: usize, churn: usize, contenders: &[(&str, &str)]) -> Vec<Results> {
     let mut figures: Vec<Results> = FIGURES.iter().map(|_| Results::default()).collect();
-    for _ in 0..ctx.rounds {
-        for (name, key) in contenders {
+    for round in 0..ctx.rounds {
+        for (name, key) in rotated(contenders, round) {
             let text = output(pinned(0, &ctx.tool("timers_1m")).args([
                 &timers.to_string(),
                 "1",
