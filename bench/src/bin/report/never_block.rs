@@ -41,10 +41,11 @@ pub fn section(ctx: &Ctx) -> Section {
             value: hold,
             range: (hold, hold),
         };
+        let operation = row[0].replace('`', "");
         match groups.last_mut() {
-            Some(g) if g.label == row[0] => g.bars.push(bar),
+            Some(g) if g.label == operation => g.bars.push(bar),
             _ => groups.push(Group {
-                label: row[0].replace('`', ""),
+                label: operation,
                 bars: vec![bar],
             }),
         }
