@@ -8,7 +8,8 @@
 //! `bench/report.sh` builds what it runs and installs fio and valgrind if they are missing,
 //! then calls this binary. Sections: `echo`, `dispatch`, `timers`, `files`, `never-block`,
 //! `signals`. `--quick` is the CI-sized check: one round, short runs, smaller counts, and
-//! the output goes to `target/bench-quick/` unless `--out` says otherwise.
+//! the output goes to `target/bench-quick/` unless `--out` says otherwise; with `--only`,
+//! to `target/bench-partial/`, so that only a full run replaces the published figures.
 //!
 //! Every measured figure is the median of the rounds, with the spread (half the range, as a
 //! percentage of the median) beside it; the contenders of a table run in turn within each
@@ -93,6 +94,15 @@ const SECTIONS: [Run; 6] = [
     ("signals", signals::section),
 ];
 
+const USAGE: &str = "usage: bench/report.sh [--quick] [--rounds N] [--seconds S] [--out DIR] \
+                     [--only echo,dispatch,timers,files,never-block,signals]";
+
+/// Ends the report before it starts: what was wrong, and the usage.
+fn refuse(what: &str) -> ! {
+    eprintln!("report: {what}\n{USAGE}");
+    std::process::exit(2);
+}
+
 fn parse() -> Options {
     let mut o = Options {
         quick: false,
@@ -102,23 +112,33 @@ fn parse() -> Options {
         only: None,
     };
     let mut args = std::env::args().skip(1);
-    let usage = "usage: report [--quick] [--rounds N] [--seconds S] [--out DIR] \
-                 [--only echo,dispatch,timers,files,never-block,signals]";
     while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| panic!("{usage}"));
+        let mut value = |what: &str| -> String {
+            args.next()
+                .unwrap_or_else(|| refuse(&format!("{arg} needs {what}")))
+        };
         match arg.as_str() {
             "--quick" => o.quick = true,
-            "--rounds" => o.rounds = Some(value().parse().expect("--rounds N")),
-            "--seconds" => o.seconds = Some(value().parse().expect("--seconds S")),
-            "--out" => o.out = Some(value().into()),
+            "--rounds" => match value("a number of rounds").parse() {
+                Ok(n) if n > 0 => o.rounds = Some(n),
+                _ => refuse("--rounds takes a whole number above 0"),
+            },
+            "--seconds" => match value("a time in seconds").parse() {
+                Ok(s) if s >= 1.0 && f64::is_finite(s) => o.seconds = Some(s),
+                _ => refuse("--seconds takes a number of seconds, at least 1"),
+            },
+            "--out" => o.out = Some(value("a directory").into()),
             "--only" => {
-                let list: Vec<String> = value().split(',').map(str::to_string).collect();
+                let list: Vec<String> = value("a list of sections")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
                 if let Some(bad) = list.iter().find(|s| SECTIONS.iter().all(|(n, _)| n != s)) {
-                    panic!("unknown section {bad:?}; {usage}");
+                    refuse(&format!("unknown section {bad:?}"));
                 }
                 o.only = Some(list);
             }
-            _ => panic!("{usage}"),
+            _ => refuse(&format!("unknown argument {arg:?}")),
         }
     }
     o
@@ -135,11 +155,12 @@ fn main() {
         .join("../..")
         .canonicalize()
         .expect("the workspace root");
+    // Only a full run replaces the published figures.
     let out = options.out.clone().unwrap_or_else(|| {
-        root.join(if options.quick {
-            "target/bench-quick"
-        } else {
-            "docs"
+        root.join(match (options.quick, options.only.is_some()) {
+            (true, _) => "target/bench-quick",
+            (false, true) => "target/bench-partial",
+            (false, false) => "docs",
         })
     });
     let charts = out.join("bench");

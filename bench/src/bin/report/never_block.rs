@@ -5,7 +5,7 @@ use std::process::Command;
 
 use aioloop_bench::chart::{self, Bar, Group};
 
-use crate::run::output;
+use crate::run::try_output;
 use crate::{Ctx, Section};
 
 /// The cells of `never_block`'s Markdown rows: operation, helpers, took, hold, p50, p99,
@@ -21,12 +21,29 @@ fn rows(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The section when `never_block` cannot run (it mounts a FUSE file system: root and
+/// `/dev/fuse`), saying why.
+fn not_run(error: &str) -> Section {
+    eprintln!("report: never-block left out: {error}");
+    let first = error.lines().last().unwrap_or(error);
+    Section {
+        markdown: format!(
+            "## Never block\n\nNot measured in this run: `never_block` failed ({first}). It \
+             mounts a FUSE file system, so it needs root and `/dev/fuse`.\n\n"
+        ),
+        headlines: vec!["Never block: not measured in this run (needs root and /dev/fuse).".into()],
+    }
+}
+
 pub fn section(ctx: &Ctx) -> Section {
     let mut cmd = Command::new(ctx.tool("never_block"));
     if ctx.quick {
         cmd.arg("--quick");
     }
-    let text = output(&mut cmd);
+    let text = match try_output(&mut cmd) {
+        Ok(text) => text,
+        Err(e) => return not_run(&e),
+    };
     let rows = rows(&text);
     let mut groups: Vec<Group> = Vec::new();
     for row in &rows {
