@@ -4,14 +4,14 @@
 # the difference divided by 10,000 leaves start-up and shutdown out.
 # usage: bench/echo_callgrind.sh [SERVER...]
 #   (default: aioloop edge and level, raw mio, tokio current_thread, calloop)
-# A SERVER is a command line that listens on 127.0.0.1:47901.
+# A SERVER is a command line that listens on 127.0.0.1:61901.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
 cargo build --release -q --example echo
 cargo build --release -q -p aioloop-bench --bin pingpong --bin mio_echo --bin tokio_echo \
   --bin calloop_echo
-addr=127.0.0.1:47901
+addr=127.0.0.1:61901
 if [ $# -eq 0 ]; then
   set -- "./target/release/examples/echo --addr $addr" \
          "./target/release/examples/echo --level --addr $addr" \

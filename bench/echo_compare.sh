@@ -7,7 +7,7 @@
 # usage: bench/echo_compare.sh [ROUNDS] [CONNECTIONS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-3} conns=${2:-100} secs=${3:-10} port=47999
+rounds=${1:-3} conns=${2:-100} secs=${3:-10} port=61999
 cargo build --release -q --example echo
 cargo build --release -q -p aioloop-bench --bin echo_client --bin mio_echo --bin tokio_echo \
   --bin calloop_echo

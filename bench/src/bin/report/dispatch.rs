@@ -14,16 +14,15 @@ use crate::{data_file, Ctx, Section};
 
 /// Total instructions callgrind counted for a server that answered `round_trips` pings.
 fn instructions(ctx: &Ctx, server: usize, round_trips: u64) -> f64 {
-    let addr = "127.0.0.1:47901";
     let out = ctx.scratch.join("callgrind.out");
     let mut cmd = Command::new("valgrind");
     cmd.arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()));
-    let server_cmd = server_command(ctx, server, addr, None);
+    let server_cmd = server_command(ctx, server, "127.0.0.1:0", None);
     cmd.arg(server_cmd.get_program())
         .args(server_cmd.get_args());
-    let child = start_server(&mut cmd, addr, Duration::from_secs(60));
-    output(Command::new(ctx.tool("pingpong")).args([addr, &round_trips.to_string()]));
+    let (child, addr) = start_server(&mut cmd, Duration::from_secs(60));
+    output(Command::new(ctx.tool("pingpong")).args([addr, round_trips.to_string()]));
     std::thread::sleep(Duration::from_millis(300));
     stop_server(child);
     let text = std::fs::read_to_string(&out).expect("callgrind's output");

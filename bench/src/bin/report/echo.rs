@@ -33,11 +33,9 @@ pub fn server_command(ctx: &Ctx, i: usize, addr: &str, pin: Option<usize>) -> Co
 
 /// Round trips per second, and the server's CPU time per round trip in µs (over the
 /// client's whole run, warm-up included: both are counted from its first message).
-fn measure(ctx: &Ctx, server: usize, connections: usize, port: &mut u16) -> (f64, f64) {
-    *port += 1;
-    let addr = format!("127.0.0.1:{port}");
-    let mut cmd = server_command(ctx, server, &addr, Some(0));
-    let child = start_server(&mut cmd, &addr, Duration::from_secs(5));
+fn measure(ctx: &Ctx, server: usize, connections: usize) -> (f64, f64) {
+    let mut cmd = server_command(ctx, server, "127.0.0.1:0", Some(0));
+    let (child, addr) = start_server(&mut cmd, Duration::from_secs(5));
     let server_cpu = || cpu_time_of(child.id()).expect("the server's CPU time");
     let before = server_cpu();
     let text = output(pinned(1, &ctx.tool("echo_client")).args([
@@ -56,13 +54,12 @@ pub fn section(ctx: &Ctx) -> Section {
     // Per connection count: round trips per second, and server CPU µs per round trip.
     let mut rates: Vec<Results> = counts.iter().map(|_| Results::default()).collect();
     let mut cpus: Vec<Results> = counts.iter().map(|_| Results::default()).collect();
-    let mut port = 47000;
     let servers: Vec<usize> = (0..SERVERS.len()).collect();
     for round in 0..ctx.rounds {
         for (c, &connections) in counts.iter().enumerate() {
             for i in rotated(&servers, round) {
                 let name = SERVERS[i].0;
-                let (rate, cpu) = measure(ctx, i, connections, &mut port);
+                let (rate, cpu) = measure(ctx, i, connections);
                 rates[c].push(name, rate);
                 cpus[c].push(name, cpu);
             }

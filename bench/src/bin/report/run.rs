@@ -1,9 +1,10 @@
 //! Running the benchmark binaries and reading what they print.
 
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// `program` run on `cpu` only (through `taskset`).
 pub fn pinned(cpu: usize, program: &Path) -> Command {
@@ -32,23 +33,38 @@ pub fn try_output(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Starts a server quietly and waits until `addr` accepts connections (up to `patience`).
-pub fn start_server(cmd: &mut Command, addr: &str, patience: Duration) -> Child {
+/// Starts a server that listens on a port of its own choosing (it is given
+/// `127.0.0.1:0`) and prints `listening ADDR` once it accepts connections; returns it with
+/// that address. A fixed port could be taken: the ephemeral range, which a connection's
+/// local port comes from, covers most of them.
+pub fn start_server(cmd: &mut Command, patience: Duration) -> (Child, String) {
     let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + patience;
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            let _ = child.kill();
-            panic!("{cmd:?} did not listen on {addr}");
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = mpsc::channel();
+    // Reads the address, then drains the rest so that the server never blocks on its output.
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening ") {
+                let _ = tx.send(addr.trim().to_string());
+                break;
+            }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        lines.for_each(drop);
+    });
+    match rx.recv_timeout(patience) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not say where it listens within {patience:?}");
+        }
     }
-    child
 }
 
 /// Stops a server with `SIGTERM` (which lets valgrind write its results) and reaps it.

@@ -146,8 +146,8 @@ pub fn section(ctx: &Ctx) -> Section {
          polled on a `current_thread` runtime, its most favourable form for this \
          workload since it needs no task per timer; calloop's `Timer` sources.\n\n\
          Why: a timing wheel adds and fires in constant time but rounds every deadline to \
-         its 1 ms slot; a heap keeps each deadline exact and pays `O(log n)` (cache misses, \
-         at a million entries) to add and to fire. Exact deadlines also mean a wake-up per \
+         its 1 ms slot; a heap keeps each deadline exact and pays `O(log n)` to fire (cache \
+         misses, at a million entries), and at worst to add. Exact deadlines also mean a wake-up per \
          distinct deadline: at 100,000 timers over 100 ms that is a timerfd arm and a poll \
          for nearly every timer, and 1 ms of slack, which lets one wake-up fire every timer \
          due within the millisecond, brings firing close to the wheel's cost; at a million \
