@@ -244,3 +244,38 @@ fn handler_added_during_a_batch_waits_for_the_next_poll() {
         "its readiness is reported by the next poll"
     );
 }
+
+#[test]
+fn an_edge_handler_that_stops_at_a_short_read_is_told_of_later_data() {
+    // The documented saving (`Trigger::Edge`): on a stream socket a short read has drained
+    // it, so skipping the read that would say `WouldBlock` loses nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let mut base = EventBase::<(std::net::TcpStream, Vec<usize>)>::new().unwrap();
+    base.set_io_handler(
+        &server,
+        Direction::Read,
+        IoOptions::new(),
+        |_, (s, reads), _| {
+            let mut buf = [0u8; 64];
+            match std::io::Read::read(s, &mut buf) {
+                Ok(n) if n < buf.len() => reads.push(n), // drained: stop here
+                other => panic!("expected a short read, got {other:?}"),
+            }
+        },
+    )
+    .unwrap();
+    client.write_all(&[1; 10]).unwrap();
+    let mut state = (server, Vec::new());
+    base.run_for(&mut state, ms(100)).unwrap();
+    assert_eq!(state.1, [10], "one event, one short read");
+    client.write_all(&[2; 20]).unwrap();
+    base.run_for(&mut state, ms(100)).unwrap();
+    assert_eq!(
+        state.1,
+        [10, 20],
+        "data after a short read makes a new edge"
+    );
+}

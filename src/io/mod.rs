@@ -225,6 +225,14 @@ pub enum Trigger {
     /// Once per change of readiness (epoll `EPOLLET`, mio's native mode). The handler **must**
     /// keep reading (or writing) until the syscall returns `WouldBlock`: readiness left
     /// unconsumed is not reported again until new data (or space) arrives.
+    ///
+    /// One saving is safe, and worth a system call per event: on a stream socket (TCP, Unix
+    /// stream) or a pipe, a read that returns fewer bytes than the buffer holds has drained
+    /// it, so the handler may stop there instead of making the read that would return
+    /// `WouldBlock`; data that arrives later makes a new edge. A full buffer means more may
+    /// be waiting: read again. This does not hold for datagram sockets (a read returns one
+    /// datagram, however many wait) nor for writes. `examples/echo.rs` reads this way (the
+    /// file server too); tokio does the same.
     #[default]
     Edge,
     /// On every iteration while the fd stays ready (poll(2) semantics, as IOLib). The handler may
