@@ -15,4 +15,6 @@ if [ -n "$missing" ]; then
 fi
 cargo build --release -q --example echo
 cargo build --release -q -p aioloop-bench --bins
-exec ./target/release/report "$@"
+# The target directory may be elsewhere (CARGO_TARGET_DIR); outputs go under this checkout.
+target=$(cargo metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')
+AIOLOOP_ROOT=$(pwd) exec "$target/release/report" "$@"

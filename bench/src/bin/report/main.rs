@@ -151,8 +151,11 @@ fn main() {
         .parent()
         .expect("target/release")
         .to_path_buf();
-    let root = bin
-        .join("../..")
+    // bench/report.sh says where the checkout is; the binary's own place is only a guess
+    // (the target directory may live elsewhere, `CARGO_TARGET_DIR`).
+    let root = std::env::var_os("AIOLOOP_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin.join("../.."))
         .canonicalize()
         .expect("the workspace root");
     // Only a full run replaces the published figures.
