@@ -262,14 +262,21 @@ impl<S> EventBase<S> {
     /// `ECONNRESET`...), which removes the writer with its queue (its callback is not called
     /// for it).
     pub fn write(&mut self, writer: WriterId, bytes: &[u8]) -> io::Result<WriteStatus> {
-        // The common case, kept short: nothing queued, and one send takes it all. Anything
-        // else (a short send, `EAGAIN`, an error) takes the general path, which tries again.
+        // The common case, kept short (it runs once per answer a server sends): nothing
+        // queued, one send. What the socket leaves is queued without a second try; a
+        // refused writer and an interrupted send take the general path.
         if let Ok(w) = self.writers.get_mut(writer) {
             if w.queued == 0 && !w.finishing {
-                match put_one(w.fd, bytes, &mut w.socket) {
-                    Ok(n) if n == bytes.len() => return Ok(WriteStatus::Open),
-                    Ok(n) => return self.queue_write(writer, Bytes::Parts(&[&bytes[n..]])),
-                    Err(_) => {}
+                let fd = w.fd;
+                let total = bytes.len();
+                match put_one(fd, bytes, &mut w.socket) {
+                    Ok(n) if n == total => return Ok(WriteStatus::Open),
+                    Ok(n) => return self.queue_rest(writer, Bytes::Parts(&[bytes]), n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return self.queue_rest(writer, Bytes::Parts(&[bytes]), 0)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.write_failed(writer, fd, e)),
                 }
             }
         }
@@ -349,12 +356,27 @@ impl<S> EventBase<S> {
                 // The common case: the socket took it all, and nothing changes.
                 Ok(n) if n == total => return Ok(WriteStatus::Open),
                 Ok(n) => n,
-                Err(e) => {
-                    self.remove_writer(writer);
-                    return Err(error::context(e, format!("cannot write to fd {fd}")));
-                }
+                Err(e) => return Err(self.write_failed(writer, fd, e)),
             };
         }
+        self.queue_rest(writer, bytes, skip)
+    }
+
+    /// A direct write to `fd` failed: the writer goes, with its queue, and the error says
+    /// which fd.
+    fn write_failed(&mut self, writer: WriterId, fd: RawFd, e: io::Error) -> io::Error {
+        self.remove_writer(writer);
+        error::context(e, format!("cannot write to fd {fd}"))
+    }
+
+    /// Queues `bytes` but their first `skip`, which went out already, and watches for room.
+    fn queue_rest(
+        &mut self,
+        writer: WriterId,
+        bytes: Bytes<'_>,
+        mut skip: usize,
+    ) -> io::Result<WriteStatus> {
+        let total = bytes.len();
         let w = self.writers.get_mut(writer)?;
         w.queued += total - skip;
         match bytes {

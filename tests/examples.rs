@@ -48,6 +48,17 @@ fn spawn(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     (child, stdout)
 }
 
+/// Starts `examples/echo` with `args` and returns it, its stdout (kept open: the server may
+/// print more) and the address its `listening ADDR` line gives.
+fn spawn_echo(args: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
+    let (server, mut out) = spawn("echo", args);
+    let ready = line(&mut out);
+    let addr = (ready.strip_prefix("listening "))
+        .unwrap_or_else(|| panic!("{ready:?}"))
+        .to_string();
+    (server, out, addr)
+}
+
 fn line(out: &mut BufReader<ChildStdout>) -> String {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -64,12 +75,8 @@ fn echo_example_echoes_every_byte_in_both_modes() {
     for mode in [None, Some("--level")] {
         let mut args = vec!["--addr", "127.0.0.1:0"];
         args.extend(mode);
-        let (mut server, mut out) = spawn("echo", &args);
-        let ready = line(&mut out);
-        let addr = ready
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("{ready:?}"));
-        let mut conn = TcpStream::connect(addr).unwrap();
+        let (mut server, _out, addr) = spawn_echo(&args);
+        let mut conn = TcpStream::connect(&addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -269,9 +276,7 @@ fn echo_reports_bad_arguments_and_a_taken_port_clearly() {
 
 #[test]
 fn echo_accepts_a_host_name_and_zero_idle_timeout_means_none() {
-    let (mut server, mut out) = spawn("echo", &["--addr", "localhost:0", "--idle-timeout", "0"]);
-    let ready = line(&mut out);
-    let addr = ready.strip_prefix("listening ").unwrap().to_string();
+    let (mut server, _out, addr) = spawn_echo(&["--addr", "localhost:0", "--idle-timeout", "0"]);
     let mut conn = TcpStream::connect(&addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -366,9 +371,7 @@ fn browse_heartbeat_keeps_time_on_a_stalling_file_system() {
 
 #[test]
 fn echo_closes_a_peer_that_stops_taking_its_echo_after_the_idle_timeout() {
-    let (mut server, mut out) = spawn("echo", &["--addr", "127.0.0.1:0", "--idle-timeout", "1"]);
-    let ready = line(&mut out);
-    let addr = ready.strip_prefix("listening ").unwrap().to_string();
+    let (mut server, _out, addr) = spawn_echo(&["--addr", "127.0.0.1:0", "--idle-timeout", "1"]);
     let mut conn = TcpStream::connect(&addr).unwrap();
     conn.set_write_timeout(Some(Duration::from_secs(20)))
         .unwrap();

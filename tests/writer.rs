@@ -162,6 +162,20 @@ fn writer_whose_reader_vanished_reports_the_error_once_and_goes_away() {
     assert_eq!(base.remove_writer(writer), None);
 }
 
+/// Writes to `writer`, whose peer is gone, until one fails: the first may be taken (the
+/// peer answers it with a reset), then `EPIPE` or `ECONNRESET`.
+fn assert_writes_fail_with_epipe<S>(base: &mut EventBase<S>, writer: WriterId) {
+    let failed = (0..10).find_map(|_| base.write(writer, b"ping").err());
+    let err = failed.expect("writes to a closed peer kept succeeding");
+    assert!(
+        matches!(
+            aioloop::os_error(&err),
+            Some(libc::EPIPE | libc::ECONNRESET)
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn write_to_a_closed_peer_fails_at_once_and_write_after_finish_is_refused() {
     let (ours, theirs) = tcp_pair();
@@ -182,16 +196,7 @@ fn write_to_a_closed_peer_fails_at_once_and_write_after_finish_is_refused() {
         .unwrap();
     drop(theirs);
     std::thread::sleep(Duration::from_millis(50));
-    // The first write after the close is taken (the peer answers it with a reset); then EPIPE.
-    let failed = (0..10).find_map(|_| base.write(writer, b"ping").err());
-    let err = failed.expect("writes to a closed peer kept succeeding");
-    assert!(
-        matches!(
-            aioloop::os_error(&err),
-            Some(libc::EPIPE | libc::ECONNRESET)
-        ),
-        "{err}"
-    );
+    assert_writes_fail_with_epipe(&mut base, writer);
     assert_eq!(
         base.remove_writer(writer),
         None,
@@ -216,15 +221,7 @@ fn writer_with_default_sigpipe() {
     let writer = base
         .add_writer(&ours, WriterOptions::new(), |_, _, _| {})
         .unwrap();
-    let failed = (0..10).find_map(|_| base.write(writer, b"ping").err());
-    let err = failed.expect("writes to a closed peer kept succeeding");
-    assert!(
-        matches!(
-            aioloop::os_error(&err),
-            Some(libc::EPIPE | libc::ECONNRESET)
-        ),
-        "{err}"
-    );
+    assert_writes_fail_with_epipe(&mut base, writer);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Measurements of the running process, and CPU pinning.
+//! Measurements of processes (CPU time, memory), the fd limit and the page cache.
 
 use std::io;
 use std::time::Duration;
@@ -50,18 +50,13 @@ pub fn cpu_time_of(pid: u32) -> io::Result<Duration> {
     Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
 }
 
-/// Runs the calling thread (and what it later spawns or execs) on `cpu` only.
-pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE on any machine this runs on; `set` is ours.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` outlives the call and its size is passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// Drops the clean cached pages of `file` from the page cache, so that the next reads go to
+/// the disk.
+pub fn drop_cached_pages(file: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    // SAFETY: advice on an open fd; DONTNEED drops clean cached pages of the whole file.
+    match unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
     }
 }
 

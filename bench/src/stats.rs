@@ -10,11 +10,6 @@ impl Samples {
         self.0.push(v);
     }
 
-    /// Whether nothing was measured.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     fn sorted(&self) -> Vec<f64> {
         let mut v = self.0.clone();
         v.sort_by(f64::total_cmp);

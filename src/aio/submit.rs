@@ -194,9 +194,10 @@ impl<S> EventBase<S> {
     /// `O_DIRECT`, and the device idles meanwhile. That pays only where the plug merges
     /// requests, so a batch grows past the threshold only while each request continues its
     /// predecessor (same file, same direction, next offset); scattered requests go two per
-    /// call. Measured on this VM (`bench/report.sh`, `random_read`): 4 KiB random reads at
-    /// depth 32 gain ~20% IOPS over one plugged call, and 128 KiB sequential reads keep
-    /// their merged throughput, which pairs would cost ~20%.
+    /// call. Measured on this VM with the bench's `random_read`, one call against pairs:
+    /// 4 KiB random reads at depth 32 gain ~20% IOPS in pairs (for ~15% more CPU per read),
+    /// and 128 KiB sequential reads keep their merged throughput, which pairs would cost
+    /// ~20%.
     fn gather_batch(&mut self, room: usize) -> usize {
         let Aio {
             ops,

@@ -22,7 +22,6 @@ mod slowfs;
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -349,7 +348,5 @@ fn throttled_rows() {
 /// Drops the file's pages from the page cache.
 fn evict(file: &AioFile) {
     file.file().sync_all().unwrap();
-    // SAFETY: advice on an open fd; DONTNEED drops clean cached pages of the whole file.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0);
+    aioloop_bench::process::drop_cached_pages(file).unwrap();
 }

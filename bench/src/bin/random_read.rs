@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use aioloop::{AioFile, AioOptions, AlignedBuf, EventBase};
 use aioloop_bench::process::cpu_time;
 use aioloop_bench::stats::quantile;
+use aioloop_bench::xorshift;
 
 /// Where the next read goes: random or in order, shared by all threads of a pool.
 struct Offsets {
@@ -39,10 +40,7 @@ impl Offsets {
         let index = if self.sequential {
             self.next.fetch_add(1, Ordering::Relaxed) % self.blocks
         } else {
-            *rng ^= *rng << 13;
-            *rng ^= *rng >> 7;
-            *rng ^= *rng << 17;
-            *rng % self.blocks
+            xorshift(rng) % self.blocks
         };
         index * self.block
     }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use aioloop::{EventBase, TimerId};
 use aioloop_bench::process::{cpu_time as cpu, peak_rss_kib, rss_kib};
+use aioloop_bench::xorshift;
 
 /// The delays and the cancel set, the same for every contender.
 struct Plan {
@@ -38,12 +39,7 @@ struct Plan {
 
 fn plan(n: usize) -> Plan {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = move || xorshift(&mut rng);
     let delays = (0..n)
         .map(|_| Duration::from_micros(next() % 100_000))
         .collect();

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use aioloop_bench::chart;
+use aioloop_bench::process::drop_cached_pages;
 use aioloop_bench::stats::thousands;
 
 use crate::run::{number_after, output, pinned, rotated, try_output};
@@ -169,16 +170,6 @@ fn warm(file: &Path) {
     .expect("reading the data file");
 }
 
-/// Drops the file's pages from the page cache, so that the next round's `O_DIRECT` reads
-/// find the file as the first round did.
-fn evict(file: &Path) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(file).expect("the data file");
-    // SAFETY: advice on an open fd; DONTNEED drops the clean cached pages of the whole file.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise");
-}
-
 pub fn section(ctx: &Ctx) -> Section {
     let file = data_file(ctx);
     // Per workload, per figure.
@@ -202,7 +193,9 @@ pub fn section(ctx: &Ctx) -> Section {
                 }
             }
             if w.buffered {
-                evict(&file);
+                // The next round's `O_DIRECT` reads find the file as the first round did.
+                let opened = std::fs::File::open(&file).expect("the data file");
+                drop_cached_pages(&opened).expect("posix_fadvise");
             }
         }
     }

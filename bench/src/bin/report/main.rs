@@ -257,10 +257,7 @@ fn write_data(path: &Path, len: u64) -> std::io::Result<()> {
     let mut rng = 0x853c_49e6_748f_ea9bu64;
     for _ in 0..len >> 20 {
         for word in chunk.chunks_mut(8) {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            word.copy_from_slice(&rng.to_le_bytes());
+            word.copy_from_slice(&aioloop_bench::xorshift(&mut rng).to_le_bytes());
         }
         file.write_all(&chunk)?;
     }
