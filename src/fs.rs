@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use crate::aio::AioFile;
 use crate::base::EventBase;
-use crate::pool::{Complete, Job, Output};
+use crate::aio::Access;
+use crate::pool::{Class, Complete, Job, JobId, Outcome, Output};
 use crate::sys;
 
 /// One entry of a directory listing ([`EventBase::read_dir`]).
@@ -41,6 +42,8 @@ pub struct Dir {
     path: Arc<Path>,
     /// On a local file system, where an open whose path is all cached cannot block.
     local: bool,
+    /// The device of its file system: the class its opens compete in for helpers.
+    device: u64,
 }
 
 impl Dir {
@@ -57,10 +60,12 @@ impl Dir {
             .open(path);
         let file = named(file, "open the directory", path)?;
         let local = !sys::fs_lacks_nowait(file.as_fd());
+        let device = sys::device_of(file.as_fd());
         Ok(Dir {
             fd: Arc::new(OwnedFd::from(file)),
             path: path.into(),
             local,
+            device,
         })
     }
 
@@ -138,7 +143,7 @@ impl<S> EventBase<S> {
         path: impl AsRef<Path>,
         direct: bool,
         callback: F,
-    ) -> io::Result<()>
+    ) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
     {
@@ -152,24 +157,22 @@ impl<S> EventBase<S> {
                         crate::os_error(&e),
                         Some(libc::EAGAIN | libc::EXDEV | libc::EINVAL)
                     ) => {}
-                answer => {
-                    self.answer_soon(answer, callback);
-                    return Ok(());
-                }
+                answer => return Ok(self.answer_soon(answer, callback)),
             }
         }
-        self.run_blocking(move || open_beneath(&dir, &path, direct, false), callback)
+        let class = dir.device;
+        self.blocking_in(class, move || open_beneath(&dir, &path, direct, false), callback)
     }
 
     /// Calls `callback` with `answer` later in this iteration, as if a helper had found it:
     /// for an operation the kernel's caches answered on the loop thread.
-    fn answer_soon<T, F>(&mut self, answer: io::Result<T>, callback: F)
+    fn answer_soon<T, F>(&mut self, answer: io::Result<T>, callback: F) -> JobId
     where
         T: Send + 'static,
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
     {
         self.metrics.fs_cached_ops += 1;
-        self.complete_soon(Box::new(answer), completion(callback));
+        self.complete_soon(Box::new(answer), completion(callback))
     }
 
     /// Runs the blocking function `op` on a helper thread, and `callback` with its result on
@@ -199,14 +202,41 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// Only if no helper can be started (`EAGAIN`, or `EMFILE` for the helpers' eventfd).
-    pub fn run_blocking<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<()>
+    pub fn run_blocking<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<JobId>
+    where
+        T: Send + 'static,
+        Op: FnOnce() -> io::Result<T> + Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        self.blocking_in(USER_JOBS, op, callback)
+    }
+
+    /// [`run_blocking`](Self::run_blocking) in the fairness class `class`.
+    fn blocking_in<T, Op, F>(&mut self, class: Class, op: Op, callback: F) -> io::Result<JobId>
     where
         T: Send + 'static,
         Op: FnOnce() -> io::Result<T> + Send + 'static,
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
     {
         let job: Job = Box::new(move || Box::new(op()) as Output);
-        self.run_on_helper(job, completion(callback)).map(drop)
+        self.submit_job(class, job, completion(callback))
+    }
+
+    /// Runs `op` on `file` in the file's request order ([`Access::Barrier`]: after every
+    /// earlier request of the file has finished, and before any later one starts).
+    fn file_barrier<T, Op, F>(&mut self, file: &AioFile, op: Op, callback: F) -> io::Result<JobId>
+    where
+        T: Send + 'static,
+        Op: FnOnce() -> io::Result<T> + Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        let (identity, ticket) = (file.identity(), self.file_ticket());
+        let complete: Complete<S> = Box::new(move |base, state, outcome| {
+            base.file_request_finished(identity, ticket);
+            callback(base, state, result_of(outcome))
+        });
+        let job: Job = Box::new(move || Box::new(op()) as Output);
+        self.ordered_job((file, ticket), Access::Barrier, job, complete)
     }
 
     /// Opens `path` with `options` (read, write, create, truncate, append, `custom_flags` such
@@ -236,12 +266,13 @@ impl<S> EventBase<S> {
         path: impl AsRef<Path>,
         options: &OpenOptions,
         callback: F,
-    ) -> io::Result<()>
+    ) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
     {
         let (path, options) = (path.as_ref().to_path_buf(), options.clone());
-        self.run_blocking(
+        self.blocking_in(
+            PATHS,
             move || AioFile::new(named(options.open(&path), "open", &path)?),
             callback,
         )
@@ -252,12 +283,13 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn stat<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<()>
+    pub fn stat<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.run_blocking(
+        self.blocking_in(
+            PATHS,
             move || named(std::fs::metadata(&path), "stat", &path),
             callback,
         )
@@ -268,18 +300,17 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<()>
+    pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
         // On a local file system the inode is in memory while the file is open: `fstat`
         // cannot block, and costs less than a trip to a helper.
         if file.is_local() && self.pool.enabled() {
-            self.answer_soon(file.file().metadata(), callback);
-            return Ok(());
+            return Ok(self.answer_soon(file.file().metadata(), callback));
         }
-        let file = file.clone();
-        self.run_blocking(move || file.file().metadata(), callback)
+        let (class, file) = (file.device(), file.clone());
+        self.blocking_in(class, move || file.file().metadata(), callback)
     }
 
     /// Lists the directory `path` on a helper thread: every entry but `.` and `..`, with its
@@ -288,12 +319,12 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn read_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<()>
+    pub fn read_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Vec<DirEntry>>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.run_blocking(move || list(&path), callback)
+        self.blocking_in(PATHS, move || list(&path), callback)
     }
 
     /// Closes `file` on a helper thread (a close can wait for a network or FUSE file system to
@@ -303,15 +334,16 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<()>
+    pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
+        let barrier = file.clone();
         let op = move || {
             drop(file);
             Ok(())
         };
-        self.run_blocking(op, callback)
+        self.file_barrier(&barrier, op, callback)
     }
 
     /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
@@ -328,13 +360,13 @@ impl<S> EventBase<S> {
         offset: u64,
         len: u64,
         callback: F,
-    ) -> io::Result<()>
+    ) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
-        let file = file.clone();
+        let (barrier, file) = (file, file.clone());
         let op = move || sys::fallocate(file.file().as_fd(), mode, offset, len);
-        self.run_blocking(op, callback)
+        self.file_barrier(barrier, op, callback)
     }
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
@@ -342,12 +374,12 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<()>
+    pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
-        let file = file.clone();
-        self.run_blocking(move || file.file().set_len(len), callback)
+        let (barrier, file) = (file, file.clone());
+        self.file_barrier(barrier, move || file.file().set_len(len), callback)
     }
 
     /// Renames `from` to `to` (`rename(2)`: replaces `to` if it exists) on a helper thread.
@@ -360,7 +392,7 @@ impl<S> EventBase<S> {
         from: impl AsRef<Path>,
         to: impl AsRef<Path>,
         callback: F,
-    ) -> io::Result<()>
+    ) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
@@ -369,7 +401,7 @@ impl<S> EventBase<S> {
             let what = format!("rename {} to", from.display());
             named(std::fs::rename(&from, &to), &what, &to)
         };
-        self.run_blocking(op, callback)
+        self.blocking_in(PATHS, op, callback)
     }
 
     /// Removes the file `path` (`unlink(2)`) on a helper thread.
@@ -377,12 +409,13 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn remove_file<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<()>
+    pub fn remove_file<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.run_blocking(
+        self.blocking_in(
+            PATHS,
             move || named(std::fs::remove_file(&path), "remove", &path),
             callback,
         )
@@ -393,15 +426,21 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// As for [`open`](Self::open).
-    pub fn create_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<()>
+    pub fn create_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
         let op = move || named(std::fs::create_dir(&path), "create directory", &path);
-        self.run_blocking(op, callback)
+        self.blocking_in(PATHS, op, callback)
     }
 }
+
+/// The fairness class of [`run_blocking`](EventBase::run_blocking) jobs.
+const USER_JOBS: Class = u64::MAX;
+/// The fairness class of the operations on paths (`open`, `stat`, `rename`...), whose file
+/// system is not known before the path is resolved.
+const PATHS: Class = u64::MAX - 1;
 
 /// The loop-side end of a job whose output is an `io::Result<T>`: hands it to `callback`.
 fn completion<S, T, F>(callback: F) -> Complete<S>
@@ -409,14 +448,20 @@ where
     T: Send + 'static,
     F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
 {
-    Box::new(move |base, state, output| {
-        let result = match output.map(|o| o.downcast::<io::Result<T>>()) {
-            Some(Ok(result)) => *result,
-            Some(Err(_)) => Err(io::Error::other("the helper job panicked")),
-            None => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
-        };
-        callback(base, state, result)
-    })
+    Box::new(move |base, state, outcome| callback(base, state, result_of(outcome)))
+}
+
+/// The result a job whose output is an `io::Result<T>` reports.
+fn result_of<T: 'static>(outcome: Outcome) -> io::Result<T> {
+    match outcome {
+        Outcome::Done(output) => match output.downcast::<io::Result<T>>() {
+            Ok(result) => *result,
+            Err(_) => Err(io::Error::other("the helper job returned a foreign type")),
+        },
+        Outcome::Panicked => Err(io::Error::other("the helper job panicked")),
+        Outcome::Cancelled => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+        Outcome::Refused(e) => Err(crate::error::context(e, "cannot start a helper thread")),
+    }
 }
 
 /// The entries of the directory `path`.

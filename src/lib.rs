@@ -81,6 +81,7 @@ pub use error::os_error;
 pub use fs::{Dir, DirEntry};
 pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};
 pub use metrics::Metrics;
+pub use pool::JobId;
 pub use remote::Remote;
 pub use signal::numbers as signals;
 pub use signal::{block_signals, ignore_sigpipe, SignalHandlerId, SignalInfo};

@@ -1,21 +1,26 @@
-//! The helper pool: a few threads for the file operations that would block the loop.
+//! The helper pool: an executor that runs blocking jobs on a few threads and calls back on the
+//! loop thread. It knows jobs, classes and callbacks; nothing of files or AIO.
 //!
-//! Kernel AIO runs a buffered read inside `io_submit`, and so does every file system that does
-//! not support `RWF_NOWAIT` (FUSE, NFS...); `open`, `stat` and directory listings have no AIO
-//! at all. Such operations run here, on std threads that the base starts lazily (up to
+//! Threads are plain std threads, started as jobs need them (up to
 //! [`AioOptions::helper_threads`](crate::AioOptions::helper_threads), 4 by default) with every
 //! signal blocked, so that no process-directed signal is ever delivered to them.
 //!
-//! A job is a closure that owns everything it touches (or, for AIO requests re-run here,
-//! points into memory the base keeps alive: see `aio/helper.rs`), and returns a boxed output.
-//! Its callback stays on the loop thread, in the pool's table. A finished job goes into a
-//! shared list and, if the list was empty, writes the pool's eventfd, which the loop harvests
-//! as [`Source::Helpers`](crate::source::Source): callbacks always run on the loop thread.
+//! **Scheduling is done on the loop side.** A job is handed to the helpers only when a helper
+//! is free to take it at once; until then it waits in the loop's FIFO, where a cancel is a
+//! plain removal. Each job has a [`Class`] (the device of the file it touches, say), and the
+//! jobs of one class hold at most `per_class` helpers at once: a file system that hangs keeps
+//! that many helpers, never all of them, and the next jobs of other classes go past its
+//! waiting ones.
 //!
-//! Jobs wait in a bounded queue; beyond it they wait in a backlog on the loop side. A job still
-//! queued can be cancelled (it never runs); a running one cannot. Dropping the base never waits
-//! for a helper: a helper stuck in a hung FUSE read keeps running, detached, and its output is
-//! dropped whenever it finishes.
+//! **A job is either refused or run, never both.** A job is handed over only after a thread
+//! to run it exists; if no thread can be started and none runs, the job is refused (at
+//! submission, the caller gets the error; later, its callback gets [`Outcome::Refused`]) and
+//! never runs. If threads already run, it waits for one of them.
+//!
+//! A finished job goes into a shared list and, if the list was empty, writes the pool's
+//! eventfd, which the loop harvests as [`Source::Helpers`](crate::source::Source). Dropping the
+//! base never waits for a helper: one stuck in a hung FUSE read keeps running, detached, and
+//! its output is dropped whenever it finishes.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -37,38 +42,70 @@ use crate::sys::{self, SigSet};
 pub(crate) type Output = Box<dyn Any + Send>;
 /// Work for a helper thread.
 pub(crate) type Job = Box<dyn FnOnce() -> Output + Send>;
-/// The loop-side end of a job: its output, or `None` if it was cancelled before it ran.
-pub(crate) type Complete<S> = Box<dyn FnOnce(&mut EventBase<S>, &mut S, Option<Output>)>;
+/// The loop-side end of a job.
+pub(crate) type Complete<S> = Box<dyn FnOnce(&mut EventBase<S>, &mut S, Outcome)>;
+/// What competes for helpers together: jobs of one class hold at most `per_class` helpers.
+pub(crate) type Class = u64;
 
-/// Who is told when a job finishes.
-enum Waiter<S> {
-    /// An AIO request re-run on a helper (its `aio_data`): the output is the `res` of its
-    /// completion, which joins the AIO completion queue.
-    Aio(u64),
-    /// Any other job: a callback.
-    Callback(Complete<S>),
+/// How a job ended.
+pub(crate) enum Outcome {
+    /// It ran and returned this.
+    Done(Output),
+    /// It panicked (on a helper: the panic was caught there).
+    Panicked,
+    /// Cancelled before it started: it never ran.
+    Cancelled,
+    /// No thread could be started to run it: it never ran.
+    Refused(io::Error),
 }
 
-/// Identifies a job in the pool's table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct JobId {
-    key: usize,
+/// Identifies a job on the helper threads ([`EventBase::run_blocking`], [`EventBase::stat`]
+/// and the other file-system operations), for [`EventBase::cancel_job`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JobId {
+    key: u32,
     gen: u32,
+}
+
+#[cfg(test)]
+impl JobId {
+    pub(crate) fn for_test(key: u32) -> JobId {
+        JobId { key, gen: 0 }
+    }
 }
 
 struct Queued {
     id: JobId,
+    class: Class,
     job: Job,
     queued_at: Instant,
 }
 
+/// Where a job of the table is.
+enum Stage {
+    /// Submitted, but held back by its submitter until [`Pool::release`].
+    Parked(Queued),
+    /// In the loop's FIFO, waiting for a free helper.
+    Waiting,
+    /// Handed to the helpers: running, or about to be.
+    HandedOut,
+    /// Finished (or cancelled, or answered on the loop thread); its callback has not run.
+    Finished,
+}
+
+struct Entry<S> {
+    gen: u32,
+    class: Class,
+    stage: Stage,
+    complete: Complete<S>,
+}
+
 struct Finished {
     id: JobId,
-    /// `None`: cancelled before it ran.
-    output: Option<Output>,
+    outcome: Outcome,
     queued_for: Duration,
     ran_for: Duration,
-    /// Run by a helper (counted in the helper metrics), not on the loop thread.
+    /// Run by a helper (counted in the helper metrics and in the hand-out counts).
     on_helper: bool,
 }
 
@@ -78,11 +115,13 @@ struct Shared {
     job_ready: Condvar,
     finished: Mutex<Vec<Finished>>,
     eventfd: OwnedFd,
+    /// `sys::fork_generation()` of the process that made it.
+    fork_generation: u64,
 }
 
 struct State {
+    /// Jobs handed over: never more than the helpers that are free, so none waits here long.
     queue: VecDeque<Queued>,
-    idle: usize,
     closed: bool,
 }
 
@@ -103,12 +142,10 @@ impl Shared {
             if let Some(job) = state.queue.pop_front() {
                 return Some(job);
             }
-            state.idle += 1;
             state = self
                 .job_ready
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
-            state.idle -= 1;
         }
     }
 
@@ -124,17 +161,28 @@ impl Shared {
     }
 }
 
+/// Runs `job`, catching a panic.
+fn run(job: Job) -> Outcome {
+    match panic::catch_unwind(AssertUnwindSafe(job)) {
+        Ok(output) => Outcome::Done(output),
+        Err(_) => {
+            log::error!("a helper job panicked");
+            Outcome::Panicked
+        }
+    }
+}
+
 /// A helper thread: runs jobs until the pool is closed.
 fn helper(shared: Arc<Shared>) {
-    while let Some(Queued { id, job, queued_at }) = shared.next_job() {
+    while let Some(Queued {
+        id, job, queued_at, ..
+    }) = shared.next_job()
+    {
         let started = Instant::now();
-        let output = panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|_| {
-            log::error!("a helper job panicked");
-            Box::new(io::Error::other("the helper job panicked"))
-        });
+        let outcome = run(job);
         shared.finish(Finished {
             id,
-            output: Some(output),
+            outcome,
             queued_for: started - queued_at,
             ran_for: started.elapsed(),
             on_helper: true,
@@ -147,23 +195,28 @@ fn helper(shared: Arc<Shared>) {
 pub(crate) struct PoolLimits {
     /// Helper threads at most; 0 runs jobs on the loop thread instead (blocking it).
     pub(crate) threads: usize,
-    /// Jobs handed to the helpers at once; more wait in the loop's backlog.
-    pub(crate) queue: usize,
+    /// Helpers the jobs of one class may hold at once (at least 1).
+    pub(crate) per_class: usize,
 }
 
 /// The helper pool of one base.
 pub(crate) struct Pool<S> {
     shared: Option<Arc<Shared>>,
+    /// Threads started (they live until the pool is dropped).
     threads: usize,
     limits: PoolLimits,
-    table: Slab<(u32, Waiter<S>)>,
-    /// Jobs beyond the queue bound, not handed to the helpers yet.
-    backlog: VecDeque<Queued>,
+    table: Slab<Entry<S>>,
+    /// Jobs waiting for a free helper, in submission order.
+    waiting: VecDeque<Queued>,
     /// Jobs handed to the helpers and not harvested yet.
     handed_out: usize,
+    /// Of those, how many per class (few classes are ever busy at once).
+    busy: Vec<(Class, usize)>,
     /// Finished jobs whose callbacks have not run.
     owed: VecDeque<Finished>,
     next_gen: u32,
+    /// Whether the failure to start a thread was logged already.
+    spawn_failure_logged: bool,
 }
 
 impl<S> Pool<S> {
@@ -173,18 +226,23 @@ impl<S> Pool<S> {
             threads: 0,
             limits: PoolLimits {
                 threads: 4,
-                queue: 256,
+                per_class: 2,
             },
             table: Slab::new(),
-            backlog: VecDeque::new(),
+            waiting: VecDeque::new(),
             handed_out: 0,
+            busy: Vec::new(),
             owed: VecDeque::new(),
             next_gen: 0,
+            spawn_failure_logged: false,
         }
     }
 
     pub(crate) fn set_limits(&mut self, limits: PoolLimits) {
-        self.limits = limits;
+        self.limits = PoolLimits {
+            threads: limits.threads,
+            per_class: limits.per_class.max(1),
+        };
     }
 
     /// Whether jobs run on helper threads (rather than inline on the loop thread).
@@ -201,83 +259,174 @@ impl<S> Pool<S> {
         !self.owed.is_empty()
     }
 
-    /// Enters `waiter` in the table under a fresh id.
-    fn register(&mut self, waiter: Waiter<S>) -> JobId {
+    /// Enters a job in the table under a fresh id.
+    fn register(&mut self, class: Class, stage: Stage, complete: Complete<S>) -> JobId {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1);
+        let key = self.table.insert(Entry {
+            gen,
+            class,
+            stage,
+            complete,
+        });
         JobId {
-            key: self.table.insert((gen, waiter)),
+            key: key as u32,
             gen,
         }
     }
 
-    /// Hands `queued` to the helpers, or to the backlog when the queue is full.
-    fn dispatch(&mut self, queued: Queued) -> io::Result<()> {
-        if self.handed_out >= self.limits.queue {
-            self.backlog.push_back(queued);
-            return Ok(());
-        }
-        let shared = self.shared.as_ref().expect("created by the caller").clone();
-        let spawn = {
-            let mut state = lock(&shared.state);
-            state.queue.push_back(queued);
-            state.idle == 0 && self.threads < self.limits.threads
-        };
-        self.handed_out += 1;
-        shared.job_ready.notify_one();
-        if spawn {
-            spawn_helper(shared)?;
-            self.threads += 1;
-        }
-        Ok(())
+    fn entry(&mut self, id: JobId) -> Option<&mut Entry<S>> {
+        (self.table.get_mut(id.key as usize)).filter(|e| e.gen == id.gen)
     }
 
-    /// Moves finished jobs into `owed`, and backlog jobs into the freed queue places.
+    fn busy(&mut self, class: Class) -> &mut usize {
+        let at = match self.busy.iter().position(|&(c, _)| c == class) {
+            Some(at) => at,
+            None => {
+                self.busy.push((class, 0));
+                self.busy.len() - 1
+            }
+        };
+        &mut self.busy[at].1
+    }
+
+    fn busy_of(&self, class: Class) -> usize {
+        (self.busy.iter()).find(|&&(c, _)| c == class).map_or(0, |&(_, n)| n)
+    }
+
+    /// Hands waiting jobs to free helpers, in order, skipping those whose class holds its
+    /// share already; starts threads as needed, up to the limit.
+    fn fill(&mut self) {
+        let mut at = 0;
+        while at < self.waiting.len() && self.handed_out < self.limits.threads {
+            if self.busy_of(self.waiting[at].class) >= self.limits.per_class {
+                at += 1;
+                continue;
+            }
+            if self.handed_out >= self.threads {
+                if let Err(e) = self.spawn() {
+                    if self.threads > 0 {
+                        break; // the running threads will take it
+                    }
+                    // No thread runs, none can start: the job would never run. Refuse it.
+                    let queued = self.waiting.remove(at).expect("index checked");
+                    self.finished_unrun(queued, Outcome::Refused(e));
+                    continue;
+                }
+            }
+            let queued = self.waiting.remove(at).expect("index checked");
+            self.hand_out(queued);
+        }
+    }
+
+    fn hand_out(&mut self, queued: Queued) {
+        let id = queued.id;
+        *self.busy(queued.class) += 1;
+        self.handed_out += 1;
+        if let Some(entry) = self.entry(id) {
+            entry.stage = Stage::HandedOut;
+        }
+        let shared = self.shared.as_ref().expect("a thread runs");
+        lock(&shared.state).queue.push_back(queued);
+        shared.job_ready.notify_one();
+    }
+
+    /// Starts one more helper thread.
+    fn spawn(&mut self) -> io::Result<()> {
+        let shared = self.shared.clone().expect("created with the first job");
+        match spawn_helper(shared) {
+            Ok(()) => {
+                self.threads += 1;
+                self.spawn_failure_logged = false;
+                Ok(())
+            }
+            Err(e) => {
+                if !self.spawn_failure_logged {
+                    log::warn!(
+                        "cannot start a helper thread ({e}); {} running take the jobs",
+                        self.threads
+                    );
+                    self.spawn_failure_logged = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A job that will not run: its callback is owed with `outcome`.
+    fn finished_unrun(&mut self, queued: Queued, outcome: Outcome) {
+        if let Some(entry) = self.entry(queued.id) {
+            entry.stage = Stage::Finished;
+        }
+        self.owed.push_back(Finished {
+            id: queued.id,
+            outcome,
+            queued_for: queued.queued_at.elapsed(),
+            ran_for: Duration::ZERO,
+            on_helper: false,
+        });
+    }
+
+    /// Moves finished jobs into `owed`, and waiting jobs onto the freed helpers.
     fn harvest(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
         sys::eventfd_take(shared.eventfd.as_fd());
         let finished = std::mem::take(&mut *lock(&shared.finished));
-        self.handed_out -= finished.len();
-        self.owed.extend(finished);
-        while self.handed_out < self.limits.queue {
-            let Some(queued) = self.backlog.pop_front() else {
-                break;
-            };
-            if let Err(e) = self.dispatch(queued) {
-                log::error!("cannot start a helper thread: {e}");
-                break;
+        for done in finished {
+            self.handed_out -= 1;
+            if let Some(class) = self.entry(done.id).map(|e| e.class) {
+                *self.busy(class) -= 1;
             }
+            if let Some(entry) = self.entry(done.id) {
+                entry.stage = Stage::Finished;
+            }
+            self.owed.push_back(done);
         }
+        self.busy.retain(|&(_, n)| n > 0);
+        self.fill();
     }
 
-    /// Takes a job that has not started out of the backlog or the queue; `false` if it is
-    /// running, finished or unknown.
+    /// Takes a job that has not started out of the pool: it never runs, and its callback gets
+    /// [`Outcome::Cancelled`]. `false` if it runs, has finished, or is unknown.
     pub(crate) fn cancel(&mut self, id: JobId) -> bool {
-        let taken = match self.backlog.iter().position(|q| q.id == id) {
-            Some(at) => self.backlog.remove(at),
-            None => self.take_queued(id),
+        let Some(entry) = self.entry(id) else {
+            return false;
+        };
+        let class = entry.class;
+        let taken = match entry.stage {
+            Stage::Parked(_) => match std::mem::replace(&mut entry.stage, Stage::Waiting) {
+                Stage::Parked(queued) => Some(queued),
+                _ => unreachable!("matched above"),
+            },
+            Stage::Waiting => {
+                let at = self.waiting.iter().position(|q| q.id == id);
+                at.and_then(|at| self.waiting.remove(at))
+            }
+            Stage::HandedOut => {
+                let taken = self.take_handed_out(id);
+                if taken.is_some() {
+                    self.handed_out -= 1;
+                    *self.busy(class) -= 1;
+                }
+                taken
+            }
+            Stage::Finished => None,
         };
         let Some(queued) = taken else {
             return false;
         };
-        self.owed.push_back(Finished {
-            id,
-            output: None,
-            queued_for: queued.queued_at.elapsed(),
-            ran_for: Duration::ZERO,
-            on_helper: true,
-        });
+        self.finished_unrun(queued, Outcome::Cancelled);
+        self.fill();
         true
     }
 
-    /// Takes a job out of the shared queue if no helper has taken it yet.
-    fn take_queued(&mut self, id: JobId) -> Option<Queued> {
+    /// Takes a handed-out job back if no helper has picked it up yet.
+    fn take_handed_out(&mut self, id: JobId) -> Option<Queued> {
         let shared = self.shared.as_ref()?;
         let mut state = lock(&shared.state);
         let at = state.queue.iter().position(|q| q.id == id)?;
-        self.handed_out -= 1;
         state.queue.remove(at)
     }
 }
@@ -287,6 +436,11 @@ impl<S> Drop for Pool<S> {
         let Some(shared) = &self.shared else {
             return;
         };
+        // In a forked child, another thread of the parent may have held these locks at the
+        // fork, and no helper runs here: touch nothing.
+        if sys::fork_generation() != self.fork_generation() {
+            return;
+        }
         let queued = {
             let mut state = lock(&shared.state);
             state.closed = true;
@@ -299,6 +453,12 @@ impl<S> Drop for Pool<S> {
         if running > 0 {
             log::debug!("event base dropped with {running} helper jobs running: detached");
         }
+    }
+}
+
+impl<S> Pool<S> {
+    fn fork_generation(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.fork_generation)
     }
 }
 
@@ -317,56 +477,155 @@ fn spawn_helper(shared: Arc<Shared>) -> io::Result<()> {
 
 impl<S> EventBase<S> {
     /// Runs `job` on a helper thread (or, with helpers disabled, right here on the loop
-    /// thread) and `complete` on the loop thread with its output.
-    pub(crate) fn run_on_helper(&mut self, job: Job, complete: Complete<S>) -> io::Result<JobId> {
-        self.submit_job(job, Waiter::Callback(complete))
-    }
-
-    /// Runs an AIO request's `job` on a helper thread; its output (an `i64` result) completes
-    /// the request whose `aio_data` is `data`.
-    pub(crate) fn run_aio_on_helper(&mut self, job: Job, data: u64) -> io::Result<JobId> {
-        self.submit_job(job, Waiter::Aio(data))
-    }
-
-    fn submit_job(&mut self, job: Job, waiter: Waiter<S>) -> io::Result<JobId> {
-        self.ensure_pool()?;
-        let pool = &mut self.pool;
-        let id = pool.register(waiter);
-        let queued = Queued {
-            id,
-            job,
-            queued_at: Instant::now(),
-        };
-        if !pool.enabled() {
-            let output = (queued.job)();
-            pool.owed.push_back(Finished {
-                id,
-                output: Some(output),
-                queued_for: Duration::ZERO,
-                ran_for: queued.queued_at.elapsed(),
-                on_helper: true,
-            });
-            return Ok(id);
-        }
-        if let Err(e) = pool.dispatch(queued) {
-            pool.table.remove(id.key);
+    /// thread: a panic then unwinds from here, and nothing stays behind) and `complete` on the
+    /// loop thread with its outcome.
+    ///
+    /// # Errors
+    ///
+    /// The job is refused, and never runs, when no helper runs and none can be started (or
+    /// the helpers' eventfd cannot be made), or in a process forked from the base's.
+    pub(crate) fn submit_job(
+        &mut self,
+        class: Class,
+        job: Job,
+        complete: Complete<S>,
+    ) -> io::Result<JobId> {
+        let id = self.park_job(class, job, complete)?;
+        if let Err(e) = self.start_job(id) {
+            self.pool.table.remove(id.key as usize);
             return Err(crate::error::context(e, "cannot start a helper thread"));
         }
         Ok(id)
     }
 
+    /// Enters `job` without starting it: it waits for [`release_job`](Self::release_job),
+    /// and can be cancelled meanwhile.
+    pub(crate) fn park_job(
+        &mut self,
+        class: Class,
+        job: Job,
+        complete: Complete<S>,
+    ) -> io::Result<JobId> {
+        self.check_process()?;
+        self.ensure_pool()?;
+        let pool = &mut self.pool;
+        // The id `register` is about to give.
+        let id = JobId {
+            key: pool.table.vacant_key() as u32,
+            gen: pool.next_gen,
+        };
+        let queued = Queued {
+            id,
+            class,
+            job,
+            queued_at: Instant::now(),
+        };
+        let registered = pool.register(class, Stage::Parked(queued), complete);
+        debug_assert_eq!(registered, id);
+        Ok(id)
+    }
+
+    /// Starts a parked job (nothing if it was cancelled meanwhile). With helpers off it runs
+    /// here. A job refused because no thread runs and none can start never runs: its
+    /// callback gets [`Outcome::Refused`].
+    pub(crate) fn release_job(&mut self, id: JobId) {
+        if let Err(e) = self.start_job(id) {
+            let pool = &mut self.pool;
+            let Stage::Parked(queued) = std::mem::replace(
+                &mut pool.entry(id).expect("refused jobs stay").stage,
+                Stage::Finished,
+            ) else {
+                unreachable!("a refused job stays parked")
+            };
+            pool.finished_unrun(queued, Outcome::Refused(e));
+        }
+    }
+
+    /// Starts a parked job, as [`release_job`](Self::release_job); a job refused stays parked
+    /// and the error is returned.
+    fn start_job(&mut self, id: JobId) -> io::Result<()> {
+        let pool = &mut self.pool;
+        let Some(entry) = pool.entry(id) else {
+            return Ok(());
+        };
+        let Stage::Parked(_) = entry.stage else {
+            return Ok(());
+        };
+        if pool.enabled() && pool.threads == 0 {
+            // Refused if no thread can run it.
+            pool.spawn()?;
+        }
+        let entry = pool.entry(id).expect("checked above");
+        let Stage::Parked(queued) = std::mem::replace(&mut entry.stage, Stage::Waiting) else {
+            unreachable!("checked above")
+        };
+        if !pool.enabled() {
+            let output = match panic::catch_unwind(AssertUnwindSafe(queued.job)) {
+                Ok(output) => output,
+                Err(panic) => {
+                    // It unwinds from here, as documented; no entry may outlive it.
+                    pool.table.remove(id.key as usize);
+                    panic::resume_unwind(panic)
+                }
+            };
+            if let Some(entry) = pool.entry(id) {
+                entry.stage = Stage::Finished;
+            }
+            pool.owed.push_back(Finished {
+                id,
+                outcome: Outcome::Done(output),
+                queued_for: Duration::ZERO,
+                ran_for: queued.queued_at.elapsed(),
+                on_helper: true,
+            });
+            return Ok(());
+        }
+        pool.waiting.push_back(queued);
+        pool.fill();
+        Ok(())
+    }
+
     /// Calls `complete` with `output` later in this iteration, like a finished job's: for work
     /// the loop thread did itself without blocking (an answer from the kernel's caches).
-    pub(crate) fn complete_soon(&mut self, output: Output, complete: Complete<S>) {
+    pub(crate) fn complete_soon(&mut self, output: Output, complete: Complete<S>) -> JobId {
         let pool = &mut self.pool;
-        let id = pool.register(Waiter::Callback(complete));
+        let id = pool.register(0, Stage::Finished, complete);
         pool.owed.push_back(Finished {
             id,
-            output: Some(output),
+            outcome: Outcome::Done(output),
             queued_for: Duration::ZERO,
             ran_for: Duration::ZERO,
             on_helper: false,
         });
+        id
+    }
+
+    /// Cancels a job (a [`run_blocking`](Self::run_blocking) job, or a file-system operation
+    /// such as [`stat`](Self::stat) or [`rename`](Self::rename)) that no helper has started:
+    /// it never runs, and its callback gets an error whose `raw_os_error()` is
+    /// `Some(libc::ECANCELED)`, in this or the next iteration. Returns `true` then.
+    ///
+    /// Returns `false` if the job is running (a thread cannot be stopped safely in the middle
+    /// of a system call: it reports its real result), has finished, or is unknown. A job waits
+    /// for a free helper, and for its file system's share of them (see
+    /// [`AioOptions::helpers_per_device`](crate::AioOptions::helpers_per_device)), so a timer
+    /// that cancels it bounds how long it may wait.
+    pub fn cancel_job(&mut self, id: JobId) -> bool {
+        self.pool.cancel(id)
+    }
+
+    /// Refuses work in a process forked from the base's: the pool's locks and threads belong
+    /// to the parent.
+    fn check_process(&self) -> io::Result<()> {
+        match self.pool.shared.as_ref() {
+            Some(shared) if shared.fork_generation != sys::fork_generation() => {
+                Err(io::Error::other(
+                    "this event base belongs to the parent process: create a new base in the \
+                     forked child",
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Creates the shared state and registers its eventfd, on first use.
@@ -384,12 +643,12 @@ impl<S> EventBase<S> {
         self.pool.shared = Some(Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
-                idle: 0,
                 closed: false,
             }),
             job_ready: Condvar::new(),
             finished: Mutex::new(Vec::new()),
             eventfd,
+            fork_generation: sys::fork_generation(),
         }));
         Ok(())
     }
@@ -402,15 +661,10 @@ impl<S> EventBase<S> {
     pub(crate) fn run_helper_completions(&mut self, state: &mut S) {
         while let Some(finished) = self.pool.owed.pop_front() {
             let id = finished.id;
-            let known = self
-                .pool
-                .table
-                .get(id.key)
-                .is_some_and(|(gen, _)| *gen == id.gen);
-            if !known {
+            if self.pool.entry(id).is_none() {
                 continue;
             }
-            let (_, waiter) = self.pool.table.remove(id.key);
+            let entry = self.pool.table.remove(id.key as usize);
             if finished.on_helper {
                 self.metrics.helper_jobs += 1;
                 self.metrics.helper_queue_time += finished.queued_for;
@@ -421,13 +675,8 @@ impl<S> EventBase<S> {
                     finished.ran_for
                 );
             }
-            let output = finished.output;
-            match waiter {
-                Waiter::Aio(data) => self.aio_done_on_helper(data, output),
-                Waiter::Callback(complete) => {
-                    self.guarded(|base| complete(base, state, output), |_| {})
-                }
-            }
+            let (complete, outcome) = (entry.complete, finished.outcome);
+            self.guarded(|base| complete(base, state, outcome), |_| {});
             if self.exit_requested {
                 return;
             }

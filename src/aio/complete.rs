@@ -7,6 +7,7 @@ use crate::sys::aio::AioEvent;
 
 use super::helper::combined_result;
 use super::{AioId, OpState};
+use crate::pool::Outcome;
 
 impl<S> EventBase<S> {
     /// The eventfd fired: reset it, then drain the ring — in that order, so a completion
@@ -29,13 +30,14 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// A helper finished an AIO request (or it was cancelled in the helpers' queue): its
+    /// A helper finished an AIO request (or it was cancelled or refused before it ran): its
     /// result joins the completion queue, to be called back with the kernel's completions.
-    pub(crate) fn aio_done_on_helper(&mut self, data: u64, output: Option<crate::pool::Output>) {
-        let res = match output.map(|o| o.downcast::<i64>()) {
-            Some(Ok(res)) => *res,
-            Some(Err(_)) => -i64::from(libc::EIO), // the job panicked
-            None => -i64::from(libc::ECANCELED),
+    pub(super) fn aio_done_on_helper(&mut self, data: u64, outcome: Outcome) {
+        let res = match outcome {
+            Outcome::Done(output) => output.downcast::<i64>().map_or(-i64::from(libc::EIO), |r| *r),
+            Outcome::Panicked => -i64::from(libc::EIO),
+            Outcome::Cancelled => -i64::from(libc::ECANCELED),
+            Outcome::Refused(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
         };
         self.aio.ready.push_back(AioEvent {
             data,
@@ -68,8 +70,12 @@ impl<S> EventBase<S> {
             }
         }
         let op = self.aio.ops.remove(id.key as usize);
+        self.file_request_finished(op.file.identity(), op.ticket);
         self.metrics.aio_completions += 1;
-        let res = combined_result(op.done, event.res);
+        let res = match op.cancelled {
+            true => -i64::from(libc::ECANCELED),
+            false => combined_result(op.done, event.res),
+        };
         log::debug!(
             "file request {id:?} (opcode {}, fd {}) done by {:?} in {:?}: {res}",
             op.iocb.aio_lio_opcode,

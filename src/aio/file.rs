@@ -42,6 +42,10 @@ struct Inner {
     route: AtomicU8,
     /// Not on a file system known to need helpers (network, FUSE): local, as far as we know.
     local: bool,
+    /// Opened with `O_APPEND`: every write goes to the end of the file.
+    append: bool,
+    /// The device of its file system: the class its helper jobs compete in.
+    device: u64,
 }
 
 /// Reads of this file go straight to a helper thread.
@@ -60,13 +64,17 @@ impl AioFile {
     pub fn new(file: File) -> io::Result<AioFile> {
         let flags = sys::file_status_flags(file.as_fd())?;
         let local = !sys::fs_lacks_nowait(file.as_fd());
-        Ok(AioFile::known(file, flags & libc::O_DIRECT != 0, local))
+        let mut aio_file = AioFile::known(file, flags & libc::O_DIRECT != 0, local);
+        Arc::get_mut(&mut aio_file.inner).expect("just made").append =
+            flags & libc::O_APPEND != 0;
+        Ok(aio_file)
     }
 
     /// An `AioFile` for a file whose `O_DIRECT` flag and locality the caller knows (it just
     /// opened it, on a file system it checked): no `fcntl`, no `fstatfs`.
     pub(crate) fn known(file: File, direct: bool, local: bool) -> AioFile {
         let fd = file.as_raw_fd();
+        let device = sys::device_of(file.as_fd());
         let direct = direct.then(|| dio_alignment(&file));
         match direct {
             Some((mem, off)) => log::debug!(
@@ -86,6 +94,8 @@ impl AioFile {
                 direct,
                 route: AtomicU8::new(route),
                 local,
+                append: false,
+                device,
             }),
         }
     }
@@ -126,6 +136,21 @@ impl AioFile {
     /// and lengths.
     pub fn alignment(&self) -> Option<(usize, usize)> {
         self.inner.direct
+    }
+
+    /// Whether every write goes to the end of the file (`O_APPEND`).
+    pub(crate) fn is_append(&self) -> bool {
+        self.inner.append
+    }
+
+    /// The device of the file's file system.
+    pub(crate) fn device(&self) -> u64 {
+        self.inner.device
+    }
+
+    /// The identity of the file (shared by its clones), for the per-file request order.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Whether the file is on a local file system (not one known to ask a server: FUSE, NFS...).

@@ -20,7 +20,7 @@
 use super::file::{HELPER_READS, HELPER_WRITES};
 use super::{AioFile, AioId, OpState, Path};
 use crate::base::EventBase;
-use crate::pool::{Job, Output};
+use crate::pool::{Complete, Job, Output};
 use crate::sys::aio::{self as abi, AioEvent, Iocb};
 
 /// `HELPER_READS` or `HELPER_WRITES` for a transfer opcode; `None` for the syncs.
@@ -89,8 +89,10 @@ impl<S> EventBase<S> {
             }
             Route::Cached => self.read_cached(id),
             Route::Kernel { nowait } => {
+                let op = &mut self.aio.ops[key];
+                op.state = OpState::Queued;
                 if nowait {
-                    self.aio.ops[key].iocb.aio_rw_flags |= libc::RWF_NOWAIT;
+                    op.iocb.aio_rw_flags |= libc::RWF_NOWAIT;
                 }
                 self.aio.queue.push_back(key);
                 self.aio.needs_flush = true;
@@ -209,7 +211,11 @@ impl<S> EventBase<S> {
         // table, which is removed only when this job's result is harvested, or leaked if the
         // base is dropped first: they stay valid for as long as the helper may use them.
         let job: Job = Box::new(move || Box::new(unsafe { abi::run_sync(&iocb, 0) }) as Output);
-        match self.run_aio_on_helper(job, id.data()) {
+        let data = id.data();
+        let complete: Complete<S> =
+            Box::new(move |base, _, outcome| base.aio_done_on_helper(data, outcome));
+        let class = op.file.device();
+        match self.submit_job(class, job, complete) {
             Ok(job) => self.aio.ops[id.key as usize].state = OpState::OnHelper(job),
             Err(e) => {
                 log::error!("cannot run a file request on a helper: {e}");

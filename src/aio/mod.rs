@@ -24,6 +24,7 @@ mod complete;
 mod context;
 mod file;
 mod helper;
+mod order;
 mod requests;
 mod submit;
 
@@ -35,6 +36,8 @@ use slab::Slab;
 
 use crate::base::EventBase;
 use crate::pool::JobId;
+use order::Order;
+pub(crate) use order::{Access, Start};
 use crate::sys::aio::{AioEvent, Iocb};
 use context::Context;
 
@@ -52,6 +55,7 @@ pub struct AioOptions {
     force_io_getevents: bool,
     helper_threads: usize,
     helper_queue: usize,
+    helpers_per_device: Option<usize>,
 }
 
 impl Default for AioOptions {
@@ -62,6 +66,7 @@ impl Default for AioOptions {
             force_io_getevents: false,
             helper_threads: 4,
             helper_queue: 256,
+            helpers_per_device: None,
         }
     }
 }
@@ -113,12 +118,32 @@ impl AioOptions {
         self
     }
 
-    /// At most `n` jobs (at least 1; default 256) handed to the helpers at once; more wait in
-    /// the loop until helpers finish some.
+    /// Formerly the bound of the helpers' queue. Jobs now wait on the loop side until a helper
+    /// is free to start them (so that a queued job can always be cancelled, and a hung file
+    /// system cannot fill the queue ahead of the others): this setting has no effect.
+    #[deprecated(note = "jobs wait on the loop side; see `helpers_per_device`")]
     #[must_use]
     pub fn helper_queue(mut self, n: usize) -> AioOptions {
         self.helper_queue = n.max(1);
         self
+    }
+
+    /// At most `n` helpers (at least 1) may work at once for the requests of one file
+    /// system (one device, `st_dev`); default: half the helpers, rounded up. Requests beyond
+    /// it wait on the loop side, where other file systems' requests go past them: a FUSE or
+    /// NFS mount that hangs holds `n` helpers, and the others keep serving the healthy disks,
+    /// [`run_blocking`](EventBase::run_blocking) jobs (one class of their own) and the
+    /// path operations (`open`, `stat`, ...: one class together, since their file system is
+    /// only known once the path is resolved). See "Fairness" in `docs/aio.md`.
+    #[must_use]
+    pub fn helpers_per_device(mut self, n: usize) -> AioOptions {
+        self.helpers_per_device = Some(n.max(1));
+        self
+    }
+
+    /// The helpers one class of jobs may hold.
+    fn per_class(&self) -> usize {
+        (self.helpers_per_device).unwrap_or(self.helper_threads.div_ceil(2).max(1))
     }
 }
 
@@ -271,6 +296,8 @@ struct Op<S> {
     /// Keeps the fd open, and its number ours, until the completion.
     file: AioFile,
     state: OpState,
+    /// Its place in the file's request order.
+    ticket: u64,
     cancelled: bool,
     /// Bytes a `RWF_NOWAIT` try transferred before the rest went to a helper.
     done: u64,
@@ -298,6 +325,8 @@ enum Path {
 /// Where a request is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OpState {
+    /// Held back until earlier requests of its file that it depends on have finished.
+    Held,
     /// In the submission queue.
     Queued,
     /// Handed to the kernel.
@@ -324,6 +353,10 @@ pub(crate) struct Aio<S> {
     next_gen: u32,
     /// Reused pointer array for `io_submit`.
     batch: Vec<*mut Iocb>,
+    /// The per-file order of the requests of every file.
+    order: Order,
+    /// Reused list of requests the order released.
+    released: Vec<Start>,
 }
 
 impl<S> Aio<S> {
@@ -338,6 +371,8 @@ impl<S> Aio<S> {
             needs_flush: false,
             next_gen: 0,
             batch: Vec::new(),
+            order: Order::default(),
+            released: Vec::new(),
         }
     }
 

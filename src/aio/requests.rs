@@ -32,7 +32,7 @@ impl<S> EventBase<S> {
         self.aio.options = options;
         self.pool.set_limits(crate::pool::PoolLimits {
             threads: options.helper_threads,
-            queue: options.helper_queue,
+            per_class: options.per_class(),
         });
         Ok(())
     }
@@ -239,18 +239,23 @@ impl<S> EventBase<S> {
             .map_err(|(error, buf, _)| AioError { error, buf })
     }
 
-    /// Cancels a request that has not been handed to the kernel yet: it is never submitted,
-    /// and its callback gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its
-    /// `ErrorKind` is not a stable one: compare the errno) with its buffer, in the next
-    /// iteration. Returns `true` then.
+    /// Cancels a request that has not started, or a read that has not been called back: it
+    /// gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its `ErrorKind` is not
+    /// a stable one: compare the errno) with its buffer, in this or the next iteration.
+    /// Returns `true` then, and `true` always means `ECANCELED`, never a partial result.
     ///
-    /// Returns `false` if the request is unknown, finished, already cancelled, or **already
-    /// submitted**: the kernel cannot stop file I/O once it has it (`io_cancel` gives
-    /// `EINVAL`), so a submitted request runs to completion and its callback gets its real
-    /// result. A cancel never hides what happened to the file: a write that was submitted
-    /// reports the bytes it wrote (libuv answers `EBUSY` in the same case). Requests are
-    /// submitted right before each poll (or by [`submit_aio`](Self::submit_aio)), so a cancel
-    /// in the callback that queued the request always succeeds. For
+    /// That covers a request still waiting (held behind earlier requests of its file, in the
+    /// submission queue, or in the helpers' queue), and any read whose callback has not run:
+    /// a read has no side effect, so one the page cache answered inside `read_at`, or whose
+    /// first part came from the cache while the rest waits for a helper, is cancelled too
+    /// (what it put in the buffer is not reported). So a cancel in the callback that queued a
+    /// request always succeeds.
+    ///
+    /// Returns `false` if the request is unknown, finished, already cancelled, or a write, sync
+    /// or read **that the kernel or a helper has started**: file I/O cannot be stopped once
+    /// started (`io_cancel` gives `EINVAL`), so it runs to completion and its callback gets its
+    /// real result. A cancel never hides what happened to the file: a write that started
+    /// reports the bytes it wrote (libuv answers `EBUSY` in the same case). For
     /// [`read_exact_at`](Self::read_exact_at) and [`write_all_at`](Self::write_all_at), the id
     /// names the first request of the span only.
     pub fn cancel_aio(&mut self, id: AioId) -> bool {
@@ -260,15 +265,34 @@ impl<S> EventBase<S> {
         if op.gen != id.gen || op.cancelled {
             return false;
         }
-        match op.state {
+        let read = matches!(
+            op.iocb.aio_lio_opcode,
+            abi::IOCB_CMD_PREAD | abi::IOCB_CMD_PREADV
+        );
+        let cancelled = match op.state {
+            OpState::Held => {
+                op.state = OpState::Done;
+                self.aio.ready.push_back(crate::sys::aio::AioEvent {
+                    data: id.data(),
+                    res: -i64::from(libc::ECANCELED),
+                    ..Default::default()
+                });
+                true
+            }
             OpState::Queued => {
-                op.cancelled = true;
                 self.aio.needs_flush = true;
                 true
             }
+            // Part of a write may have reached the file through kernel AIO already.
+            OpState::OnHelper(_) if !read && op.done > 0 => false,
             OpState::OnHelper(job) => self.pool.cancel(job),
-            OpState::InKernel | OpState::Done => false,
+            OpState::Done => read,
+            OpState::InKernel => false,
+        };
+        if cancelled {
+            self.aio.ops[id.key as usize].cancelled = true;
         }
+        cancelled
     }
 
     /// Hands queued requests to the kernel now, instead of right before the next

@@ -4,6 +4,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use super::order::{Access, Start};
 use super::requests::OnTransfer;
 use super::{
     transfer_result, Aio, AioError, AioFile, AioId, Complete, Op, OpState, Path, MAX_IOVECS,
@@ -123,19 +124,24 @@ impl<S> EventBase<S> {
             iocb.aio_flags = abi::IOCB_FLAG_RESFD;
             iocb.aio_resfd = ctx.eventfd.as_raw_fd() as u32;
         }
+        let access = access(file, &iocb, &iovecs);
+        let (ticket, go) = aio.order.admit(file.identity(), access, Start::Request(id));
         entry.insert(Op {
             gen,
             iocb,
             iovecs,
             file: file.clone(),
-            state: OpState::Queued,
+            state: OpState::Held,
+            ticket,
             cancelled: false,
             done: 0,
             path: Path::Kernel,
             made_at: self.now,
             complete,
         });
-        self.route_new(id);
+        if go {
+            self.route_new(id);
+        }
         id
     }
 
@@ -279,6 +285,24 @@ fn span_end(iocb: &Iocb) -> (u32, u16, i64) {
 /// Whether `iocb` starts where the request that ended at `last` stopped.
 fn continues((fd, opcode, end): (u32, u16, i64), iocb: &Iocb) -> bool {
     end >= 0 && iocb.aio_fildes == fd && iocb.aio_lio_opcode == opcode && iocb.aio_offset == end
+}
+
+/// What a request touches, for the per-file order.
+fn access(file: &AioFile, iocb: &Iocb, iovecs: &[libc::iovec]) -> Access {
+    let start = iocb.aio_offset as u64;
+    let len = match iocb.aio_lio_opcode {
+        abi::IOCB_CMD_PREADV | abi::IOCB_CMD_PWRITEV => iovecs.iter().map(|v| v.iov_len as u64).sum(),
+        _ => iocb.aio_nbytes,
+    };
+    let end = start.saturating_add(len);
+    match iocb.aio_lio_opcode {
+        abi::IOCB_CMD_PREAD | abi::IOCB_CMD_PREADV => Access::Read(start, end),
+        abi::IOCB_CMD_PWRITE | abi::IOCB_CMD_PWRITEV if file.is_append() => {
+            Access::Write(0, u64::MAX)
+        }
+        abi::IOCB_CMD_PWRITE | abi::IOCB_CMD_PWRITEV => Access::Write(start, end),
+        _ => Access::Sync,
+    }
 }
 
 fn file_offset(offset: u64) -> io::Result<i64> {

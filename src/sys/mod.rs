@@ -251,6 +251,27 @@ pub(crate) fn dio_alignment(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
     ))
 }
 
+/// The device of the file system `fd` is on (`statx` with `AT_STATX_DONT_SYNC`, which takes
+/// what the kernel holds and never asks a FUSE or network server), or 0 if unknown.
+pub(crate) fn device_of(fd: BorrowedFd<'_>) -> u64 {
+    // SAFETY: an all-zero statx is a valid value for the kernel to fill.
+    let mut stx: libc::statx = unsafe { mem::zeroed() };
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            0,
+            &mut stx,
+        )
+    };
+    match rc {
+        0 => libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        _ => 0,
+    }
+}
+
 /// `send(2)` of `bytes` on the socket `fd` with `MSG_NOSIGNAL` (see [`sendmsg`]): the count
 /// written.
 pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
