@@ -14,9 +14,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::aio::Access;
 use crate::aio::AioFile;
 use crate::base::EventBase;
-use crate::aio::Access;
 use crate::pool::{Class, Complete, Job, JobId, Outcome, Output};
 use crate::sys;
 
@@ -161,7 +161,11 @@ impl<S> EventBase<S> {
             }
         }
         let class = dir.device;
-        self.blocking_in(class, move || open_beneath(&dir, &path, direct, false), callback)
+        self.blocking_in(
+            class,
+            move || open_beneath(&dir, &path, direct, false),
+            callback,
+        )
     }
 
     /// Calls `callback` with `answer` later in this iteration, as if a helper had found it:

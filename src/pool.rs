@@ -291,7 +291,9 @@ impl<S> Pool<S> {
     }
 
     fn busy_of(&self, class: Class) -> usize {
-        (self.busy.iter()).find(|&&(c, _)| c == class).map_or(0, |&(_, n)| n)
+        (self.busy.iter())
+            .find(|&&(c, _)| c == class)
+            .map_or(0, |&(_, n)| n)
     }
 
     /// Hands waiting jobs to free helpers, in order, skipping those whose class holds its

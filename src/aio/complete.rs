@@ -34,7 +34,9 @@ impl<S> EventBase<S> {
     /// result joins the completion queue, to be called back with the kernel's completions.
     pub(super) fn aio_done_on_helper(&mut self, data: u64, outcome: Outcome) {
         let res = match outcome {
-            Outcome::Done(output) => output.downcast::<i64>().map_or(-i64::from(libc::EIO), |r| *r),
+            Outcome::Done(output) => output
+                .downcast::<i64>()
+                .map_or(-i64::from(libc::EIO), |r| *r),
             Outcome::Panicked => -i64::from(libc::EIO),
             Outcome::Cancelled => -i64::from(libc::ECANCELED),
             Outcome::Refused(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),

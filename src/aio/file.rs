@@ -65,8 +65,7 @@ impl AioFile {
         let flags = sys::file_status_flags(file.as_fd())?;
         let local = !sys::fs_lacks_nowait(file.as_fd());
         let mut aio_file = AioFile::known(file, flags & libc::O_DIRECT != 0, local);
-        Arc::get_mut(&mut aio_file.inner).expect("just made").append =
-            flags & libc::O_APPEND != 0;
+        Arc::get_mut(&mut aio_file.inner).expect("just made").append = flags & libc::O_APPEND != 0;
         Ok(aio_file)
     }
 

@@ -36,10 +36,10 @@ use slab::Slab;
 
 use crate::base::EventBase;
 use crate::pool::JobId;
-use order::Order;
-pub(crate) use order::{Access, Start};
 use crate::sys::aio::{AioEvent, Iocb};
 use context::Context;
+use order::Order;
+pub(crate) use order::{Access, Start};
 
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
 pub use file::AioFile;

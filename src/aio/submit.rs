@@ -291,7 +291,9 @@ fn continues((fd, opcode, end): (u32, u16, i64), iocb: &Iocb) -> bool {
 fn access(file: &AioFile, iocb: &Iocb, iovecs: &[libc::iovec]) -> Access {
     let start = iocb.aio_offset as u64;
     let len = match iocb.aio_lio_opcode {
-        abi::IOCB_CMD_PREADV | abi::IOCB_CMD_PWRITEV => iovecs.iter().map(|v| v.iov_len as u64).sum(),
+        abi::IOCB_CMD_PREADV | abi::IOCB_CMD_PWRITEV => {
+            iovecs.iter().map(|v| v.iov_len as u64).sum()
+        }
         _ => iocb.aio_nbytes,
     };
     let end = start.saturating_add(len);
