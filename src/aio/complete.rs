@@ -39,7 +39,7 @@ impl<S> EventBase<S> {
                 .map_or(-i64::from(libc::EIO), |r| *r),
             Outcome::Panicked => -i64::from(libc::EIO),
             Outcome::Cancelled => -i64::from(libc::ECANCELED),
-            Outcome::Refused(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
+            Outcome::Refused(e) => -i64::from(crate::os_error(&e).unwrap_or(libc::EIO)),
         };
         self.aio.ready.push_back(AioEvent {
             data,

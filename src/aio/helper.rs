@@ -219,7 +219,7 @@ impl<S> EventBase<S> {
             Ok(job) => self.aio.ops[id.key as usize].state = OpState::OnHelper(job),
             Err(e) => {
                 log::error!("cannot run a file request on a helper: {e}");
-                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let errno = crate::os_error(&e).unwrap_or(libc::EIO);
                 self.aio.ops[id.key as usize].state = OpState::Done;
                 self.aio.ready.push_back(AioEvent {
                     data: id.data(),
