@@ -96,9 +96,23 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
         false => 0,
     };
     let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | no_wait;
-    let fd = sys::openat2(dir.fd.as_fd(), &c_path, flags, resolve).map_err(|e| {
+    let mut tries = 0;
+    let opened = loop {
+        match sys::openat2(dir.fd.as_fd(), &c_path, flags, resolve) {
+            // Without RESOLVE_CACHED, EAGAIN means a rename somewhere on the system raced a
+            // `..` step, and the kernel asks to try again (openat2(2)); it rarely repeats.
+            Err(e) if !cached && e.raw_os_error() == Some(libc::EAGAIN) && tries < 1000 => {
+                tries += 1
+            }
+            opened => break opened,
+        }
+    };
+    let fd = opened.map_err(|e| {
         let why = match e.raw_os_error() {
             Some(libc::EXDEV) => ": the path leads out of the directory (EXDEV)",
+            Some(libc::ELOOP) => {
+                ": a symbolic link loop, too many links, or a /proc magic link (ELOOP)"
+            }
             Some(libc::ENOSYS) => ": openat2 needs Linux 5.6 or newer (ENOSYS)",
             _ => "",
         };
@@ -115,8 +129,10 @@ impl<S> EventBase<S> {
     /// Opens `path`, relative to `dir`, for reading (with `O_DIRECT` if `direct`), on a helper
     /// thread, and calls `callback` with the [`AioFile`]. The path can never resolve outside
     /// `dir` (`openat2` with `RESOLVE_BENEATH`): `..` that climbs above it, an absolute path,
-    /// or a symbolic link that points out of it fail with `EXDEV`, as do `/proc` magic links;
-    /// symbolic links that stay inside work.
+    /// or a symbolic link that points out of it fail with `EXDEV`; `/proc` magic links (such
+    /// as `/proc/self/exe` or `fd/N`, which could lead anywhere) fail with `ELOOP`; symbolic
+    /// links that stay inside work. A rename elsewhere on the system that races a `..` step
+    /// makes the kernel answer `EAGAIN`; the open is then retried, never reported.
     ///
     /// ```
     /// use aioloop::{Dir, EventBase};

@@ -27,7 +27,11 @@ impl Log {
         if self.done.iter().filter(|w| **w != "fuse read").count() == 3 {
             self.healthy_done_at = self.started.map(|s| s.elapsed());
             // The stalled reads still waiting for a helper need not wait for the stall.
-            self.cancelled = self.stalled.iter().filter(|&&id| base.cancel_aio(id)).count();
+            self.cancelled = self
+                .stalled
+                .iter()
+                .filter(|&&id| base.cancel_aio(id))
+                .count();
         }
     }
 }
@@ -74,10 +78,13 @@ fn stalled_reads_on_a_hung_mount_leave_helpers_for_the_healthy_disk() {
         log.stalled.push(id);
     }
     log.started = Some(Instant::now());
-    base.run_blocking(|| Ok(()), |base, log, r| {
-        r.unwrap();
-        log.push(base, "run_blocking")
-    })
+    base.run_blocking(
+        || Ok(()),
+        |base, log, r| {
+            r.unwrap();
+            log.push(base, "run_blocking")
+        },
+    )
     .unwrap();
     base.stat(&local, |base, log, r| {
         r.unwrap();
@@ -104,7 +111,10 @@ fn stalled_reads_on_a_hung_mount_leave_helpers_for_the_healthy_disk() {
         log.done
     );
     let took = log.healthy_done_at.unwrap();
-    assert!(took < stall, "the healthy work took {took:?}, the stall is {stall:?}");
+    assert!(
+        took < stall,
+        "the healthy work took {took:?}, the stall is {stall:?}"
+    );
     // 4 helpers, 2 for one device by default: 2 reads stalled on helpers, the rest waited.
     assert_eq!(log.cancelled, names.len() - 2);
     assert_eq!(log.done[3..], ["fuse read", "fuse read"]);
