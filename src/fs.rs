@@ -1,9 +1,11 @@
-//! File-system operations on the helper threads: open, stat, directory listings, close,
-//! `fallocate`, truncate, rename, unlink, mkdir. None has a non-blocking form in the kernel
-//! (short of io_uring), and any of them can take seconds on a slow file system, so each runs
-//! on a helper thread (see `pool.rs`) and calls back on the loop thread with its result, like
-//! [`read_at`](EventBase::read_at). The blocking forms (`AioFile::open`, `std::fs`) stay
-//! available, and block the calling thread.
+//! Operations on paths, on the helper threads: open, stat, directory listings, rename,
+//! unlink, mkdir, and opens confined to a directory ([`Dir`], `open_beneath`). None has a
+//! non-blocking form in the kernel (short of io_uring), and any of them can take seconds on a
+//! slow file system, so each runs on a helper thread (see `pool.rs`) and calls back on the loop
+//! thread with its result, like [`read_at`](EventBase::read_at). The verbs on an open
+//! [`AioFile`] (reads, writes, syncs, `fallocate`, `set_len`, `close`, `file_metadata`) live
+//! together in `aio/requests.rs`, in the file's request order. The blocking forms
+//! (`AioFile::open`, `std::fs`) stay available, and block the calling thread.
 
 use std::ffi::{CString, OsString};
 use std::fs::{File, FileType, Metadata, OpenOptions};
@@ -14,10 +16,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::aio::Access;
 use crate::aio::AioFile;
 use crate::base::EventBase;
-use crate::pool::{Class, Complete, Job, JobId, Outcome, Output};
+use crate::pool::{Class, JobId};
 use crate::sys;
 
 /// One entry of a directory listing ([`EventBase::read_dir`]).
@@ -184,81 +185,6 @@ impl<S> EventBase<S> {
         )
     }
 
-    /// Calls `callback` with `answer` later in this iteration, as if a helper had found it:
-    /// for an operation the kernel's caches answered on the loop thread.
-    fn answer_soon<T, F>(&mut self, answer: io::Result<T>, callback: F) -> JobId
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
-    {
-        self.metrics.fs_cached_ops += 1;
-        self.complete_soon(Box::new(answer), completion(callback))
-    }
-
-    /// Runs the blocking function `op` on a helper thread, and `callback` with its result on
-    /// the loop thread: for any work that would stall the loop (a DNS lookup, compressing a
-    /// file, a library call that blocks), like libuv's `uv_queue_work`. The file operations
-    /// of this module are built on it.
-    ///
-    /// `op` shares the helpers with file operations: one that never returns keeps a helper
-    /// forever (the base does not wait for it when dropped). A panic in `op` reaches
-    /// `callback` as an error. With helpers off (`AioOptions::helper_threads(0)`), `op` runs
-    /// on the loop thread, inside this call, and a panic in it unwinds from here.
-    ///
-    /// ```
-    /// use aioloop::EventBase;
-    ///
-    /// let mut base = EventBase::<u64>::new()?;
-    /// base.run_blocking(|| Ok((1..=20u64).product::<u64>()), |_, out, result| {
-    ///     *out = result.unwrap();
-    /// })?;
-    /// base.set_exit_when_empty(true);
-    /// let mut out = 0;
-    /// base.run(&mut out)?;
-    /// assert_eq!(out, 2_432_902_008_176_640_000);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// Only if no helper can be started (`EAGAIN`, or `EMFILE` for the helpers' eventfd).
-    pub fn run_blocking<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<JobId>
-    where
-        T: Send + 'static,
-        Op: FnOnce() -> io::Result<T> + Send + 'static,
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
-    {
-        self.blocking_in(USER_JOBS, op, callback)
-    }
-
-    /// [`run_blocking`](Self::run_blocking) in the fairness class `class`.
-    fn blocking_in<T, Op, F>(&mut self, class: Class, op: Op, callback: F) -> io::Result<JobId>
-    where
-        T: Send + 'static,
-        Op: FnOnce() -> io::Result<T> + Send + 'static,
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
-    {
-        let job: Job = Box::new(move || Box::new(op()) as Output);
-        self.submit_job(class, job, completion(callback))
-    }
-
-    /// Runs `op` on `file` in the file's request order ([`Access::Barrier`]: after every
-    /// earlier request of the file has finished, and before any later one starts).
-    fn file_barrier<T, Op, F>(&mut self, file: &AioFile, op: Op, callback: F) -> io::Result<JobId>
-    where
-        T: Send + 'static,
-        Op: FnOnce() -> io::Result<T> + Send + 'static,
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
-    {
-        let (identity, ticket) = (file.identity(), self.file_ticket());
-        let complete: Complete<S> = Box::new(move |base, state, outcome| {
-            base.file_request_finished(identity, ticket);
-            callback(base, state, result_of(outcome))
-        });
-        let job: Job = Box::new(move || Box::new(op()) as Output);
-        self.ordered_job((file, ticket), Access::Barrier, job, complete)
-    }
-
     /// Opens `path` with `options` (read, write, create, truncate, append, `custom_flags` such
     /// as `O_DIRECT`...) on a helper thread, and calls `callback` with the [`AioFile`].
     ///
@@ -315,24 +241,6 @@ impl<S> EventBase<S> {
         )
     }
 
-    /// The metadata of an open file (`statx` on its fd), on a helper thread.
-    ///
-    /// # Errors
-    ///
-    /// As for [`open`](Self::open).
-    pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<JobId>
-    where
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
-    {
-        // On a local file system the inode is in memory while the file is open: `fstat`
-        // cannot block, and costs less than a trip to a helper.
-        if file.is_local() && self.pool.enabled() {
-            return Ok(self.answer_soon(file.file().metadata(), callback));
-        }
-        let (class, file) = (file.device(), file.clone());
-        self.blocking_in(class, move || file.file().metadata(), callback)
-    }
-
     /// Lists the directory `path` on a helper thread: every entry but `.` and `..`, with its
     /// type, in the order the file system gives them.
     ///
@@ -345,61 +253,6 @@ impl<S> EventBase<S> {
     {
         let path = path.as_ref().to_path_buf();
         self.blocking_in(PATHS, move || list(&path), callback)
-    }
-
-    /// Closes `file` on a helper thread (a close can wait for a network or FUSE file system to
-    /// flush). Closing happens when the last clone of the `AioFile` goes: if other clones (or
-    /// requests still queued or in flight) hold it, this only lets go of this one.
-    ///
-    /// # Errors
-    ///
-    /// As for [`open`](Self::open).
-    pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<JobId>
-    where
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
-    {
-        let barrier = file.clone();
-        let op = move || {
-            drop(file);
-            Ok(())
-        };
-        self.file_barrier(&barrier, op, callback)
-    }
-
-    /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
-    /// that later `O_DIRECT` writes there do not extend the file; other modes punch or zero
-    /// ranges (`libc::FALLOC_FL_*`).
-    ///
-    /// # Errors
-    ///
-    /// As for [`open`](Self::open).
-    pub fn fallocate<F>(
-        &mut self,
-        file: &AioFile,
-        mode: i32,
-        offset: u64,
-        len: u64,
-        callback: F,
-    ) -> io::Result<JobId>
-    where
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
-    {
-        let (barrier, file) = (file, file.clone());
-        let op = move || sys::fallocate(file.file().as_fd(), mode, offset, len);
-        self.file_barrier(barrier, op, callback)
-    }
-
-    /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
-    ///
-    /// # Errors
-    ///
-    /// As for [`open`](Self::open).
-    pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<JobId>
-    where
-        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
-    {
-        let (barrier, file) = (file, file.clone());
-        self.file_barrier(barrier, move || file.file().set_len(len), callback)
     }
 
     /// Renames `from` to `to` (`rename(2)`: replaces `to` if it exists) on a helper thread.
@@ -456,33 +309,9 @@ impl<S> EventBase<S> {
     }
 }
 
-/// The fairness class of [`run_blocking`](EventBase::run_blocking) jobs.
-const USER_JOBS: Class = u64::MAX;
 /// The fairness class of the operations on paths (`open`, `stat`, `rename`...), whose file
 /// system is not known before the path is resolved.
 const PATHS: Class = u64::MAX - 1;
-
-/// The loop-side end of a job whose output is an `io::Result<T>`: hands it to `callback`.
-fn completion<S, T, F>(callback: F) -> Complete<S>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
-{
-    Box::new(move |base, state, outcome| callback(base, state, result_of(outcome)))
-}
-
-/// The result a job whose output is an `io::Result<T>` reports.
-fn result_of<T: 'static>(outcome: Outcome) -> io::Result<T> {
-    match outcome {
-        Outcome::Done(output) => match output.downcast::<io::Result<T>>() {
-            Ok(result) => *result,
-            Err(_) => Err(io::Error::other("the helper job returned a foreign type")),
-        },
-        Outcome::Panicked => Err(io::Error::other("the helper job panicked")),
-        Outcome::Cancelled => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
-        Outcome::Refused(e) => Err(crate::error::context(e, "cannot start a helper thread")),
-    }
-}
 
 /// The entries of the directory `path`.
 fn list(path: &Path) -> io::Result<Vec<DirEntry>> {

@@ -602,6 +602,69 @@ impl<S> EventBase<S> {
         id
     }
 
+    /// Runs the blocking function `op` on a helper thread, and `callback` with its result on
+    /// the loop thread: for any work that would stall the loop (a DNS lookup, compressing a
+    /// file, a library call that blocks), like libuv's `uv_queue_work`. The file operations
+    /// of this module are built on it.
+    ///
+    /// `op` shares the helpers with file operations: one that never returns keeps a helper
+    /// forever (the base does not wait for it when dropped). A panic in `op` reaches
+    /// `callback` as an error. With helpers off (`AioOptions::helper_threads(0)`), `op` runs
+    /// on the loop thread, inside this call, and a panic in it unwinds from here.
+    ///
+    /// ```
+    /// use aioloop::EventBase;
+    ///
+    /// let mut base = EventBase::<u64>::new()?;
+    /// base.run_blocking(|| Ok((1..=20u64).product::<u64>()), |_, out, result| {
+    ///     *out = result.unwrap();
+    /// })?;
+    /// base.set_exit_when_empty(true);
+    /// let mut out = 0;
+    /// base.run(&mut out)?;
+    /// assert_eq!(out, 2_432_902_008_176_640_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only if no helper can be started (`EAGAIN`, or `EMFILE` for the helpers' eventfd).
+    pub fn run_blocking<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<JobId>
+    where
+        T: Send + 'static,
+        Op: FnOnce() -> io::Result<T> + Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        self.blocking_in(USER_JOBS, op, callback)
+    }
+
+    /// [`run_blocking`](Self::run_blocking) in the fairness class `class`.
+    pub(crate) fn blocking_in<T, Op, F>(
+        &mut self,
+        class: Class,
+        op: Op,
+        callback: F,
+    ) -> io::Result<JobId>
+    where
+        T: Send + 'static,
+        Op: FnOnce() -> io::Result<T> + Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        let job: Job = Box::new(move || Box::new(op()) as Output);
+        self.submit_job(class, job, completion(callback))
+    }
+
+    /// Calls `callback` with `answer` later in this iteration, as if a helper had found it:
+    /// for an operation the kernel's caches answered on the loop thread.
+    pub(crate) fn answer_soon<T, F>(&mut self, answer: io::Result<T>, callback: F) -> JobId
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        self.metrics.fs_cached_ops += 1;
+        self.complete_soon(Box::new(answer), completion(callback))
+    }
+
     /// Cancels a job (a [`run_blocking`](Self::run_blocking) job, or a file-system operation
     /// such as [`stat`](Self::stat) or [`rename`](Self::rename)) that no helper has started:
     /// it never runs, and its callback gets an error whose `raw_os_error()` is
@@ -683,5 +746,30 @@ impl<S> EventBase<S> {
                 return;
             }
         }
+    }
+}
+
+/// The class of [`run_blocking`](EventBase::run_blocking) jobs.
+const USER_JOBS: Class = u64::MAX;
+
+/// The loop-side end of a job whose output is an `io::Result<T>`: hands it to `callback`.
+pub(crate) fn completion<S, T, F>(callback: F) -> Complete<S>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+{
+    Box::new(move |base, state, outcome| callback(base, state, result_of(outcome)))
+}
+
+/// The result a job whose output is an `io::Result<T>` reports.
+pub(crate) fn result_of<T: 'static>(outcome: Outcome) -> io::Result<T> {
+    match outcome {
+        Outcome::Done(output) => match output.downcast::<io::Result<T>>() {
+            Ok(result) => *result,
+            Err(_) => Err(io::Error::other("the helper job returned a foreign type")),
+        },
+        Outcome::Panicked => Err(io::Error::other("the helper job panicked")),
+        Outcome::Cancelled => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+        Outcome::Refused(e) => Err(crate::error::context(e, "cannot start a helper thread")),
     }
 }

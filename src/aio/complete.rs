@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use crate::base::EventBase;
 use crate::sys::aio::AioEvent;
 
-use super::helper::combined_result;
+use super::route::combined_result;
 use super::{AioId, OpState};
 use crate::pool::Outcome;
 

@@ -23,9 +23,9 @@ mod buf;
 mod complete;
 mod context;
 mod file;
-mod helper;
 mod order;
 mod requests;
+mod route;
 mod submit;
 
 use std::collections::VecDeque;
@@ -38,8 +38,7 @@ use crate::base::EventBase;
 use crate::pool::JobId;
 use crate::sys::aio::{AioEvent, Iocb};
 use context::Context;
-use order::Order;
-pub(crate) use order::{Access, Start};
+use order::{Order, Start};
 
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
 pub use file::AioFile;

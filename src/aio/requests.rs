@@ -1,9 +1,14 @@
 //! The request verbs of the base: reads, writes, syncs, whole-span helpers and cancel.
 
+use std::fs::Metadata;
 use std::io;
+use std::os::fd::AsFd;
 
+use super::order::Access;
 use super::{AioError, AioFile, AioId, AioOptions, IoBuf, IoBufMut, OpState, TransferError};
 use crate::base::EventBase;
+use crate::pool::{result_of, Complete, Job, JobId, Output};
+use crate::sys;
 use crate::sys::aio as abi;
 
 /// The `# Errors` section shared by every transfer verb.
@@ -293,6 +298,96 @@ impl<S> EventBase<S> {
             self.aio.ops[id.key as usize].cancelled = true;
         }
         cancelled
+    }
+
+    /// The metadata of an open file (`statx` on its fd), on a helper thread.
+    ///
+    /// # Errors
+    ///
+    /// As for [`open`](Self::open).
+    pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<JobId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
+    {
+        // On a local file system the inode is in memory while the file is open: `fstat`
+        // cannot block, and costs less than a trip to a helper.
+        if file.is_local() && self.pool.enabled() {
+            return Ok(self.answer_soon(file.file().metadata(), callback));
+        }
+        let (class, file) = (file.device(), file.clone());
+        self.blocking_in(class, move || file.file().metadata(), callback)
+    }
+
+    /// Closes `file` on a helper thread (a close can wait for a network or FUSE file system to
+    /// flush). Closing happens when the last clone of the `AioFile` goes: if other clones (or
+    /// requests still queued or in flight) hold it, this only lets go of this one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`open`](Self::open).
+    pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<JobId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
+    {
+        let barrier = file.clone();
+        let op = move || {
+            drop(file);
+            Ok(())
+        };
+        self.file_barrier(&barrier, op, callback)
+    }
+
+    /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
+    /// that later `O_DIRECT` writes there do not extend the file; other modes punch or zero
+    /// ranges (`libc::FALLOC_FL_*`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`open`](Self::open).
+    pub fn fallocate<F>(
+        &mut self,
+        file: &AioFile,
+        mode: i32,
+        offset: u64,
+        len: u64,
+        callback: F,
+    ) -> io::Result<JobId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
+    {
+        let (barrier, file) = (file, file.clone());
+        let op = move || sys::fallocate(file.file().as_fd(), mode, offset, len);
+        self.file_barrier(barrier, op, callback)
+    }
+
+    /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
+    ///
+    /// # Errors
+    ///
+    /// As for [`open`](Self::open).
+    pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<JobId>
+    where
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
+    {
+        let (barrier, file) = (file, file.clone());
+        self.file_barrier(barrier, move || file.file().set_len(len), callback)
+    }
+
+    /// Runs `op` on `file` in the file's request order ([`Access::Barrier`]: after every
+    /// earlier request of the file has finished, and before any later one starts).
+    fn file_barrier<T, Op, F>(&mut self, file: &AioFile, op: Op, callback: F) -> io::Result<JobId>
+    where
+        T: Send + 'static,
+        Op: FnOnce() -> io::Result<T> + Send + 'static,
+        F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
+    {
+        let (identity, ticket) = (file.identity(), self.file_ticket());
+        let complete: Complete<S> = Box::new(move |base, state, outcome| {
+            base.file_request_finished(identity, ticket);
+            callback(base, state, result_of(outcome))
+        });
+        let job: Job = Box::new(move || Box::new(op()) as Output);
+        self.ordered_job((file, ticket), Access::Barrier, job, complete)
     }
 
     /// Hands queued requests to the kernel now, instead of right before the next

@@ -1,4 +1,6 @@
-//! AIO requests on the helper threads: whatever kernel AIO cannot run without blocking.
+//! Where a request runs: the page cache on the loop thread, kernel AIO, or a helper thread
+//! for whatever kernel AIO cannot run without blocking. (When it may start is `order.rs`'s
+//! business: a request reaches `route_new` only once the order releases it.)
 //!
 //! With helpers on (the default), every read and write goes to kernel AIO with `RWF_NOWAIT`:
 //! what the kernel can do at once (a page-cache hit, `O_DIRECT` on ext4, xfs, btrfs or a block
