@@ -44,7 +44,10 @@ fn filled(byte: u8, len: usize) -> AlignedBuf {
 fn busy_helpers<S>(base: &mut EventBase<S>, n: usize, time: Duration) {
     for _ in 0..n {
         base.run_blocking(
-            move || Ok(std::thread::sleep(time)),
+            move || {
+                std::thread::sleep(time);
+                Ok(())
+            },
             |_, _, _: std::io::Result<()>| {},
         )
         .unwrap();

@@ -23,7 +23,10 @@ fn finish<S>(base: &mut EventBase<S>, state: &mut S) -> bool {
 /// Keeps the only helper busy for `time`.
 fn occupy_helper<S>(base: &mut EventBase<S>, time: Duration) {
     base.run_blocking(
-        move || Ok(std::thread::sleep(time)),
+        move || {
+            std::thread::sleep(time);
+            Ok(())
+        },
         |_, _, _: std::io::Result<()>| {},
     )
     .unwrap();
