@@ -167,7 +167,8 @@ pub fn listen_fds() -> io::Result<Vec<ListenFd>> {
     }
     let announced = FIRST_FD..FIRST_FD + count;
     let kinds: Vec<Inherited> = announced.clone().map(sys::inherited).collect();
-    let looks_inherited = |kind: &Inherited| !matches!(kind, Inherited::Closed | Inherited::CloseOnExec);
+    let looks_inherited =
+        |kind: &Inherited| !matches!(kind, Inherited::Closed | Inherited::CloseOnExec);
     if !kinds.iter().any(looks_inherited) {
         if count > 0 {
             log::warn!(

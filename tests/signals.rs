@@ -539,7 +539,10 @@ fn thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewher
     done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(main_base.remove_signal_handler(in_main));
     gone_tx.send(()).unwrap();
-    assert!(!thread.join().unwrap(), "the thread's mask was never restored");
+    assert!(
+        !thread.join().unwrap(),
+        "the thread's mask was never restored"
+    );
 }
 
 /// A signal that no thread-blocked signalfd can read goes through the forwarding handler and a
@@ -554,7 +557,10 @@ fn realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048
 fn forwarding_pipe_overflow_is_counted_in_metrics() {
     let (seen, dropped) = send_while_the_loop_waits(rt() + 1, 27_000);
     assert_eq!(seen + dropped, 27_000);
-    assert!(seen >= 26_000, "the pipe holds about 26,000 instances: {seen}");
+    assert!(
+        seen >= 26_000,
+        "the pipe holds about 26,000 instances: {seen}"
+    );
     assert!(dropped > 0);
 }
 

@@ -42,8 +42,7 @@ pub(super) fn acquire(signo: i32) -> io::Result<()> {
     WANTS.with(|wants| {
         let want = &mut wants.borrow_mut()[signo as usize];
         // A block aioloop kept (see `release`) is still aioloop's, not the program's.
-        if want.handlers == 0 && !want.blocked_by_us && !sys::current_sigmask()?.contains(signo)
-        {
+        if want.handlers == 0 && !want.blocked_by_us && !sys::current_sigmask()?.contains(signo) {
             sys::thread_sigmask(libc::SIG_BLOCK, &SigSet::of(signo))?;
             want.blocked_by_us = true;
         }
