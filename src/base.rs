@@ -128,8 +128,8 @@ pub struct EventBase<S> {
     failure: Option<io::Error>,
     exit_when_empty: bool,
     running: bool,
-    /// The fork generation of the process that created the base (see `sys::fork_generation`).
-    fork_generation: u64,
+    /// The process that created the base (see `sys::Owner`).
+    owner: sys::Owner,
     pub(crate) metrics: Metrics,
 }
 
@@ -181,7 +181,7 @@ impl<S> EventBase<S> {
             failure: None,
             exit_when_empty: false,
             running: false,
-            fork_generation: sys::fork_generation(),
+            owner: sys::Owner::current(),
             metrics: Metrics::default(),
         };
         base.create_timer_wakeup();
@@ -325,6 +325,7 @@ impl<S> EventBase<S> {
             aio_in_flight: self.aio.in_flight(),
             poll_time: Duration::from_nanos(self.poll_ticks),
             longest_hold: Duration::from_nanos(self.longest_hold_ticks),
+            signals_dropped: sys::signals_dropped(),
             ..self.metrics
         }
     }
@@ -352,7 +353,7 @@ impl<S> EventBase<S> {
                  return from the callback and let the running loop continue",
             ));
         }
-        if self.fork_generation != sys::fork_generation() {
+        if !self.owner.is_current() {
             return Err(io::Error::other(
                 "this EventBase was created by the parent process before fork: the child shares \
                  its epoll instance and AIO ring, so running it here would steal the parent's \

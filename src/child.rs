@@ -5,11 +5,17 @@
 //! confused by pid reuse; it becomes readable when the process exits, and
 //! `waitid(P_PIDFD, ...)` reaps exactly that child, never another one. No `SIGCHLD` handler is
 //! involved.
+//!
+//! A base reaps what it watches: a watch dropped with its base (or removed by fd number)
+//! before its child exited reaps the child at once if it has exited, and otherwise hands a
+//! duplicate of the pidfd to a small thread that waits for the exit and reaps it. Only
+//! [`EventBase::unwatch_child`] gives the child back to the caller, unreaped.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus};
 use std::rc::Rc;
 
 use crate::base::EventBase;
@@ -34,10 +40,31 @@ pub struct ChildExit {
 /// It holds the child's pidfd (shared with the watch), so [`signal`](Self::signal) reaches that
 /// process and never another that reuses its pid after it was reaped: the race that `kill(pid)`
 /// has. Clones share the pidfd, which closes with the last clone and the watch.
+///
+/// A handle from [`spawn_child`](EventBase::spawn_child) also holds the child's end of the
+/// pipes asked for with `Stdio::piped()`, until taken ([`take_stdin`](Self::take_stdin)...).
 #[derive(Clone, Debug)]
 pub struct ChildHandle {
     pid: u32,
-    pidfd: Rc<OwnedFd>,
+    watched: Rc<Watched>,
+}
+
+/// What a watch and its handles share.
+#[derive(Debug)]
+struct Watched {
+    pidfd: OwnedFd,
+    /// Whether the watch still answers for reaping the child: cleared once its callback
+    /// reaped it, or by `unwatch_child`.
+    reaps: Cell<bool>,
+    stdio: RefCell<Stdio>,
+}
+
+/// The parent's ends of a spawned child's pipes, non-blocking.
+#[derive(Debug, Default)]
+struct Stdio {
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
 }
 
 impl ChildHandle {
@@ -55,7 +82,7 @@ impl ChildHandle {
     /// `ESRCH` once the child has been reaped (its exit callback ran): nothing was sent, and
     /// no other process could have received it. `EINVAL` for a bad signal number.
     pub fn signal(&self, signo: i32) -> io::Result<()> {
-        sys::pidfd_send_signal(self.pidfd.as_fd(), signo).map_err(|e| {
+        sys::pidfd_send_signal(self.watched.pidfd.as_fd(), signo).map_err(|e| {
             let what = match e.raw_os_error() {
                 Some(libc::ESRCH) => format!(
                     "cannot send signal {signo} to child {}: it has exited and been reaped",
@@ -65,6 +92,68 @@ impl ChildHandle {
             };
             error::context(e, what)
         })
+    }
+
+    /// Takes the write end of the child's stdin pipe, if [`spawn_child`](EventBase::spawn_child)
+    /// made one (`Stdio::piped()`) and no clone of this handle took it yet. It is non-blocking
+    /// and close-on-exec: watch it with [`set_io_handler`](EventBase::set_io_handler), or give
+    /// it to a writer ([`add_writer`](EventBase::add_writer)); drop it to close the child's stdin.
+    pub fn take_stdin(&self) -> Option<ChildStdin> {
+        self.watched.stdio.borrow_mut().stdin.take()
+    }
+
+    /// Takes the read end of the child's stdout pipe, as [`take_stdin`](Self::take_stdin) does
+    /// for stdin: non-blocking and close-on-exec, for an fd handler that reads until
+    /// `WouldBlock`.
+    pub fn take_stdout(&self) -> Option<ChildStdout> {
+        self.watched.stdio.borrow_mut().stdout.take()
+    }
+
+    /// Takes the read end of the child's stderr pipe, as [`take_stdout`](Self::take_stdout).
+    pub fn take_stderr(&self) -> Option<ChildStderr> {
+        self.watched.stdio.borrow_mut().stderr.take()
+    }
+}
+
+/// Held by a watch's callback: if the callback goes (with its base, say) while it still
+/// answers for the child, the child is reaped now if it has exited, or on a thread once it
+/// does, so that it never stays a zombie.
+struct Reaper {
+    pid: u32,
+    watched: Rc<Watched>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.watched.reaps.replace(false) {
+            return;
+        }
+        let pid = self.pid;
+        match sys::waitid_pidfd(self.watched.pidfd.as_fd(), 0) {
+            Ok(Some(_)) => log::debug!("child {pid} reaped as its watch was dropped"),
+            Ok(None) => reap_later(pid, self.watched.pidfd.as_fd()),
+            // ECHILD: not our child any more (a forked child dropping its parent's base).
+            Err(e) => log::debug!("child {pid} not reaped with its watch: {e}"),
+        }
+    }
+}
+
+/// Reaps child `pid` on a thread of its own once it exits.
+fn reap_later(pid: u32, pidfd: std::os::fd::BorrowedFd<'_>) {
+    let spawned = sys::dup_cloexec(pidfd).and_then(|pidfd| {
+        std::thread::Builder::new()
+            .name("aioloop-reaper".into())
+            .stack_size(64 * 1024)
+            .spawn(move || match sys::reap_pidfd(pidfd.as_fd()) {
+                Ok(()) => log::debug!("child {pid} reaped after its watch was dropped"),
+                Err(e) => log::error!("cannot reap child {pid}: {e}"),
+            })
+    });
+    if let Err(e) = spawned {
+        log::error!(
+            "child {pid} outlives its watch and nothing will reap it (it stays a zombie once \
+             it exits): cannot start a reaper thread: {e}"
+        );
     }
 }
 
@@ -123,8 +212,14 @@ impl<S> EventBase<S> {
     /// Calls `callback` once `child` has exited, with its exact status, and reaps it.
     ///
     /// Works for a child that has already exited. The base takes the `Child` so that nothing
-    /// else waits for it; take its stdin/stdout/stderr out first if you need them. The watch
+    /// else waits for it; take its stdin/stdout/stderr out first if you need them (or spawn
+    /// with [`spawn_child`](Self::spawn_child), which keeps them in the handle). The watch
     /// keeps the loop alive until the child exits.
+    ///
+    /// The base reaps what it watches: dropped before the child exits, it reaps the child at
+    /// once if it has exited, and otherwise a small thread (`aioloop-reaper`) waits for the
+    /// exit and reaps it; the callback is not called. Only
+    /// [`unwatch_child`](Self::unwatch_child) leaves the child to the caller.
     ///
     /// Spawn the child with [`reset_signals_on_exec`], or use
     /// [`spawn_child`](Self::spawn_child), or it inherits this thread's blocked signals.
@@ -170,9 +265,37 @@ impl<S> EventBase<S> {
 
     /// Spawns `command` with a clean signal state ([`reset_signals_on_exec`]) and watches the
     /// child like [`watch_child`](Self::watch_child). The child's stdin, stdout and stderr
-    /// are what `command` says (inherited by default); to keep pipes to it, spawn it yourself
-    /// with [`reset_signals_on_exec`] and pass the `Child`'s pipes on before
-    /// [`watch_child`](Self::watch_child).
+    /// are what `command` says (inherited by default). The parent's ends of the pipes asked
+    /// for with `Stdio::piped()` are made non-blocking (they are close-on-exec already) and
+    /// wait in the handle: take them with [`take_stdin`](ChildHandle::take_stdin),
+    /// [`take_stdout`](ChildHandle::take_stdout) and [`take_stderr`](ChildHandle::take_stderr),
+    /// and watch them with [`set_io_handler`](Self::set_io_handler).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::process::{Command, Stdio};
+    /// use aioloop::{Direction, EventBase, IoOptions};
+    ///
+    /// let mut base = EventBase::<Vec<u8>>::new()?;
+    /// let mut command = Command::new("echo");
+    /// command.arg("hello").stdout(Stdio::piped());
+    /// let child = base.spawn_child(&mut command, |_, _, _| {})?;
+    /// let mut stdout = child.take_stdout().unwrap();
+    /// let fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
+    /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, out, _| {
+    ///     let mut chunk = [0; 512];
+    ///     match stdout.read(&mut chunk) {
+    ///         Ok(0) => base.remove_fd_handlers(&fd, aioloop::Handlers::ALL).then_some(()).unwrap_or(()),
+    ///         Ok(n) => out.extend_from_slice(&chunk[..n]),
+    ///         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    ///     }
+    /// })?;
+    /// base.set_exit_when_empty(true);
+    /// let mut out = Vec::new();
+    /// base.run(&mut out)?;
+    /// assert_eq!(out, b"hello\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     ///
     /// ```
     /// use std::process::Command;
@@ -200,10 +323,34 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
     {
         let program = command.get_program().to_string_lossy().into_owned();
-        let child = reset_signals_on_exec(command)
+        let mut child = reset_signals_on_exec(command)
             .spawn()
             .map_err(|e| error::context(e, format!("cannot spawn {program}")))?;
-        self.watch_child(child, callback)
+        let stdio = Stdio {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+        };
+        let nonblocking = [
+            stdio.stdin.as_ref().map(AsFd::as_fd),
+            stdio.stdout.as_ref().map(AsFd::as_fd),
+            stdio.stderr.as_ref().map(AsFd::as_fd),
+        ]
+        .into_iter()
+        .flatten()
+        .try_for_each(sys::set_nonblocking);
+        if let Err(e) = nonblocking {
+            // Nobody will hear of this child: end it rather than leave it running unwatched.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error::context(
+                e,
+                format!("cannot make the pipes to {program} non-blocking"),
+            ));
+        }
+        let handle = self.watch_child(child, callback)?;
+        *handle.watched.stdio.borrow_mut() = stdio;
+        Ok(handle)
     }
 
     /// Stops watching `child`: its exit callback will not run, and returns whether it was
@@ -211,7 +358,9 @@ impl<S> EventBase<S> {
     /// left as it is, and not reaped when it exits: wait for it yourself (by
     /// [`pid`](ChildHandle::pid)), or it stays a zombie until this process exits.
     pub fn unwatch_child(&mut self, child: &ChildHandle) -> bool {
-        self.remove_fd_handlers(&child.pidfd.as_raw_fd(), Handlers::ALL)
+        // The pidfd lives as long as the handle, so its number names this watch or nothing.
+        child.watched.reaps.set(false);
+        self.remove_fd_handlers(&child.watched.pidfd.as_raw_fd(), Handlers::ALL)
     }
 
     fn watch_process<F>(
@@ -229,29 +378,37 @@ impl<S> EventBase<S> {
                 format!("{pid} is not a valid pid"),
             )
         })?;
-        let pidfd = Rc::new(sys::pidfd_open(raw_pid).map_err(|e| open_error(e, pid))?);
+        let pidfd = sys::pidfd_open(raw_pid).map_err(|e| open_error(e, pid))?;
         // WNOWAIT: only ask whether it is our child; reaping happens when the callback runs.
         sys::waitid_pidfd(pidfd.as_fd(), libc::WNOWAIT).map_err(|e| open_error(e, pid))?;
         let fd = pidfd.as_raw_fd();
+        let watched = Rc::new(Watched {
+            pidfd,
+            reaps: Cell::new(false),
+            stdio: RefCell::default(),
+        });
         let handle = ChildHandle {
             pid,
-            pidfd: pidfd.clone(),
+            watched: watched.clone(),
         };
+        let reaper = Reaper { pid, watched };
         let mut pending = Some((callback, child));
         self.set_io_handler(
             &fd,
             Direction::Read,
             IoOptions::new(),
             move |base, state, _| {
-                let status = match sys::waitid_pidfd(pidfd.as_fd(), 0) {
+                let status = match sys::waitid_pidfd(reaper.watched.pidfd.as_fd(), 0) {
                     Ok(Some(end)) => exit_status(end),
                     Ok(None) => return, // not exited yet: a spurious wake-up
                     Err(e) => {
                         log::error!("waitid for child {pid} failed: {e}; dropping its watch");
+                        reaper.watched.reaps.set(false);
                         base.remove_fd_handlers(&fd, Handlers::ALL);
                         return;
                     }
                 };
+                reaper.watched.reaps.set(false);
                 // The pidfd (owned by this closure) closes once the base drops the closure, after
                 // the registration is gone.
                 base.remove_fd_handlers(&fd, Handlers::ALL);
@@ -262,6 +419,9 @@ impl<S> EventBase<S> {
                 }
             },
         )?;
+        // Only now: a watch that could not be installed leaves the `Child` to nobody, as
+        // before, rather than reaping behind the caller's error.
+        handle.watched.reaps.set(true);
         Ok(handle)
     }
 }

@@ -59,4 +59,8 @@ pub struct Metrics {
     pub helper_queue_time: Duration,
     /// Total time helpers spent running jobs.
     pub helper_run_time: Duration,
+    /// Signal instances lost, process-wide since the start: taken by a thread that does not
+    /// block them, while the forwarding pipe that carries such instances to the loops was
+    /// full (about 26,000 instances waiting unread; see `docs/architecture.md`, "Signals").
+    pub signals_dropped: u64,
 }

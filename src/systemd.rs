@@ -23,12 +23,12 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::base::EventBase;
 use crate::error;
-use crate::sys;
+use crate::sys::{self, Inherited};
 use crate::timer::{Schedule, TimerId};
 
 /// The first fd systemd passes (`SD_LISTEN_FDS_START`).
@@ -135,43 +135,131 @@ pub struct ListenFd {
     pub name: Option<String>,
 }
 
-static TAKEN: AtomicBool = AtomicBool::new(false);
+/// Whether this program image handed the fds out already.
+static HANDED_OVER: Mutex<bool> = Mutex::new(false);
 
 /// The sockets systemd passed to this process (socket activation), in order; empty when it
 /// passed none (`LISTEN_PID` unset or another process's).
 ///
-/// The fds are taken over (made close-on-exec and owned) on the first call; later calls return
-/// nothing, so each fd has exactly one owner. The environment variables are left as they are
-/// (changing the environment of a multi-threaded program is unsound).
+/// Each fd becomes an `OwnedFd`, so ownership must be beyond doubt. The fds are taken over
+/// (made close-on-exec and owned) by the first call that returns them; later calls in the same
+/// program image return nothing. An fd that came from systemd was inherited through `exec`, so
+/// it is open and not close-on-exec: one that is close-on-exec was opened (or taken over) by
+/// this program image. If no announced fd looks inherited, the variables are stale, left from
+/// an image that took the sockets before it re-executed itself with the same pid, or passed
+/// on by mistake: the call returns nothing, and never takes a file the program owns. The
+/// environment variables are left as they are (changing the environment of a multi-threaded
+/// program is unsound).
 ///
 /// # Errors
 ///
-/// A malformed `LISTEN_FDS`, or an fd it announces that is not open (`EBADF`).
+/// A malformed `LISTEN_FDS`; or, among announced fds that look inherited, one that is not open,
+/// close-on-exec, or not a socket (systemd's `ListenFIFO=` and `ListenSpecial=` pass other
+/// kinds: take those with [`listen_fds_unchecked`]). Nothing is taken then, nothing is closed,
+/// and a later call fails the same way.
 pub fn listen_fds() -> io::Result<Vec<ListenFd>> {
     let Some(count) = listen_fd_count()? else {
         return Ok(Vec::new());
     };
-    if TAKEN.swap(true, Ordering::SeqCst) {
+    let mut handed_over = HANDED_OVER.lock().unwrap_or_else(PoisonError::into_inner);
+    if *handed_over {
         return Ok(Vec::new());
     }
+    let announced = FIRST_FD..FIRST_FD + count;
+    let kinds: Vec<Inherited> = announced.clone().map(sys::inherited).collect();
+    let looks_inherited =
+        |kind: &Inherited| !matches!(kind, Inherited::Closed | Inherited::CloseOnExec);
+    if !kinds.iter().any(looks_inherited) {
+        if count > 0 {
+            log::warn!(
+                "LISTEN_FDS={count} names no fd this process inherited: stale variables, ignored"
+            );
+        }
+        *handed_over = true;
+        return Ok(Vec::new());
+    }
+    if let Some((fd, kind)) = announced
+        .clone()
+        .zip(&kinds)
+        .find(|(_, kind)| **kind != Inherited::Socket)
+    {
+        return Err(refusal(fd, *kind));
+    }
+    *handed_over = true;
+    take(announced)
+}
+
+/// Like [`listen_fds`], but takes every announced fd whatever it is (a FIFO, a special file, a
+/// socket) and whatever its flags, even after another call took them.
+///
+/// # Safety
+///
+/// Every fd that `LISTEN_FDS` announces must be owned by nothing else in the process: no
+/// earlier call to [`listen_fds`] or to this function returned it, and no other code opened
+/// or took it. An fd with two owners is closed under one of them.
+///
+/// # Errors
+///
+/// A malformed `LISTEN_FDS`, or an announced fd that is not open (`EBADF`); nothing is taken
+/// then.
+#[allow(unsafe_code)] // a contract on the caller only: the body is safe code
+pub unsafe fn listen_fds_unchecked() -> io::Result<Vec<ListenFd>> {
+    let Some(count) = listen_fd_count()? else {
+        return Ok(Vec::new());
+    };
+    let mut handed_over = HANDED_OVER.lock().unwrap_or_else(PoisonError::into_inner);
+    let announced = FIRST_FD..FIRST_FD + count;
+    if let Some(fd) = announced
+        .clone()
+        .find(|&fd| sys::inherited(fd) == Inherited::Closed)
+    {
+        return Err(refusal(fd, Inherited::Closed));
+    }
+    *handed_over = true;
+    take(announced)
+}
+
+/// Takes the fds `announced`, which the caller checked, with their names.
+fn take(announced: std::ops::Range<RawFd>) -> io::Result<Vec<ListenFd>> {
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     let mut names = names
         .split(':')
         .map(|n| (!n.is_empty()).then(|| n.to_string()));
-    (FIRST_FD..FIRST_FD + count)
-        .map(|fd| {
-            let owned = sys::take_inherited_fd(fd).map_err(|e| {
-                error::context(
-                    e,
-                    format!("LISTEN_FDS announces fd {fd}, which is not open"),
-                )
-            })?;
-            Ok(ListenFd {
+    let mut fds = Vec::with_capacity(announced.len());
+    for fd in announced {
+        // Cannot fail for an open fd; if it did, the fds taken so far still go back owned.
+        match sys::take_inherited_fd(fd) {
+            Ok(owned) => fds.push(ListenFd {
                 fd: owned,
                 name: names.next().flatten(),
-            })
-        })
-        .collect()
+            }),
+            Err(e) => log::error!("cannot take fd {fd} from LISTEN_FDS: {e}"),
+        }
+    }
+    Ok(fds)
+}
+
+/// Why `listen_fds` refuses the announced `fd`.
+fn refusal(fd: RawFd, kind: Inherited) -> io::Error {
+    let (errno, why) = match kind {
+        Inherited::Closed => (libc::EBADF, "which is not open".to_string()),
+        Inherited::CloseOnExec => (
+            libc::EINVAL,
+            "which is close-on-exec, so it was not inherited: this program opened it".to_string(),
+        ),
+        Inherited::NotSocket(mode) => (
+            libc::ENOTSOCK,
+            format!(
+                "which is not a socket (file type {mode:#o}); if the socket unit passes FIFOs or \
+                 special files on purpose, take them with systemd::listen_fds_unchecked"
+            ),
+        ),
+        Inherited::Socket => (0, String::new()),
+    };
+    error::context(
+        io::Error::from_raw_os_error(errno),
+        format!("LISTEN_FDS announces fd {fd}, {why}; no fd was taken"),
+    )
 }
 
 /// `LISTEN_FDS`, if `LISTEN_PID` is this process.

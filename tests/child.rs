@@ -200,3 +200,137 @@ fn spawning_a_missing_program_names_it() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
 }
+
+/// The `State:` line of `/proc/PID/status` (`Z (zombie)`...), or `None` once the process is
+/// gone (reaped).
+fn proc_state(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("State:"))?;
+    Some(line.trim_start_matches("State:").trim().to_string())
+}
+
+/// Waits at most 10 s for `done(state of pid)`.
+fn wait_for_state(pid: u32, done: impl Fn(Option<&str>) -> bool) -> Option<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let state = proc_state(pid);
+        if done(state.as_deref()) || start.elapsed() > Duration::from_secs(10) {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn dropping_a_base_reaps_the_exited_child_it_watched() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let child = base
+        .spawn_child(&mut Command::new("true"), |_, _, _| {})
+        .unwrap();
+    let pid = child.pid();
+    let zombie = wait_for_state(pid, |s| s.is_some_and(|s| s.starts_with('Z')));
+    assert!(zombie.is_some_and(|s| s.starts_with('Z')), "never exited");
+    drop(base);
+    assert_eq!(proc_state(pid), None, "child {pid} left a zombie");
+}
+
+#[test]
+fn dropping_a_base_reaps_a_running_child_it_watched_once_that_exits() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let mut command = Command::new("sleep");
+    command.arg("0.2");
+    let child = base.spawn_child(&mut command, |_, _, _| {}).unwrap();
+    let pid = child.pid();
+    drop(base);
+    assert!(proc_state(pid).is_some_and(|s| !s.starts_with('Z')));
+    let state = wait_for_state(pid, |s| s.is_none());
+    assert_eq!(state, None, "child {pid} left a zombie");
+}
+
+#[test]
+fn spawn_child_hands_out_nonblocking_close_on_exec_stdio_pipes_the_loop_can_watch() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    #[derive(Default)]
+    struct Seen {
+        out: Vec<u8>,
+        err: Vec<u8>,
+        exit: Option<i32>,
+    }
+    let mut base = EventBase::<Seen>::new().unwrap();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "read line; echo \"got $line\"; echo oops >&2; exit 4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = base
+        .spawn_child(&mut command, |_, seen, exit| seen.exit = exit.status.code())
+        .unwrap();
+    let mut stdin = child.take_stdin().unwrap();
+    let mut stdout = child.take_stdout().unwrap();
+    let mut stderr = child.take_stderr().unwrap();
+    assert!(child.clone().take_stdout().is_none(), "taken once");
+    for fd in [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()] {
+        // SAFETY: reading the flags of fds we own.
+        let (status, fd_flags) = unsafe {
+            (
+                libc::fcntl(fd, libc::F_GETFL),
+                libc::fcntl(fd, libc::F_GETFD),
+            )
+        };
+        assert_ne!(status & libc::O_NONBLOCK, 0, "fd {fd} blocks");
+        assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "fd {fd} leaks into exec");
+    }
+    let mut empty = [0; 16];
+    let err = stdout.read(&mut empty).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+
+    let out_fd = stdout.as_raw_fd();
+    base.set_io_handler(
+        &out_fd,
+        aioloop::Direction::Read,
+        aioloop::IoOptions::new(),
+        move |base, seen, _| drain(base, &mut stdout, out_fd, &mut seen.out),
+    )
+    .unwrap();
+    let err_fd = stderr.as_raw_fd();
+    base.set_io_handler(
+        &err_fd,
+        aioloop::Direction::Read,
+        aioloop::IoOptions::new(),
+        move |base, seen, _| drain(base, &mut stderr, err_fd, &mut seen.err),
+    )
+    .unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    drop(stdin);
+    base.set_exit_when_empty(true);
+    base.exit_after(Duration::from_secs(20));
+    let mut seen = Seen::default();
+    base.run(&mut seen).unwrap();
+    assert_eq!(seen.out, b"got hello\n");
+    assert_eq!(seen.err, b"oops\n");
+    assert_eq!(seen.exit, Some(4));
+}
+
+/// Reads `from` until `WouldBlock`; at EOF removes its handlers.
+fn drain(
+    base: &mut EventBase<impl Sized>,
+    from: &mut impl std::io::Read,
+    fd: i32,
+    into: &mut Vec<u8>,
+) {
+    let mut chunk = [0; 256];
+    loop {
+        match from.read(&mut chunk) {
+            Ok(0) => {
+                base.remove_fd_handlers(&fd, aioloop::Handlers::ALL);
+                return;
+            }
+            Ok(n) => into.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}

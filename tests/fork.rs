@@ -1,15 +1,19 @@
-//! Tests that need a process of their own: a base copied into a child by `fork`, and faults set
-//! up with process-wide limits (`RLIMIT_FSIZE`). Each forks; they take turns, so no other test
-//! thread is busy when one forks.
+//! Tests that fork: a base copied into a child, faults set up with process-wide limits
+//! (`RLIMIT_FSIZE`), and a child forked while another thread holds aioloop's process-wide locks.
+//!
+//! No libtest harness (`harness = false`): its threads could hold a lock (std's output capture,
+//! the panic hook's) at a fork, and the child would hang on it. `main` runs the tests one by
+//! one; every forked child has an `alarm`, and every wait for one is bounded.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aioloop::{AioFile, AlignedBuf, EventBase};
 
 mod common;
 use common::data_file;
 
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// How long a forked child may live before its `alarm` ends it.
+const CHILD_ALARM_SECS: u32 = 10;
 
 /// Runs `child` in a forked process and returns its exit code.
 fn in_child(child: impl FnOnce() -> i32) -> i32 {
@@ -20,26 +24,56 @@ fn in_child(child: impl FnOnce() -> i32) -> i32 {
 
 /// Runs `child` in a forked process and returns its wait status.
 fn in_child_status(child: impl FnOnce() -> i32) -> i32 {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: this test binary runs one test on one thread; the child only runs `child` and
-    // leaves with `_exit`, never returning into the test harness.
+    // SAFETY: the child only runs `child` and leaves with `_exit`, never returning into
+    // `main`; its alarm ends it if it hangs.
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
-            // SAFETY: leaving the child without running the parent's atexit handlers.
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            status
+        0 => run_child(child),
+        pid => wait_bounded(pid),
+    }
+}
+
+/// The child's side: an alarm first, then `child`; never returns.
+fn run_child(child: impl FnOnce() -> i32) -> ! {
+    // SAFETY: SIGALRM back to its default action and unblocked, then an alarm: plain calls on
+    // stack values in the child.
+    unsafe {
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::alarm(CHILD_ALARM_SECS);
+    }
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+    // SAFETY: leaving the child without running the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Waits for child `pid` twice as long as its alarm allows, then kills it and fails.
+fn wait_bounded(pid: libc::pid_t) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(2 * u64::from(CHILD_ALARM_SECS));
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child, without blocking.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            0 => {
+                // SAFETY: killing and reaping our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                panic!("child {pid} outlived its alarm");
+            }
+            reaped => {
+                assert_eq!(reaped, pid, "waitpid: {}", std::io::Error::last_os_error());
+                return status;
+            }
         }
     }
 }
 
-#[test]
 fn forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion() {
     let (path, data) = data_file("fork", 1 << 20);
     let file = AioFile::open(&path, true).unwrap();
@@ -80,7 +114,6 @@ fn forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion(
 /// A real short write followed by a real error: a file-size limit (`RLIMIT_FSIZE`) makes the
 /// kernel write up to the limit, then refuse with `EFBIG`. The callback must learn how much
 /// reached the file.
-#[test]
 fn write_all_at_reports_how_many_bytes_landed_before_an_error() {
     const LIMIT: u64 = 300_000;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-files");
@@ -125,7 +158,6 @@ fn write_all_at_reports_how_many_bytes_landed_before_an_error() {
 
 /// A forked child inherits the forwarding handler and the parent's pipe: a signal it takes
 /// must get its default action, not travel into the parent's loop.
-#[test]
 fn forked_child_takes_the_default_action_instead_of_forwarding_to_the_parent() {
     let mut base = EventBase::<u32>::new().unwrap();
     base.add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
@@ -149,4 +181,125 @@ fn forked_child_takes_the_default_action_instead_of_forwarding_to_the_parent() {
     base.run_once(&mut n, Some(Duration::from_millis(50)))
         .unwrap();
     assert_eq!(n, 0, "the child's signal reached the parent's base");
+}
+
+/// What the docs advise a forked child to do (a new base, a signal handler) works even if
+/// another thread of the parent held the process-wide signal registry's lock, or the
+/// forwarding pipe's, at the fork: many forks while a thread adds and drops signal handlers.
+fn child_forked_while_another_thread_uses_signals_can_handle_signals_of_its_own() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let mut base = EventBase::<()>::new().unwrap();
+                base.add_signal_handler(libc::SIGUSR1, |_, _, _| {})
+                    .unwrap();
+                base.add_signal_handler(libc::SIGWINCH, |_, _, _| {})
+                    .unwrap();
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    for _ in 0..40 {
+        let status = in_child_status(|| {
+            let mut base = EventBase::<u32>::new().unwrap();
+            base.add_signal_handler(libc::SIGUSR1, |_, n, _| *n += 1)
+                .unwrap();
+            // SAFETY: a signal to this (single-threaded) child, which now blocks it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+            let mut n = 0;
+            while n == 0 {
+                base.run_once(&mut n, Some(Duration::from_millis(100)))
+                    .unwrap();
+            }
+            0
+        });
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failures.push(status);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    churn.join().unwrap();
+    assert!(failures.is_empty(), "child statuses {failures:#x?}");
+}
+
+/// A child made by a raw `clone` syscall runs no `pthread_atfork` handler; it still cannot
+/// run the parent's base, which would steal the parent's events.
+fn child_made_by_a_raw_clone_cannot_run_the_parents_base() {
+    let mut base = EventBase::<u32>::new().unwrap();
+    base.add_timer(Duration::ZERO, |_, n, _| *n += 1);
+    // SAFETY: clone with only SIGCHLD is fork without the C library's fork handlers; no other
+    // thread runs here, and the child only runs `run_child`, which leaves with `_exit`.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+    let code = match pid {
+        -1 => panic!("clone: {}", std::io::Error::last_os_error()),
+        0 => run_child(|| match base.run_once(&mut 0, Some(Duration::ZERO)) {
+            Err(e) if e.to_string().contains("fork") => 0,
+            _ => 1,
+        }),
+        pid => wait_bounded(pid as libc::pid_t),
+    };
+    assert!(
+        libc::WIFEXITED(code) && libc::WEXITSTATUS(code) == 0,
+        "the raw-clone child ran the parent's base: status {code:#x}"
+    );
+    let mut n = 0;
+    base.run_once(&mut n, Some(Duration::ZERO)).unwrap();
+    assert_eq!(n, 1, "the parent's base still runs");
+}
+
+fn main() {
+    let tests: &[(&str, fn())] = &[
+        (
+            "forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion",
+            forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion,
+        ),
+        (
+            "write_all_at_reports_how_many_bytes_landed_before_an_error",
+            write_all_at_reports_how_many_bytes_landed_before_an_error,
+        ),
+        (
+            "forked_child_takes_the_default_action_instead_of_forwarding_to_the_parent",
+            forked_child_takes_the_default_action_instead_of_forwarding_to_the_parent,
+        ),
+        (
+            "child_forked_while_another_thread_uses_signals_can_handle_signals_of_its_own",
+            child_forked_while_another_thread_uses_signals_can_handle_signals_of_its_own,
+        ),
+        (
+            "child_made_by_a_raw_clone_cannot_run_the_parents_base",
+            child_made_by_a_raw_clone_cannot_run_the_parents_base,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, test) in &selected {
+        let ok = std::panic::catch_unwind(test).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(*name);
+        }
+    }
+    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {verdict}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
+        selected.len() - failed.len(),
+        failed.len(),
+        tests.len() - selected.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
 }

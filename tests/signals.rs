@@ -487,10 +487,10 @@ fn pending_signal_reaches_the_programs_own_handler_when_the_last_handler_goes() 
     );
 }
 
-/// Defect 3: a thread whose last handler goes keeps the signal blocked while a base elsewhere
-/// still handles it, so the next instance goes to that base, not to this thread's default
-/// action (which would kill the process).
-fn signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go() {
+/// A thread whose last handler goes unblocks the signal at once, even while a base elsewhere
+/// still handles it: the forwarding handler carries what this thread then takes to that base,
+/// instead of the default action (which would kill the process).
+fn thread_that_lets_go_of_a_signal_handled_elsewhere_unblocks_it_and_forwards_what_it_takes() {
     let mut main_base = EventBase::<u32>::new().unwrap();
     main_base
         .add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
@@ -500,14 +500,155 @@ fn signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go() {
         base.add_signal_handler(libc::SIGUSR2, |_, _, _| {})
             .unwrap();
         drop(base);
-        assert!(
-            thread_blocks(libc::SIGUSR2),
-            "unblocked while another base wants it"
-        );
+        assert!(!thread_blocks(libc::SIGUSR2), "the thread's mask was kept");
+        // SAFETY: a thread-directed signal to this thread, which does not block it.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
     });
-    kill_self(libc::SIGUSR2);
     let mut n = 0;
     run_until(&mut main_base, &mut n, |n| *n == 1);
+}
+
+/// A block aioloop kept in a thread is aioloop's: once no base of the process handles the
+/// signal, the thread's mask is what it was, however many bases came and went in the thread
+/// while another base handled the signal.
+fn thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewhere_did() {
+    let mut main_base = EventBase::<u32>::new().unwrap();
+    let in_main = main_base
+        .add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
+        .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (gone_tx, gone_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: sigset_t is plain data; building a one-signal set and unblocking it here.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+        for _ in 0..2 {
+            let mut base = EventBase::<()>::new().unwrap();
+            base.add_signal_handler(libc::SIGUSR2, |_, _, _| {})
+                .unwrap();
+            drop(base);
+        }
+        done_tx.send(()).unwrap();
+        gone_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        thread_blocks(libc::SIGUSR2)
+    });
+    done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(main_base.remove_signal_handler(in_main));
+    gone_tx.send(()).unwrap();
+    assert!(
+        !thread.join().unwrap(),
+        "the thread's mask was never restored"
+    );
+}
+
+/// A signal that no thread-blocked signalfd can read goes through the forwarding handler and a
+/// pipe; the loop must get every real-time instance, far past the 2,048 that a default 64 KiB
+/// pipe held.
+fn realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048() {
+    let (seen, dropped) = send_while_the_loop_waits(rt() + 1, 3000);
+    assert_eq!((seen, dropped), (3000, 0));
+}
+
+/// Past the forwarding pipe's bound, each instance lost is counted in `Metrics`.
+fn forwarding_pipe_overflow_is_counted_in_metrics() {
+    let (seen, dropped) = send_while_the_loop_waits(rt() + 1, 27_000);
+    assert_eq!(seen + dropped, 27_000);
+    assert!(
+        seen >= 26_000,
+        "the pipe holds about 26,000 instances: {seen}"
+    );
+    assert!(dropped > 0);
+}
+
+/// `main` (which leaves `signo` unblocked) sends `count` instances to itself while a base on
+/// another thread has a handler but does not run; then the base runs until every instance is
+/// seen or counted as dropped. Returns (seen, dropped).
+fn send_while_the_loop_waits(signo: i32, count: u64) -> (u64, u64) {
+    assert!(!thread_blocks(signo));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let mut base = EventBase::<(u64, u64)>::new().unwrap();
+        base.add_signal_handler(signo, |_, (n, last), info| {
+            assert!(*n == 0 || info.value > *last, "out of order");
+            *n += 1;
+            *last = info.value;
+        })
+        .unwrap();
+        let dropped_before = base.metrics().signals_dropped;
+        ready_tx.send(()).unwrap();
+        go_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let mut state = (0, 0);
+        let start = std::time::Instant::now();
+        loop {
+            base.run_once(&mut state, Some(Duration::from_millis(50)))
+                .unwrap();
+            let dropped = base.metrics().signals_dropped - dropped_before;
+            if state.0 + dropped >= count || start.elapsed() > Duration::from_secs(20) {
+                return (state.0, dropped);
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    for i in 0..count {
+        sigqueue_self(signo, i as i32);
+    }
+    go_tx.send(()).unwrap();
+    thread.join().unwrap()
+}
+
+/// A record the forwarding handler wrote while a base handled the signal, left unread when the
+/// base was dropped, never reaches a handler added later: a handler only gets signals that
+/// arrive after it was added.
+fn record_left_in_the_forwarding_pipe_never_reaches_a_handler_added_later() {
+    let signo = rt() + 2;
+    assert!(!thread_blocks(signo));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let mut base = EventBase::<()>::new().unwrap();
+        base.add_signal_handler(signo, |_, _, _| {}).unwrap();
+        ready_tx.send(()).unwrap();
+        sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        drop(base); // without running: the record stays in the pipe
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    sigqueue_self(signo, 1); // caught in main, which does not block it
+    sent_tx.send(()).unwrap();
+    thread.join().unwrap();
+
+    let mut base = EventBase::<Vec<u64>>::new().unwrap();
+    base.add_signal_handler(signo, |_, seen, info| seen.push(info.value))
+        .unwrap();
+    let mut seen = Vec::new();
+    base.run_for(&mut seen, Duration::from_millis(300)).unwrap();
+    assert_eq!(seen, [] as [u64; 0], "a stale record reached a new handler");
+    sigqueue_self(signo, 2);
+    run_until(&mut base, &mut seen, |s| !s.is_empty());
+    assert_eq!(seen, [2]);
+}
+
+/// Two bases read the same kernel queue: the instance one of them read first (and forwarded)
+/// reaches the other before an instance that one read itself afterwards.
+fn realtime_instances_keep_their_order_across_bases() {
+    let mut a = EventBase::<Vec<u64>>::new().unwrap();
+    let mut b = EventBase::<Vec<u64>>::new().unwrap();
+    a.add_signal_handler(rt(), |_, seen, info| seen.push(info.value))
+        .unwrap();
+    b.add_signal_handler(rt(), |_, seen, info| seen.push(info.value))
+        .unwrap();
+    let (mut in_a, mut in_b) = (Vec::new(), Vec::new());
+    sigqueue_self(rt(), 0);
+    run_until(&mut a, &mut in_a, |s| s.len() == 1); // A reads 0 and forwards it to B
+    sigqueue_self(rt(), 1); // pending for B's own signalfd
+    run_until(&mut b, &mut in_b, |s| s.len() == 2);
+    assert_eq!(in_b, [0, 1]);
+    run_until(&mut a, &mut in_a, |s| s.len() == 2);
+    assert_eq!(in_a, [0, 1]);
 }
 
 fn current_handler(signo: i32) -> libc::sighandler_t {
@@ -666,8 +807,28 @@ fn main() {
             programs_own_handler_is_left_in_place,
         ),
         (
-            "signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go",
-            signal_still_handled_elsewhere_stays_blocked_in_a_thread_that_lets_go,
+            "thread_that_lets_go_of_a_signal_handled_elsewhere_unblocks_it_and_forwards_what_it_takes",
+            thread_that_lets_go_of_a_signal_handled_elsewhere_unblocks_it_and_forwards_what_it_takes,
+        ),
+        (
+            "thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewhere_did",
+            thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewhere_did,
+        ),
+        (
+            "realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048",
+            realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048,
+        ),
+        (
+            "forwarding_pipe_overflow_is_counted_in_metrics",
+            forwarding_pipe_overflow_is_counted_in_metrics,
+        ),
+        (
+            "record_left_in_the_forwarding_pipe_never_reaches_a_handler_added_later",
+            record_left_in_the_forwarding_pipe_never_reaches_a_handler_added_later,
+        ),
+        (
+            "realtime_instances_keep_their_order_across_bases",
+            realtime_instances_keep_their_order_across_bases,
         ),
     ];
     let filter: Vec<String> = std::env::args()

@@ -142,3 +142,157 @@ fn outside_systemd_every_call_is_a_no_op() {
     let mut base = EventBase::<()>::new().unwrap();
     assert!(base.start_watchdog().unwrap().is_none());
 }
+
+/// The other side of the `listen_fds_*` tests below, in a child process whose `LISTEN_PID` is
+/// its own pid: each scenario asserts what `listen_fds` must do there.
+#[test]
+#[ignore = "run by the listen_fds_* tests"]
+fn listen_scenario() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let Ok(scenario) = std::env::var("AIOLOOP_LISTEN_SCENARIO") else {
+        return;
+    };
+    let fd3_is_open = || {
+        // SAFETY: F_GETFD only reads the flags of fd 3, if it is open.
+        unsafe { libc::fcntl(3, libc::F_GETFD) >= 0 }
+    };
+    match scenario.as_str() {
+        // A re-exec with the same pid: the sockets went with the old image (close-on-exec);
+        // fd 3 is now a file this program opened.
+        "reexec" => {
+            let file = std::fs::File::open("/proc/self/status").unwrap();
+            let own = if file.as_raw_fd() == 3 {
+                file
+            } else {
+                // SAFETY: dup3 puts a close-on-exec copy of our file at fd 3, which is free.
+                assert_eq!(
+                    unsafe { libc::dup3(file.as_raw_fd(), 3, libc::O_CLOEXEC) },
+                    3
+                );
+                // SAFETY: fd 3 is the copy just made, owned by nobody else.
+                std::fs::File::from(unsafe { OwnedFd::from_raw_fd(3) })
+            };
+            assert!(systemd::listen_fds().unwrap().is_empty(), "took our file");
+            assert!(own.metadata().is_ok());
+            drop(own);
+        }
+        "not_a_socket" => {
+            let err = systemd::listen_fds().unwrap_err();
+            assert_eq!(aioloop::os_error(&err), Some(libc::ENOTSOCK), "{err}");
+            assert!(err.to_string().contains("fd 3"), "{err}");
+            assert!(fd3_is_open(), "a refused fd was closed");
+            let again = systemd::listen_fds().unwrap_err();
+            assert_eq!(aioloop::os_error(&again), Some(libc::ENOTSOCK));
+            // SAFETY: fd 3 was inherited and nothing in this process took it.
+            let taken = unsafe { systemd::listen_fds_unchecked() }.unwrap();
+            assert_eq!(taken.len(), 1);
+            assert!(
+                systemd::listen_fds().unwrap().is_empty(),
+                "handed over once"
+            );
+        }
+        "one_closed" => {
+            let err = systemd::listen_fds().unwrap_err();
+            assert_eq!(aioloop::os_error(&err), Some(libc::EBADF), "{err}");
+            assert!(err.to_string().contains("fd 4"), "{err}");
+            assert!(fd3_is_open(), "the good socket was closed");
+            let again = systemd::listen_fds().unwrap_err();
+            assert_eq!(
+                aioloop::os_error(&again),
+                Some(libc::EBADF),
+                "a retry lost the error"
+            );
+            assert!(fd3_is_open(), "the good socket was closed");
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+/// Runs `listen_scenario` in a child that systemd would have started with `LISTEN_FDS=count`:
+/// `place` runs between fork and exec to put fds in place. Returns whether the child passed.
+fn run_listen_scenario(
+    scenario: &str,
+    count: u32,
+    place: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+) -> bool {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("sh");
+    child
+        .args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args([
+            "--exact",
+            "listen_scenario",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AIOLOOP_LISTEN_SCENARIO", scenario)
+        .env("LISTEN_FDS", count.to_string())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: `place` only makes async-signal-safe calls (dup2, close, fcntl).
+    unsafe { child.pre_exec(place) };
+    let mut child = child.spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Puts `fd` at `at` without close-on-exec, as systemd passes it.
+fn pass_at(fd: i32, at: i32) -> std::io::Result<()> {
+    // SAFETY: dup2 and fcntl are async-signal-safe; when `fd` is `at` already, dup2 does
+    // nothing, so the close-on-exec flag is cleared instead.
+    let placed = unsafe {
+        if fd == at {
+            libc::fcntl(at, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, at)
+        }
+    };
+    if placed < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+fn listen_fds_after_a_re_exec_with_the_same_pid_leaves_the_programs_own_file_alone() {
+    // fd 3 is closed across the exec: the new image opens its own file there.
+    let passed = run_listen_scenario("reexec", 1, || {
+        // SAFETY: closing fd 3 of the child before exec (close is async-signal-safe).
+        unsafe { libc::close(3) };
+        Ok(())
+    });
+    assert!(passed, "listen_fds took a file the program owned");
+}
+
+#[test]
+fn listen_fds_refuses_an_fd_that_is_not_a_socket_and_keeps_it_open() {
+    let (read, _write) = std::io::pipe().unwrap();
+    let fd = read.as_raw_fd();
+    assert!(run_listen_scenario("not_a_socket", 1, move || pass_at(
+        fd, 3
+    )));
+}
+
+#[test]
+fn listen_fds_failure_on_one_announced_fd_keeps_the_good_sockets() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = listener.as_raw_fd();
+    assert!(run_listen_scenario("one_closed", 2, move || {
+        pass_at(fd, 3)?;
+        // SAFETY: closing fd 4 of the child before exec (close is async-signal-safe).
+        unsafe { libc::close(4) };
+        Ok(())
+    }));
+}

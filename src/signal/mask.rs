@@ -1,19 +1,21 @@
 //! Which signals aioloop blocks in a thread, and how it gives them back.
 //!
 //! A signal is read from a signalfd only while it is blocked in the reading thread, so the first
-//! handler of a signal in a thread blocks it there. Giving it back when the last handler goes
-//! must not undo anybody else's choice, nor throw a signal at a default action that kills the
-//! process. When the last handler of `signo` in this thread goes, the signal stays blocked if
+//! handler of a signal in a thread blocks it there (unless the thread blocks it already).
+//! Giving it back when the last handler goes must not undo anybody else's choice, nor throw a
+//! signal at a default action that kills the process. When the last handler of `signo` in this
+//! thread goes, the signal stays blocked if it was blocked before the first handler came (the
+//! thread's own mask), or if the program has since claimed it with
+//! [`block_signals`](crate::block_signals). Otherwise it is unblocked at once, even while
+//! another base of the process still handles it: the forwarding handler (`registry`), put back
+//! in place if the disposition is `SIG_DFL` again, then carries each instance this thread
+//! takes to that base.
 //!
-//! * it was blocked before the first handler came (the thread's own mask), or the program has
-//!   since claimed it with [`block_signals`](crate::block_signals);
-//! * another base of the process still handles it: unblocking here would let the kernel hand
-//!   this thread the next instance, to the default action, instead of to that base.
-//!
-//! Otherwise it is unblocked, and instances still pending then go where the disposition says:
-//! to the program's own `sigaction` handler, or nowhere for an ignored signal. Only under the
-//! default disposition of a signal whose default action is not "ignore" are pending instances
-//! discarded first, since delivering them would terminate (or stop) the process.
+//! Instances still pending at the unblock go where the disposition says: to the forwarding
+//! handler while another base handles the signal, to the program's own `sigaction` handler, or
+//! nowhere for an ignored signal. Only under the default disposition of a signal whose default
+//! action is not "ignore" are pending instances discarded first, since delivering them would
+//! terminate (or stop) the process.
 
 use std::cell::RefCell;
 use std::io;
@@ -39,7 +41,8 @@ thread_local! {
 pub(super) fn acquire(signo: i32) -> io::Result<()> {
     WANTS.with(|wants| {
         let want = &mut wants.borrow_mut()[signo as usize];
-        if want.handlers == 0 && !sys::current_sigmask()?.contains(signo) {
+        // A block aioloop kept (see `release`) is still aioloop's, not the program's.
+        if want.handlers == 0 && !want.blocked_by_us && !sys::current_sigmask()?.contains(signo) {
             sys::thread_sigmask(libc::SIG_BLOCK, &SigSet::of(signo))?;
             want.blocked_by_us = true;
         }
@@ -59,9 +62,19 @@ pub(super) fn release(signo: i32) {
         if want.handlers > 0 || !want.blocked_by_us {
             return;
         }
-        want.blocked_by_us = false;
-        if !want.claimed && !registry::wanted_anywhere(signo) {
-            give_back(signo);
+        if want.claimed {
+            want.blocked_by_us = false;
+            return;
+        }
+        match registry::forward_if_wanted(signo) {
+            Ok(()) => {
+                want.blocked_by_us = false;
+                give_back(signo);
+            }
+            // Unblocking now could hand an instance to the default action while another base
+            // handles the signal: keep the block, still as aioloop's, for the next handler of
+            // this thread to give back.
+            Err(e) => log::error!("signal {signo}: kept blocked, cannot forward it: {e}"),
         }
     });
 }

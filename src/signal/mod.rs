@@ -35,10 +35,7 @@ use slab::Slab;
 use crate::base::EventBase;
 use crate::source::Source;
 use crate::sys::{self, SigSet};
-use registry::Membership;
-
-/// Records read from the signalfd per `read(2)`.
-const READ_BATCH: usize = 16;
+use registry::{Arrived, Membership};
 
 /// What a signal handler is told: the fields of the signal's `siginfo` that matter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,18 +101,18 @@ struct Handler<S> {
 /// A signal read (or forwarded to this base) whose handlers have not all run yet.
 struct Owed {
     info: SignalInfo,
-    /// Only handlers registered before the signal was read get it...
+    /// Only handlers added before the signal arrived (on the signal clock) get it...
     before: u64,
     /// ...and those up to this one have already been given it.
     done_up_to: u64,
 }
 
 impl Owed {
-    /// `info`, owed to the handlers registered before `before`.
-    fn new(info: SignalInfo, before: u64) -> Owed {
+    /// `info`, owed to the handlers added before it arrived.
+    fn new((info, arrived): Arrived) -> Owed {
         Owed {
             info,
-            before,
+            before: arrived,
             done_up_to: 0,
         }
     }
@@ -135,9 +132,9 @@ pub(crate) struct Signals<S> {
     reader: Option<Reader>,
     /// The signals this base's signalfd reads.
     set: SigSet,
+    /// Each with its tick of the signal clock (`sys::signal_clock`, from 1 on: `done_up_to
+    /// == 0` means no handler ran yet), which orders handlers and signals alike.
     handlers: Slab<Handler<S>>,
-    /// Starts at 1: `done_up_to == 0` means no handler ran yet.
-    next_unique: u64,
     owed: VecDeque<Owed>,
     refd: usize,
 }
@@ -148,7 +145,6 @@ impl<S> Signals<S> {
             reader: None,
             set: SigSet::empty(),
             handlers: Slab::new(),
-            next_unique: 1,
             owed: VecDeque::new(),
             refd: 0,
         }
@@ -186,23 +182,21 @@ impl<S> Signals<S> {
         self.handlers.iter().any(|(_, h)| h.signo == signo)
     }
 
-    /// Reads the signalfd until it is empty (it is edge-triggered), forwarding every instance
-    /// to the other bases that want it.
-    fn read_all(&mut self) -> io::Result<()> {
+    /// Takes every signal that reached this base into the owed queue, in order: what other
+    /// bases forwarded, what the forwarding handler caught, and all the signalfd holds (it is
+    /// edge-triggered), forwarding each instance read to the other bases that want it.
+    fn harvest(&mut self) {
         let Some(reader) = &self.reader else {
-            return Ok(());
+            return;
         };
-        let mut buf = sys::siginfo_batch::<READ_BATCH>();
-        loop {
-            let n = sys::signalfd_read(reader.fd.as_fd(), &mut buf)?;
-            for raw in &buf[..n] {
-                let info = SignalInfo::from_raw(raw);
-                reader.member.forward(info);
-                self.owed.push_back(Owed::new(info, self.next_unique));
-            }
-            if n < READ_BATCH {
-                return Ok(());
-            }
+        let owed = &mut self.owed;
+        let result = reader
+            .member
+            .harvest(reader.fd.as_fd(), reader.caught, |arrived| {
+                owed.push_back(Owed::new(arrived))
+            });
+        if let Err(e) = result {
+            log::error!("reading the signalfd failed: {e}");
         }
     }
 }
@@ -404,8 +398,7 @@ impl<S> EventBase<S> {
             mask::release(signo);
             return Err(e);
         }
-        let unique = self.signals.next_unique;
-        self.signals.next_unique += 1;
+        let unique = sys::signal_clock();
         let key = self.signals.handlers.insert(Handler {
             signo,
             unique,
@@ -475,30 +468,17 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// The signalfd is readable: read every pending instance into the owed queue (forwarding
-    /// each to the other bases that want it).
+    /// The signalfd is readable: take every signal that reached this base (see
+    /// `Signals::harvest`).
     pub(crate) fn harvest_signals(&mut self) {
-        if let Err(e) = self.signals.read_all() {
-            log::error!("reading the signalfd failed: {e}");
-        }
+        self.signals.harvest();
     }
 
-    /// Signals that came another way than this base's signalfd: forwarded by another base,
-    /// or caught by the forwarding handler in a thread that did not block them.
+    /// Signals came another way than this base's signalfd: forwarded by another base, or
+    /// caught by the forwarding handler in a thread that did not block them. They are taken
+    /// with the signalfd's, in one pass, so that their order holds.
     pub(crate) fn harvest_forwarded_signals(&mut self) {
-        let Some(reader) = &self.signals.reader else {
-            return;
-        };
-        let (before, set) = (self.signals.next_unique, self.signals.set);
-        let owed = &mut self.signals.owed;
-        reader
-            .member
-            .take_forwarded(|info| owed.push_back(Owed::new(info, before)));
-        reader.member.take_caught(reader.caught, |info| {
-            if set.contains(info.signo) {
-                owed.push_back(Owed::new(info, before));
-            }
-        });
+        self.signals.harvest();
     }
 
     /// Runs the handlers owed each signal read, in order; stops early on `exit`, remembering

@@ -16,13 +16,18 @@
 //! pipe, which every base watches with the same token; whichever base reads it hands it on like
 //! one of its own reads. A program's own `sigaction` handler or `SIG_IGN` is left alone.
 
+use std::cell::RefCell;
 use std::io;
+use std::mem;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 
 use super::SignalInfo;
-use crate::sys;
+use crate::sys::{self, ForwardingPipe};
+
+/// Records read from a signalfd, or from the forwarding pipe, per `read(2)`.
+const READ_BATCH: usize = 16;
 
 /// The signals a base wants, as a bit per signal number (bit `signo - 1`; Linux has 64).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -46,84 +51,145 @@ impl Wants {
     }
 }
 
+/// A signal instance and when it arrived, on the signal clock (`sys::signal_clock`).
+pub(crate) type Arrived = (SignalInfo, u64);
+
 struct Member {
     id: u64,
     wants: Wants,
-    inbox: Arc<Inbox>,
-}
-
-/// Signals forwarded to one base, and the eventfd that wakes it.
-struct Inbox {
-    queue: Mutex<Vec<SignalInfo>>,
-    eventfd: OwnedFd,
-}
-
-impl Inbox {
-    fn lock(&self) -> MutexGuard<'_, Vec<SignalInfo>> {
-        // Only pushes and drains run under the lock: a poisoned queue is still consistent.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    /// What other bases read for this one, in the order they read it.
+    inbox: Vec<Arrived>,
+    /// Written when the inbox stops being empty.
+    eventfd: Arc<OwnedFd>,
 }
 
 struct Registry {
     members: Vec<Member>,
     /// Signals whose `SIG_DFL` disposition the forwarding handler replaced.
     taken_over: Wants,
+    /// In a forked child: the parent's members, set aside by the `fork` handler (which must
+    /// not free memory) and dropped by the next `join`.
+    left_by_parent: Vec<Member>,
 }
 
 impl Registry {
     fn wanted(&self, signo: i32) -> bool {
         self.members.iter().any(|m| m.wants.contains(signo))
     }
+
+    /// Hands `arrived`, just taken from the kernel by member `from`, to every other member
+    /// that wants it.
+    fn forward(&mut self, from: u64, arrived: Arrived) {
+        let signo = arrived.0.signo;
+        for member in &mut self.members {
+            if member.id == from || !member.wants.contains(signo) {
+                continue;
+            }
+            member.inbox.push(arrived);
+            if member.inbox.len() == 1 {
+                sys::eventfd_add(member.eventfd.as_fd(), 1);
+            }
+        }
+    }
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     members: Vec::new(),
     taken_over: Wants(0),
+    left_by_parent: Vec::new(),
 });
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 fn registry() -> MutexGuard<'static, Registry> {
+    fork_safe();
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    /// The locks the forking thread holds from the `fork` prepare handler to the parent's and
+    /// the child's handlers.
+    static HELD_ACROSS_FORK: RefCell<Option<(MutexGuard<'static, Registry>, MutexGuard<'static, ForwardingPipe>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Makes the registry and the forwarding pipe survive `fork`: a lock another thread held at
+/// the fork would never be released in the child, whose first signal handler would then wait
+/// forever. So the forking thread takes both locks (registry first, as everywhere) before the
+/// fork and releases them after, in the parent and in the child; the child also empties the
+/// registry, since the parent's bases are not its own.
+fn fork_safe() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        if let Err(e) = sys::at_fork(before_fork, after_fork_in_parent, after_fork_in_child) {
+            log::error!("pthread_atfork failed ({e}): a child forked while another thread handles signals may deadlock");
+        }
+    });
+}
+
+extern "C" fn before_fork() {
+    let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let pipe = sys::lock_forwarding_pipe();
+    let _ = HELD_ACROSS_FORK.try_with(|held| *held.borrow_mut() = Some((registry, pipe)));
+}
+
+extern "C" fn after_fork_in_parent() {
+    let _ = HELD_ACROSS_FORK.try_with(|held| drop(held.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_in_child() {
+    let _ = HELD_ACROSS_FORK.try_with(|held| {
+        if let Some((mut registry, pipe)) = held.borrow_mut().take() {
+            // Moves, no allocation or free: another thread of the parent may have held the
+            // allocator's lock at the fork.
+            let parents = mem::take(&mut registry.members);
+            if registry.left_by_parent.is_empty() {
+                registry.left_by_parent = parents;
+            } else {
+                mem::forget(parents);
+            }
+            drop((registry, pipe));
+        }
+    });
 }
 
 /// One base's place in the registry; leaving it is dropping it.
 pub(crate) struct Membership {
     id: u64,
-    inbox: Arc<Inbox>,
+    eventfd: Arc<OwnedFd>,
 }
 
 impl Membership {
     /// Joins the registry, wanting no signal yet.
     pub(crate) fn join() -> io::Result<Membership> {
-        let eventfd = sys::eventfd().map_err(|e| {
+        let eventfd = Arc::new(sys::eventfd().map_err(|e| {
             crate::error::context(e, "cannot create the eventfd for forwarded signals")
-        })?;
-        let inbox = Arc::new(Inbox {
-            queue: Mutex::new(Vec::new()),
-            eventfd,
-        });
+        })?);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        registry().members.push(Member {
-            id,
-            wants: Wants::default(),
-            inbox: inbox.clone(),
-        });
-        Ok(Membership { id, inbox })
+        let left_by_parent = {
+            let mut registry = registry();
+            registry.members.push(Member {
+                id,
+                wants: Wants::default(),
+                inbox: Vec::new(),
+                eventfd: eventfd.clone(),
+            });
+            mem::take(&mut registry.left_by_parent)
+        };
+        drop(left_by_parent);
+        Ok(Membership { id, eventfd })
     }
 
     /// The eventfd written when a signal is forwarded to this base.
     pub(crate) fn eventfd(&self) -> BorrowedFd<'_> {
-        self.inbox.eventfd.as_fd()
+        self.eventfd.as_fd()
     }
 
     /// Starts or stops receiving `signo` from other bases, and puts the forwarding handler in
     /// place (or takes it away) when the first base of the process wants it (or the last goes).
     pub(crate) fn set_wants(&self, signo: i32, wanted: bool) -> io::Result<()> {
         let mut registry = registry();
-        let was_wanted = registry.wanted(signo);
-        if wanted && !was_wanted && sys::take_over_default(signo)? {
-            registry.taken_over.set(signo, true);
+        if wanted {
+            take_over_default(&mut registry, signo)?;
         }
         if let Some(me) = registry.members.iter_mut().find(|m| m.id == self.id) {
             me.wants.set(signo, wanted);
@@ -132,43 +198,59 @@ impl Membership {
         Ok(())
     }
 
-    /// Hands `info`, just read by this base, to every other base that wants it.
-    pub(crate) fn forward(&self, info: SignalInfo) {
-        for member in registry().members.iter() {
-            if member.id == self.id || !member.wants.contains(info.signo) {
-                continue;
-            }
-            let was_empty = {
-                let mut queue = member.inbox.lock();
-                queue.push(info);
-                queue.len() == 1
-            };
-            if was_empty {
-                sys::eventfd_add(member.inbox.eventfd.as_fd(), 1);
-            }
-        }
-    }
+    /// Takes every instance that reached this base, in order, and gives each to `mine` with
+    /// when it arrived: first what other bases forwarded, then what the forwarding handler
+    /// caught (from the pipe `caught`; only the signals this base wants), then what its
+    /// `signalfd` holds. Each instance taken from the kernel here is forwarded to every other
+    /// base that wants it.
+    ///
+    /// All of this runs under the registry's lock, which every base takes to read from the
+    /// kernel: so the instances read by different bases reach each base in the order the
+    /// kernel queued them, and a base's own read never overtakes what another base read before
+    /// and forwarded to it.
+    pub(crate) fn harvest(
+        &self,
+        signalfd: BorrowedFd<'_>,
+        caught: RawFd,
+        mut mine: impl FnMut(Arrived),
+    ) -> io::Result<()> {
+        let mut registry = registry();
+        let Some(me) = registry.members.iter().position(|m| m.id == self.id) else {
+            return Ok(());
+        };
+        // Reset the eventfd before draining: a forward after the drain wakes the loop again.
+        sys::eventfd_take(self.eventfd.as_fd());
+        let mut inbox = mem::take(&mut registry.members[me].inbox);
+        inbox.drain(..).for_each(&mut mine);
+        registry.members[me].inbox = inbox; // keeps its capacity: no allocation per signal
+        let wants = registry.members[me].wants;
 
-    /// Takes what other bases forwarded, resetting the eventfd first so that a signal
-    /// forwarded meanwhile wakes the loop again instead of waiting unseen.
-    pub(crate) fn take_forwarded(&self, each: impl FnMut(SignalInfo)) {
-        sys::eventfd_take(self.inbox.eventfd.as_fd());
-        self.inbox.lock().drain(..).for_each(each);
-    }
-
-    /// Reads what the forwarding handler caught (from the pipe `fd`), hands each instance to
-    /// the other bases that want it, and to `mine` (which keeps those this base wants).
-    pub(crate) fn take_caught(&self, fd: RawFd, mut mine: impl FnMut(SignalInfo)) {
-        let mut batch = [sys::CaughtSignal::default(); 16];
+        let mut batch = [sys::CaughtSignal::default(); READ_BATCH];
         loop {
-            let n = sys::read_caught(fd, &mut batch);
+            let n = sys::read_caught(caught, &mut batch);
             for caught in &batch[..n] {
-                let info = SignalInfo::from_caught(caught);
-                self.forward(info);
-                mine(info);
+                let arrived = (SignalInfo::from_caught(caught), caught.stamp);
+                registry.forward(self.id, arrived);
+                if wants.contains(caught.signo) {
+                    mine(arrived);
+                }
             }
             if n < batch.len() {
-                return;
+                break;
+            }
+        }
+
+        let mut buf = sys::siginfo_batch::<READ_BATCH>();
+        loop {
+            let n = sys::signalfd_read(signalfd, &mut buf)?;
+            let stamp = sys::signal_clock();
+            for raw in &buf[..n] {
+                let arrived = (SignalInfo::from_raw(raw), stamp);
+                registry.forward(self.id, arrived);
+                mine(arrived);
+            }
+            if n < READ_BATCH {
+                return Ok(());
             }
         }
     }
@@ -176,10 +258,23 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        let mut registry = registry();
-        registry.members.retain(|m| m.id != self.id);
-        release_unwanted(&mut registry);
+        let gone = {
+            let mut registry = registry();
+            let at = registry.members.iter().position(|m| m.id == self.id);
+            let gone = at.map(|at| registry.members.swap_remove(at));
+            release_unwanted(&mut registry);
+            gone
+        };
+        drop(gone);
     }
+}
+
+/// Puts the forwarding handler in place for `signo` if its disposition is `SIG_DFL`.
+fn take_over_default(registry: &mut Registry, signo: i32) -> io::Result<()> {
+    if !registry.taken_over.contains(signo) && sys::take_over_default(signo)? {
+        registry.taken_over.set(signo, true);
+    }
+    Ok(())
 }
 
 /// Gives `SIG_DFL` back for every taken-over signal that no base wants any more.
@@ -192,7 +287,14 @@ fn release_unwanted(registry: &mut Registry) {
     }
 }
 
-/// Whether any base of the process still wants `signo`.
-pub(crate) fn wanted_anywhere(signo: i32) -> bool {
-    registry().wanted(signo)
+/// Called when a thread lets go of `signo` while it may still be handled elsewhere: if another
+/// base of the process still handles it, makes sure that an instance the kernel hands this
+/// thread (once it unblocks the signal) reaches the forwarding handler rather than the default
+/// action, by installing the handler if the disposition is `SIG_DFL` again.
+pub(crate) fn forward_if_wanted(signo: i32) -> io::Result<()> {
+    let mut registry = registry();
+    if registry.wanted(signo) {
+        take_over_default(&mut registry, signo)?;
+    }
+    Ok(())
 }

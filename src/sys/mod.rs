@@ -131,6 +131,125 @@ pub(crate) fn fork_generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
+/// The process a base belongs to: its fork generation and its pid. The generation catches a
+/// `fork` without a syscall; the pid catches a child made by a raw `clone`/`fork` syscall,
+/// which runs no `pthread_atfork` handler.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Owner {
+    generation: u64,
+    pid: libc::pid_t,
+}
+
+impl Owner {
+    /// The calling process.
+    pub(crate) fn current() -> Owner {
+        Owner {
+            generation: fork_generation(),
+            pid: getpid(),
+        }
+    }
+
+    /// Whether the calling process is this one (not a child forked from it).
+    pub(crate) fn is_current(&self) -> bool {
+        self.generation == fork_generation() && self.pid == getpid()
+    }
+}
+
+/// `getpid(2)`, asked of the kernel every time (glibc no longer caches it).
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// Registers `pthread_atfork` handlers. Each must be safe to run in a child of a
+/// multi-threaded process: they only lock, unlock and move what the prepare handler locked.
+pub(crate) fn at_fork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> io::Result<()> {
+    // SAFETY: registers three plain functions that live for the whole program.
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    match rc {
+        0 => Ok(()),
+        rc => Err(io::Error::from_raw_os_error(rc)),
+    }
+}
+
+/// Makes `fd` non-blocking (`O_NONBLOCK`), keeping its other status flags.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = file_status_flags(fd)?;
+    // SAFETY: F_SETFL takes an int of status flags.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }.into())?;
+    Ok(())
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd (the lowest from 3 on) or -1.
+    let new = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) }.into())?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+}
+
+/// Waits until the child of the pidfd `fd` exits, and reaps it (`waitid(P_PIDFD)` without
+/// `WNOHANG`, retried on `EINTR`).
+pub(crate) fn reap_pidfd(fd: BorrowedFd<'_>) -> io::Result<()> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid for waitid to fill; it outlives the call.
+        let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
+        // SAFETY: P_PIDFD takes the fd as the id; `info` outlives the call.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                fd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        match check(rc.into()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result.map(drop),
+        }
+    }
+}
+
+/// What an fd that `LISTEN_FDS` announces turns out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inherited {
+    /// Not open.
+    Closed,
+    /// Open and close-on-exec: it cannot have come through `exec`, so this program image
+    /// opened it (or took it over already).
+    CloseOnExec,
+    /// Inherited, but not a socket; the `S_IFMT` bits of its mode.
+    NotSocket(u32),
+    /// An inherited socket.
+    Socket,
+}
+
+/// Looks at `fd` without taking it: open? close-on-exec? a socket?
+pub(crate) fn inherited(fd: RawFd) -> Inherited {
+    // SAFETY: F_GETFD only reads the fd's flags, and fails with EBADF if it is not open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Inherited::Closed;
+    }
+    if flags & libc::FD_CLOEXEC != 0 {
+        return Inherited::CloseOnExec;
+    }
+    // SAFETY: an all-zero stat is valid for fstat to fill; it outlives the call.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    // SAFETY: fstat of an open fd into `st`.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Inherited::Closed;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => Inherited::Socket,
+        kind => Inherited::NotSocket(kind),
+    }
+}
+
 /// Nanoseconds on `CLOCK_MONOTONIC`, the clock of `std::time::Instant` and of timerfds.
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -312,7 +431,8 @@ pub(crate) fn writev(fd: RawFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize>
 /// activation), after checking it is open, and makes it close-on-exec.
 ///
 /// The caller guarantees that nothing else in the process owns `fd` (see
-/// `systemd::listen_fds`, which hands each inherited fd out once).
+/// `systemd::listen_fds`, which hands each inherited fd out once, and only fds that came
+/// through `exec`).
 pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the fd's flags, and fails with EBADF if it is not open.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) }.into())?;

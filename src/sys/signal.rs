@@ -4,8 +4,8 @@ use std::ffi::c_void;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{check, fork_generation};
 
@@ -176,7 +176,33 @@ pub(crate) struct CaughtSignal {
     pub(crate) status: i32,
     _pad: i32,
     pub(crate) value: u64,
+    /// When it was caught, on the [`signal_clock`].
+    pub(crate) stamp: u64,
 }
+
+/// The process-wide clock that orders signal handlers and signal instances: a handler gets an
+/// instance only if it was added (took its tick) before the instance arrived (was caught by
+/// the forwarding handler, or read from a signalfd).
+static SIGNAL_CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Instances the forwarding handler caught but could not write: the pipe was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// The next tick of the signal clock (the first is 1). Async-signal-safe: one atomic add.
+pub(crate) fn signal_clock() -> u64 {
+    SIGNAL_CLOCK.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+/// How many signal instances the forwarding handler dropped because the forwarding pipe was
+/// full, since the process started.
+pub(crate) fn signals_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The size asked for the forwarding pipe: the default `fs.pipe-max-size`, the most an
+/// unprivileged process may ask for. A 40-byte record never straddles a page, so it holds
+/// 256 pages of 102 records: 26,112 instances waiting for a loop to read them.
+const FORWARD_PIPE_BYTES: libc::c_int = 1 << 20;
 
 /// The write end of the forwarding pipe, for the handler (-1: none).
 static FORWARD_FD: AtomicI32 = AtomicI32::new(-1);
@@ -184,15 +210,23 @@ static FORWARD_FD: AtomicI32 = AtomicI32::new(-1);
 /// pipe, which it shares.
 static FORWARD_PID: AtomicI32 = AtomicI32::new(0);
 
-/// The forwarding pipe of this process: (fork generation, read end, write end).
-static PIPE: Mutex<Option<(u64, OwnedFd, OwnedFd)>> = Mutex::new(None);
+/// The forwarding pipe of the process that created it: (fork generation, read end, write end).
+pub(crate) struct ForwardingPipe(Option<(u64, OwnedFd, OwnedFd)>);
+
+static PIPE: Mutex<ForwardingPipe> = Mutex::new(ForwardingPipe(None));
+
+/// Locks the forwarding pipe's state; held across `fork` by the registry's `pthread_atfork`
+/// handlers, so that no other thread holds it in the child.
+pub(crate) fn lock_forwarding_pipe() -> MutexGuard<'static, ForwardingPipe> {
+    PIPE.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The read end of this process's forwarding pipe, created on first use (and anew in a
 /// forked child, whose copy of the parent's pipe would mix the two processes' signals).
 pub(crate) fn forwarding_pipe() -> io::Result<RawFd> {
-    let mut pipe = PIPE.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut pipe = lock_forwarding_pipe();
     let generation = fork_generation();
-    if let Some((gen, read, _)) = &*pipe {
+    if let Some((gen, read, _)) = &pipe.0 {
         if *gen == generation {
             return Ok(read.as_raw_fd());
         }
@@ -202,11 +236,19 @@ pub(crate) fn forwarding_pipe() -> io::Result<RawFd> {
     check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }.into())?;
     // SAFETY: pipe2 succeeded: both fds are new and owned by nobody else.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ takes an int; on failure (a lower fs.pipe-max-size) the pipe keeps
+    // its default 64 KiB, and only the bound on waiting instances is lower.
+    if unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, FORWARD_PIPE_BYTES) } < 0 {
+        log::debug!(
+            "cannot grow the signal forwarding pipe: {}",
+            io::Error::last_os_error()
+        );
+    }
     // SAFETY: getpid has no preconditions.
     FORWARD_PID.store(unsafe { libc::getpid() }, Ordering::SeqCst);
     FORWARD_FD.store(write.as_raw_fd(), Ordering::SeqCst);
     let raw = read.as_raw_fd();
-    *pipe = Some((generation, read, write));
+    pipe.0 = Some((generation, read, write));
     Ok(raw)
 }
 
@@ -256,17 +298,21 @@ extern "C" fn forward(signo: libc::c_int, info: *mut libc::siginfo_t, _: *mut c_
                 },
                 _pad: 0,
                 value: info.si_value().sival_ptr as u64,
+                stamp: signal_clock(),
             }
         };
-        // SAFETY: a write of one whole record from the stack; a full pipe drops the record,
-        // which a standard signal's coalescing would have done anyway.
-        unsafe {
+        // SAFETY: a write of one whole record from the stack.
+        let written = unsafe {
             libc::write(
                 fd,
                 (&record as *const CaughtSignal).cast(),
                 mem::size_of_val(&record),
             )
         };
+        if written < 0 {
+            // The pipe is full: the instance is lost, and counted (`Metrics::signals_dropped`).
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
     }
     // SAFETY: restoring the saved errno of this thread.
     unsafe { *errno = saved };
