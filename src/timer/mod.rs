@@ -329,3 +329,25 @@ impl<S> EventBase<S> {
         self.timers.set_ref(id, refd)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_ticks_are_the_instants_it_read() {
+        // A tick turned back into an Instant lies between the Instants read around it: the
+        // base's timeline is the real one, not a clock read's gap behind it.
+        let clock = Clock::new();
+        for _ in 0..100_000 {
+            let before = Instant::now();
+            let tick = clock.now();
+            let after = Instant::now();
+            let at = clock.instant(tick);
+            assert!(
+                before <= at && at <= after,
+                "{before:?} <= {at:?} <= {after:?}"
+            );
+        }
+    }
+}
