@@ -43,7 +43,9 @@ enum Kind {
     Exit,
 }
 
-/// A timer.
+/// A timer. Laid out so that what the wheel reads when it moves a slot (`deadline`, `next`)
+/// comes first, in one cache line for seven entries in eight.
+#[repr(C)]
 pub(crate) struct Entry<S> {
     /// The deadline it was last scheduled for (kept while it fires, for drift-free repeats).
     pub(crate) deadline: Tick,
