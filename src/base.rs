@@ -36,7 +36,7 @@ use crate::remote::{self, Remote};
 use crate::signal::Signals;
 use crate::source::Source;
 use crate::sys;
-use crate::timer::{self, Action, Clock, Schedule, Tick, TimerId, Timers, Wakeup};
+use crate::timer::{self, Action, Clock, Tick, TimerId, Timers, Wakeup};
 
 /// Default capacity of the events buffer handed to `epoll_wait`.
 const DEFAULT_EVENTS_CAPACITY: usize = 256;
@@ -497,77 +497,6 @@ impl<S> EventBase<S> {
             if source.owes_work(self) {
                 source.run_owed(self, state);
             }
-        }
-    }
-
-    fn fire_due_timers(&mut self, state: &mut S) {
-        let mark = self.timers.seq_mark();
-        while !self.exit_requested {
-            let Some(id) = self.timers.pop_due(self.now, mark) else {
-                return;
-            };
-            self.fire_timer(id, state);
-        }
-    }
-
-    fn fire_timer(&mut self, id: TimerId, state: &mut S) {
-        let Some(entry) = self.timers.get_mut(id) else {
-            return;
-        };
-        match &mut entry.action {
-            Action::Once(callback) => {
-                let callback = callback.take();
-                self.timers.remove(id);
-                if let Some(callback) = callback {
-                    self.guarded(|base| callback(base, state, id), |_| {});
-                }
-            }
-            Action::Repeat {
-                period,
-                schedule,
-                callback,
-            } => {
-                let (period, schedule) = (*period, *schedule);
-                let Some(mut callback) = callback.take() else {
-                    return;
-                };
-                self.guarded(
-                    |base| callback(base, state, id),
-                    |base| {
-                        base.timers.remove(id);
-                    },
-                );
-                self.finish_repeat(id, callback, period, schedule);
-            }
-            &mut Action::HandlerTimeout { fd, gen, kind } => {
-                self.handler_timeout(id, fd, gen, kind, state)
-            }
-            Action::Exit => {
-                self.timers.remove(id);
-                self.exit_requested = true;
-            }
-        }
-    }
-
-    /// Puts a repeating timer's callback back and schedules its next run, unless the callback
-    /// cancelled the timer (the callback is then dropped) or rescheduled it itself.
-    fn finish_repeat(
-        &mut self,
-        id: TimerId,
-        callback: timer::RepeatCallback<S>,
-        period: Duration,
-        schedule: Schedule,
-    ) {
-        let Some(entry) = self.timers.get_mut(id) else {
-            return;
-        };
-        if let Action::Repeat { callback: slot, .. } = &mut entry.action {
-            *slot = Some(callback);
-        }
-        if self.timers.is_detached(id) {
-            let deadline = self.timers.get_mut(id).map_or(0, |e| e.deadline);
-            let next = timer::next_deadline(schedule, period, deadline, self.clock.now());
-            self.timers.reschedule(id, next);
         }
     }
 

@@ -246,3 +246,129 @@ fn timers_with_slack_share_wake_ups_and_never_fire_early() {
     let polls = base.metrics().polls;
     assert!(polls <= 10, "{polls} polls for timers in three 10 ms slots");
 }
+
+#[test]
+fn fixed_rate_with_a_period_shorter_than_the_slack_keeps_its_tick_count() {
+    // 25 ms ticks on 40 ms wake-ups: every wake-up finds one or two ticks due, and fires both.
+    let mut base = EventBase::<u32>::new().unwrap();
+    base.set_timer_slack(ms(40));
+    base.add_repeating_timer(ms(25), Schedule::FixedRate, |_, ticks, _| *ticks += 1);
+    let mut ticks = 0;
+    base.run_for(&mut ticks, ms(500)).unwrap();
+    // Due at 25, 50, ... 475 ms: 19, all fired by the 480 ms wake-up. Skipping the ticks the
+    // slack delayed past the next one gave 12.
+    assert!(ticks >= 17, "{ticks} ticks of 25 ms in 500 ms");
+}
+
+#[test]
+fn repeating_timer_can_fire_first_at_once_then_every_period() {
+    let mut base = EventBase::<Vec<Instant>>::new().unwrap();
+    let period = Duration::from_secs(30);
+    let id = base.add_repeating_timer_after(
+        Duration::ZERO,
+        period,
+        Schedule::FixedRate,
+        |_, runs, _| {
+            runs.push(Instant::now());
+        },
+    );
+    let mut runs = Vec::new();
+    base.run_once(&mut runs, Some(Duration::ZERO)).unwrap();
+    assert_eq!(runs.len(), 1, "the first run is due at once");
+    base.run_once(&mut runs, Some(Duration::ZERO)).unwrap();
+    assert_eq!(runs.len(), 1, "the next one waits a period");
+    let left = base.timer_remaining(id).unwrap();
+    assert!(
+        left <= period && left > period - Duration::from_secs(5),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn repeating_timer_with_a_first_delay_keeps_the_phase_of_its_first_deadline() {
+    let mut base = EventBase::<Vec<Duration>>::new().unwrap();
+    let start = Instant::now();
+    base.add_repeating_timer_after(
+        ms(30),
+        ms(10),
+        Schedule::FixedRate,
+        move |base, runs, me| {
+            runs.push(start.elapsed());
+            if runs.len() == 3 {
+                base.cancel_timer(me);
+            }
+        },
+    );
+    base.set_exit_when_empty(true);
+    let mut runs = Vec::new();
+    base.run(&mut runs).unwrap();
+    for (k, &at) in runs.iter().enumerate() {
+        let due = ms(30) + ms(10) * k as u32;
+        assert!(at >= due, "run {k} at {at:?}, due {due:?}");
+    }
+}
+
+#[test]
+fn timer_never_fires_before_the_instant_its_caller_computed() {
+    // base.now() and Instant::now() share one timeline: a callback never sees the loop time
+    // before `Instant::now() + delay` taken when the timer was added.
+    let mut base = EventBase::<u32>::new().unwrap();
+    for i in 0..200u64 {
+        let delay = Duration::from_micros(i % 7 * 50);
+        let target = Instant::now() + delay;
+        base.add_timer(delay, move |base, fired, _| {
+            assert!(
+                base.now() >= target,
+                "loop time before the caller's deadline"
+            );
+            assert!(Instant::now() >= target);
+            *fired += 1;
+        });
+    }
+    base.set_exit_when_empty(true);
+    let mut fired = 0;
+    base.run(&mut fired).unwrap();
+    assert_eq!(fired, 200);
+}
+
+#[test]
+fn many_timers_across_the_wheel_fire_in_deadline_order_and_cancels_hold() {
+    // Delays from microseconds to 600 ms reach the near-term heap and two wheel levels; every
+    // third timer is cancelled; the rest fire in deadline order, never early.
+    let mut base = EventBase::<Vec<(usize, Instant)>>::new().unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut targets = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3000usize {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_micros(state % [300, 30_000, 600_000][i % 3]);
+        // At or just before the deadline add_timer takes from its own clock read.
+        targets.push(Instant::now() + delay);
+        ids.push(base.add_timer(delay, move |_, fired, _| fired.push((i, Instant::now()))));
+    }
+    for (i, &id) in ids.iter().enumerate() {
+        if i % 3 == 1 {
+            assert!(base.cancel_timer(id));
+        }
+    }
+    base.set_exit_when_empty(true);
+    let mut fired = Vec::new();
+    base.run(&mut fired).unwrap();
+    assert_eq!(fired.len(), 2000);
+    assert!(
+        fired.iter().all(|&(i, _)| i % 3 != 1),
+        "a cancelled timer fired"
+    );
+    for &(i, at) in &fired {
+        assert!(at >= targets[i], "timer {i} fired early");
+    }
+    // Each deadline is its target plus the few microseconds add_timer took to read the clock:
+    // allow for a preempted add.
+    let order_ok = |w: &[(usize, Instant)]| targets[w[0].0] <= targets[w[1].0] + ms(2);
+    assert!(
+        fired.windows(2).all(order_ok),
+        "fired out of deadline order"
+    );
+}

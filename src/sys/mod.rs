@@ -2,12 +2,13 @@
 //! (or one libc call), returns `io::Result`, and owns every fd it creates as an `OwnedFd`.
 //! The only module with `unsafe` (besides the buffer contract in `aio/buf.rs`): `signal.rs`
 //! holds the signal calls and the forwarding handler, `aio.rs` and `aio_ring.rs` the kernel AIO
-//! ABI and its completion ring.
+//! ABI and its completion ring, `small_fn.rs` the timers' callbacks stored without a box.
 
 pub(crate) mod aio;
 pub(crate) mod aio_ring;
 pub(crate) mod net;
 mod signal;
+pub(crate) mod small_fn;
 
 pub(crate) use signal::*;
 

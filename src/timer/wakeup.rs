@@ -51,6 +51,11 @@ impl Wakeup {
         }
     }
 
+    /// The timer slack, in ticks.
+    pub(crate) fn slack(&self) -> Tick {
+        self.slack
+    }
+
     /// When the loop wakes for a deadline `at`: `at` rounded up to the slack.
     fn slot(&self, at: Tick) -> Tick {
         match self.slack {
@@ -106,7 +111,10 @@ impl<S> EventBase<S> {
     /// Inlined: it runs before every poll, and the deadline rarely changed.
     #[inline]
     pub(crate) fn arm_timer_wakeup(&mut self) {
-        let next = self.timers.next_deadline().map(|at| self.wakeup.slot(at));
+        let next = self
+            .timers
+            .next_deadline_mut()
+            .map(|at| self.wakeup.slot(at));
         if next != self.wakeup.armed && !self.wakeup.unavailable {
             self.rearm_timer_wakeup(next);
         }
