@@ -110,6 +110,7 @@ pub struct EventBase<S> {
     pub(crate) aio: Aio<S>,
     pub(crate) pool: Pool<S>,
     pub(crate) writers: crate::writer::Writers<S>,
+    pub(crate) conns: crate::conn::Conns<S>,
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
@@ -170,6 +171,7 @@ impl<S> EventBase<S> {
             aio: Aio::new(),
             pool: Pool::new(),
             writers: crate::writer::Writers::new(),
+            conns: crate::conn::Conns::new(),
             clock,
             now: clock.now(),
             polled_at: None,
