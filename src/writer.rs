@@ -82,8 +82,8 @@ pub enum WriterEvent {
     /// Everything queued before [`EventBase::finish_writer`] has been written, and the writer
     /// is removed: close (or shut down) the socket now.
     Finished,
-    /// A write failed (`EPIPE`, `ECONNRESET`: the peer is gone). The writer is removed with
-    /// what was still queued.
+    /// A write failed (`EPIPE`, `ECONNRESET`: the peer is gone), or the fd's handlers were
+    /// removed (`NotConnected`). The writer is removed with what was still queued.
     Failed(io::Error),
 }
 
@@ -187,9 +187,17 @@ impl<S> EventBase<S> {
     /// [`ignore_sigpipe`](crate::ignore_sigpipe)).
     ///
     /// The writer installs a write handler on `fd` while it holds data, so `fd` must have no
-    /// write handler of the caller's; it uses the trigger of `fd`'s read handler (edge if
-    /// none). The writer does not own `fd`: remove it ([`remove_writer`](Self::remove_writer))
-    /// before closing `fd`, or let it finish.
+    /// write handler of the caller's (one installed later is refused); it uses the trigger of
+    /// `fd`'s read handler (edge if none), and follows a read handler installed later with
+    /// another trigger. The writer does not own `fd`: remove it
+    /// ([`remove_writer`](Self::remove_writer)) before closing `fd`, or let it finish;
+    /// removing `fd`'s write handlers ([`remove_fd_handlers`](Self::remove_fd_handlers)) ends
+    /// it too. A connection ([`add_conn`](Self::add_conn)) owns its socket and its queue, and
+    /// spares all of this.
+    ///
+    /// Failures reach the callback, always: a failed flush, a failed direct write (which also
+    /// returns the error to the writer's caller), and the end of a writer whose fd's handlers
+    /// were removed all arrive as [`WriterEvent::Failed`].
     ///
     /// ```
     /// use std::io::Read;
@@ -218,7 +226,8 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// `AlreadyExists` if `fd` has a writer or a write handler of the caller's; `InvalidInput`
-    /// for a negative fd. A bad fd shows in the first write.
+    /// for a negative fd, or a blocking one (a write larger than its buffer would stall the
+    /// loop: make it non-blocking first); EBADF for an fd that is not open.
     pub fn add_writer<F>(
         &mut self,
         fd: &impl AsRawFd,
@@ -289,8 +298,8 @@ impl<S> EventBase<S> {
     ///
     /// `NotFound` for a removed writer; `InvalidInput` after
     /// [`finish_writer`](Self::finish_writer); the error of a direct write (`EPIPE`,
-    /// `ECONNRESET`...), which removes the writer with its queue (its callback is not called
-    /// for it).
+    /// `ECONNRESET`...), which removes the writer with its queue; its callback hears it too,
+    /// as [`WriterEvent::Failed`], from a zero-delay timer.
     pub fn write(&mut self, writer: WriterId, bytes: &[u8]) -> io::Result<WriteStatus> {
         // The common case, kept short (it runs once per answer a server sends): nothing
         // queued, one send. What the socket leaves is queued without a second try; a

@@ -229,10 +229,14 @@ pub enum Trigger {
     /// One saving is safe, and worth a system call per event: on a stream socket (TCP, Unix
     /// stream) or a pipe, a read that returns fewer bytes than the buffer holds has drained
     /// it, so the handler may stop there instead of making the read that would return
-    /// `WouldBlock`; data that arrives later makes a new edge. A full buffer means more may
+    /// `WouldBlock`; data that arrives later makes a new edge. **Except when the event carries
+    /// [`Readiness::READ_CLOSED`]**: a peer that sent its last bytes and shut its side at once
+    /// (`send` then `shutdown`, as `nc -N` and HTTP/1.0 clients do) is reported in the same
+    /// edge as the data, the short read takes the data, and only the next read (returning 0)
+    /// tells the end of the stream; no further edge comes for it. A full buffer means more may
     /// be waiting: read again. This does not hold for datagram sockets (a read returns one
-    /// datagram, however many wait) nor for writes. `examples/echo.rs` reads this way (the
-    /// file server too); tokio does the same.
+    /// datagram, however many wait) nor for writes. Connections ([`EventBase::add_conn`]) read
+    /// this way; tokio does the same.
     #[default]
     Edge,
     /// On every iteration while the fd stays ready (poll(2) semantics, as IOLib). The handler may
