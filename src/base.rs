@@ -365,6 +365,9 @@ impl<S> EventBase<S> {
         self.exit_requested = false;
         self.polled_at = Some(self.clock.now());
         let result = panic::catch_unwind(AssertUnwindSafe(|| body(self)));
+        if result.is_err() {
+            self.recover_from_panic();
+        }
         self.running = false;
         self.end_hold(self.clock.now());
         self.polled_at = None;

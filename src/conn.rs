@@ -35,7 +35,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use slab::Slab;
@@ -200,6 +200,15 @@ pub(crate) struct Conns<S> {
     /// The listeners of [`EventBase::serve`], for [`EventBase::shut_down`].
     acceptors: Vec<Acceptor>,
     shutting_down: bool,
+    /// The connection whose handler is being told `Data` (without a catch_unwind).
+    calling: Option<ConnId>,
+}
+
+impl<S> Conn<S> {
+    /// Whether reading goes on (not paused, not over the high mark, not finishing or done).
+    fn reads(&self) -> bool {
+        !(self.paused || self.full || self.finishing || self.read_closed)
+    }
 }
 
 impl<S> Conns<S> {
@@ -210,9 +219,11 @@ impl<S> Conns<S> {
             buf: Vec::new(),
             acceptors: Vec::new(),
             shutting_down: false,
+            calling: None,
         }
     }
 
+    #[inline]
     fn get(&mut self, id: ConnId) -> Option<&mut Conn<S>> {
         self.slab
             .get_mut(id.key as usize)
@@ -400,6 +411,7 @@ impl<S> EventBase<S> {
         Ok(status)
     }
 
+    #[inline]
     fn writable(&mut self, id: ConnId) -> io::Result<WriterId> {
         match self.conns.get(id) {
             Some(c) if c.finishing => Err(io::Error::new(
@@ -411,6 +423,7 @@ impl<S> EventBase<S> {
         }
     }
 
+    #[inline]
     fn note_status(&mut self, id: ConnId, status: WriteStatus) {
         if status == WriteStatus::Full {
             if let Some(c) = self.conns.get(id) {
@@ -573,7 +586,8 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// The connection's fd is readable (or closed, or in error).
+    /// The connection's fd is readable (or closed, or in error): reads and tells `Data` until
+    /// the socket is drained or reading stops.
     fn conn_readable(&mut self, id: ConnId, state: &mut S, ready: Readiness) {
         let now = self.now;
         let Some(c) = self.conns.get(id) else {
@@ -583,59 +597,62 @@ impl<S> EventBase<S> {
         if c.lingering {
             return self.linger_read(id, state);
         }
-        if c.paused || c.full || c.finishing || c.read_closed {
+        if !c.reads() {
             return; // the data waits; an error shows in the next read or write
         }
         let fd = c.fd.as_raw_fd();
+        let Some(mut handler) = c.handler.take() else {
+            return;
+        };
         let mut buf = std::mem::take(&mut self.conns.buf);
         if buf.is_empty() {
             buf = vec![0; READ_BUFFER];
         }
-        let outcome = self.read_into(id, fd, &mut buf, ready, state);
-        self.conns.buf = buf;
-        match outcome {
-            Ok(true) => {
-                if let Some(c) = self.conns.get(id) {
-                    c.read_closed = true;
-                }
-                self.tell(id, state, ConnEvent::PeerShutdown);
-            }
-            Ok(false) => {}
-            Err(e) => self.end_conn(id, state, Err(e)),
-        }
-    }
-
-    /// Reads and tells `Data` until the socket is drained, reading is paused, or the stream
-    /// ends (`Ok(true)`).
-    fn read_into(
-        &mut self,
-        id: ConnId,
-        fd: RawFd,
-        buf: &mut [u8],
-        ready: Readiness,
-        state: &mut S,
-    ) -> io::Result<bool> {
-        loop {
-            let n = match sys::net::recv(fd, buf) {
-                Ok(0) => return Ok(true),
+        // The handler runs without a catch_unwind of its own, for speed: if it panics, the
+        // run's catch closes the connection named here (`recover_from_panic`).
+        self.conns.calling = Some(id);
+        let end = loop {
+            let n = match sys::net::recv(fd, &mut buf) {
+                Ok(0) => break Some(Ok(())),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => break Some(Err(e)),
             };
-            if !self.tell(id, state, ConnEvent::Data(&buf[..n])) {
-                return Ok(false);
-            }
+            self.metrics.callbacks += 1;
+            handler(self, state, id, ConnEvent::Data(&buf[..n]));
             match self.conns.get(id) {
-                Some(c) if !(c.paused || c.full || c.finishing) => {}
-                _ => return Ok(false),
+                Some(c) if c.reads() => {}
+                _ => break None,
             }
             // A short read drained the socket: data arriving later makes a new edge. Not
             // when the peer has also closed: its end of stream came in the same edge, and
             // only the next read (returning 0) reports it.
             if n < buf.len() && !ready.is_read_closed() {
-                return Ok(false);
+                break None;
             }
+        };
+        self.conns.calling = None;
+        self.conns.buf = buf;
+        if let Some(c) = self.conns.get(id) {
+            c.handler = Some(handler);
+        }
+        match end {
+            None => {}
+            Some(Ok(())) => {
+                if let Some(c) = self.conns.get(id) {
+                    c.read_closed = true;
+                }
+                self.tell(id, state, ConnEvent::PeerShutdown);
+            }
+            Some(Err(e)) => self.end_conn(id, state, Err(e)),
+        }
+    }
+
+    /// A run ended in a panic: close the connection whose handler was running unguarded.
+    pub(crate) fn recover_from_panic(&mut self) {
+        if let Some(id) = self.conns.calling.take() {
+            self.conn_close(id);
         }
     }
 

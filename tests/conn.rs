@@ -563,3 +563,34 @@ fn conn_write_full_means_the_queue_is_over_the_high_mark() {
     assert_eq!(statuses.first(), Some(&WriteStatus::Open));
     assert_eq!(statuses.last(), Some(&WriteStatus::Full));
 }
+
+#[test]
+fn a_handler_that_panics_on_data_closes_its_connection_and_the_base_goes_on() {
+    let (ours, mut theirs) = tcp_pair();
+    let (other, mut other_peer) = tcp_pair();
+    let mut base = EventBase::<Log>::new().unwrap();
+    let id = base
+        .add_conn(ours, ConnOptions::new(), |_, _, _, event| {
+            if let ConnEvent::Data(_) = event {
+                panic!("handler bug");
+            }
+        })
+        .unwrap();
+    let other = base.add_conn(other, ConnOptions::new(), echo).unwrap();
+    theirs.write_all(b"boom").unwrap();
+    let mut log = Log::default();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        base.run_for(&mut log, Duration::from_secs(5))
+    }));
+    assert!(outcome.is_err(), "the panic did not propagate");
+    assert!(!base.conn_is_open(id));
+    let mut rest = Vec::new();
+    theirs.read_to_end(&mut rest).unwrap(); // closed: EOF, not a hang
+    assert!(base.conn_is_open(other));
+    other_peer.write_all(b"still served").unwrap();
+    other_peer.shutdown(Shutdown::Write).unwrap();
+    base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+    let mut got = Vec::new();
+    other_peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"still served");
+}
