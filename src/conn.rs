@@ -42,11 +42,10 @@ use slab::Slab;
 
 use crate::accept::{close_listener, Acceptor};
 use crate::base::EventBase;
-use crate::io::{Direction, Readiness};
+use crate::io::Readiness;
 use crate::sys;
 use crate::timer::{self, Tick, TimerId};
 use crate::writer::{WriteStatus, WriterEvent, WriterId, WriterOptions};
-use crate::IoOptions;
 
 /// Bytes read per `read` call, into the buffer all connections of a base share.
 const READ_BUFFER: usize = 64 << 10;
@@ -136,9 +135,9 @@ pub enum ConnTimeout {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConnEvent<'a> {
-    /// The connection was accepted by [`EventBase::serve`] (first event; the peer's IP
-    /// address, `None` on a Unix socket). Close it here to refuse it.
-    Opened(Option<SocketAddr>),
+    /// The connection was accepted by [`EventBase::serve`] (the first event; its peer's
+    /// address is [`conn_peer`](EventBase::conn_peer)). Close it here to refuse it.
+    Opened,
     /// Bytes from the peer. They are lent from a buffer the next read reuses: copy what must
     /// be kept.
     Data(&'a [u8]),
@@ -162,6 +161,17 @@ pub enum ConnEvent<'a> {
     Closed(io::Result<()>),
 }
 
+/// Reading paused by the owner ([`EventBase::conn_pause_reading`]).
+const PAUSED: u8 = 1;
+/// Reading paused by back-pressure (the queue went over the high mark).
+const FULL: u8 = 1 << 1;
+/// The peer's end of stream was read.
+const READ_CLOSED: u8 = 1 << 2;
+/// [`EventBase::conn_finish`] was called: no more writes, no more `Data`.
+const FINISHING: u8 = 1 << 3;
+/// The write side is shut; what the peer sends is dropped until it closes.
+const LINGERING: u8 = 1 << 4;
+
 type Handler<S> = Box<dyn FnMut(&mut EventBase<S>, &mut S, ConnId, ConnEvent<'_>)>;
 
 struct Conn<S> {
@@ -171,18 +181,13 @@ struct Conn<S> {
     options: ConnOptions,
     /// Taken out while it runs.
     handler: Option<Handler<S>>,
-    /// Reading paused by the owner ([`EventBase::conn_pause_reading`]).
-    paused: bool,
-    /// Reading paused by back-pressure (the queue went over the high mark).
-    full: bool,
-    /// The peer's end of stream was read.
-    read_closed: bool,
-    /// [`EventBase::conn_finish`] was called: no more writes, no more `Data`.
-    finishing: bool,
-    /// The write side is shut; what the peer sends is dropped until it closes.
-    lingering: bool,
+    /// [`PAUSED`], [`FULL`], [`READ_CLOSED`], [`FINISHING`], [`LINGERING`]: one byte, so
+    /// that the read path tests them in one instruction.
+    flags: u8,
     /// The handler cancelled the default action of the event it is being told.
     kept: bool,
+    /// The peer's IP address, for a connection accepted by [`EventBase::serve`].
+    peer: Option<SocketAddr>,
     /// Loop time of the last read event (progress, for the idle timeout).
     read_at: Tick,
     idle_timer: Option<TimerId>,
@@ -207,7 +212,22 @@ pub(crate) struct Conns<S> {
 impl<S> Conn<S> {
     /// Whether reading goes on (not paused, not over the high mark, not finishing or done).
     fn reads(&self) -> bool {
-        !(self.paused || self.full || self.finishing || self.read_closed)
+        self.flags & (PAUSED | FULL | FINISHING | READ_CLOSED | LINGERING) == 0
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Sets or clears `flag`, and says whether it was set.
+    fn set(&mut self, flag: u8, on: bool) -> bool {
+        let was = self.has(flag);
+        self.flags = if on {
+            self.flags | flag
+        } else {
+            self.flags & !flag
+        };
+        was
     }
 }
 
@@ -229,6 +249,11 @@ impl<S> Conns<S> {
             .get_mut(id.key as usize)
             .filter(|c| c.gen == id.gen)
     }
+}
+
+#[cold]
+fn first_buffer() -> Vec<u8> {
+    vec![0; READ_BUFFER]
 }
 
 fn gone(id: ConnId) -> io::Error {
@@ -300,12 +325,7 @@ impl<S> EventBase<S> {
                 .map_err(|_| io::Error::other("too many connections"))?,
             gen: self.conns.next_gen,
         };
-        self.set_io_handler(
-            &raw,
-            Direction::Read,
-            IoOptions::new().edge(),
-            move |base, state, ev| base.conn_readable(id, state, ev.ready),
-        )?;
+        self.set_conn_handler(raw, id)?;
         let writer = self.add_writer(&raw, options.writer, move |base, state, event| {
             base.conn_writer_event(id, state, event)
         });
@@ -323,11 +343,8 @@ impl<S> EventBase<S> {
             writer,
             options,
             handler: Some(handler),
-            paused: false,
-            full: false,
-            read_closed: false,
-            finishing: false,
-            lingering: false,
+            flags: 0,
+            peer: None,
             kept: false,
             read_at: self.now,
             idle_timer: None,
@@ -362,7 +379,12 @@ impl<S> EventBase<S> {
         let acceptor = self.accept_fds(listener.into(), move |base, state, fd, peer| match base
             .add_boxed_conn(fd, options, Box::new(handler.clone()))
         {
-            Ok(id) => drop(base.tell(id, state, ConnEvent::Opened(peer))),
+            Ok(id) => {
+                if let Some(c) = base.conns.get(id) {
+                    c.peer = peer;
+                }
+                base.tell(id, state, ConnEvent::Opened);
+            }
             Err(e) => log::warn!("cannot make a connection of an accepted socket: {e}"),
         })?;
         self.conns.acceptors.push(acceptor.clone());
@@ -414,7 +436,7 @@ impl<S> EventBase<S> {
     #[inline]
     fn writable(&mut self, id: ConnId) -> io::Result<WriterId> {
         match self.conns.get(id) {
-            Some(c) if c.finishing => Err(io::Error::new(
+            Some(c) if c.has(FINISHING) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{id:?}: write after conn_finish"),
             )),
@@ -427,7 +449,7 @@ impl<S> EventBase<S> {
     fn note_status(&mut self, id: ConnId, status: WriteStatus) {
         if status == WriteStatus::Full {
             if let Some(c) = self.conns.get(id) {
-                c.full = true;
+                c.set(FULL, true);
             }
         }
     }
@@ -437,6 +459,15 @@ impl<S> EventBase<S> {
         match self.conns.slab.get(id.key as usize) {
             Some(c) if c.gen == id.gen => self.writer_queued(c.writer),
             _ => 0,
+        }
+    }
+
+    /// The peer's IP address, for a TCP connection accepted by [`serve`](Self::serve);
+    /// `None` otherwise (a Unix socket, [`add_conn`](Self::add_conn), a closed connection).
+    pub fn conn_peer(&self, id: ConnId) -> Option<SocketAddr> {
+        match self.conns.slab.get(id.key as usize) {
+            Some(c) if c.gen == id.gen => c.peer,
+            _ => None,
         }
     }
 
@@ -466,7 +497,7 @@ impl<S> EventBase<S> {
     /// `NotFound` for a closed connection.
     pub fn conn_finish(&mut self, id: ConnId) -> io::Result<()> {
         let c = self.conns.get(id).ok_or_else(|| gone(id))?;
-        if std::mem::replace(&mut c.finishing, true) {
+        if c.set(FINISHING, true) {
             return Ok(());
         }
         let writer = c.writer;
@@ -490,7 +521,7 @@ impl<S> EventBase<S> {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        let was = std::mem::replace(&mut c.paused, paused);
+        let was = c.set(PAUSED, paused);
         if was && !paused {
             self.owe_read(id);
         }
@@ -545,7 +576,7 @@ impl<S> EventBase<S> {
         }
         let timer = self.add_timer(Duration::ZERO, |base, state, _| {
             for id in base.conn_ids() {
-                if base.conns.get(id).is_some_and(|c| !c.finishing)
+                if base.conns.get(id).is_some_and(|c| !c.has(FINISHING))
                     && base.tell_default(id, state, ConnEvent::ShuttingDown)
                 {
                     let _ = base.conn_finish(id);
@@ -588,17 +619,15 @@ impl<S> EventBase<S> {
 
     /// The connection's fd is readable (or closed, or in error): reads and tells `Data` until
     /// the socket is drained or reading stops.
-    fn conn_readable(&mut self, id: ConnId, state: &mut S, ready: Readiness) {
+    pub(crate) fn conn_readable(&mut self, id: ConnId, state: &mut S, ready: Readiness) {
         let now = self.now;
         let Some(c) = self.conns.get(id) else {
             return;
         };
         c.read_at = now;
-        if c.lingering {
-            return self.linger_read(id, state);
-        }
         if !c.reads() {
-            return; // the data waits; an error shows in the next read or write
+            // The data waits (an error shows in the next read or write), or is dropped.
+            return self.not_reading(id, state);
         }
         let fd = c.fd.as_raw_fd();
         let Some(mut handler) = c.handler.take() else {
@@ -606,7 +635,7 @@ impl<S> EventBase<S> {
         };
         let mut buf = std::mem::take(&mut self.conns.buf);
         if buf.is_empty() {
-            buf = vec![0; READ_BUFFER];
+            buf = first_buffer();
         }
         // The handler runs without a catch_unwind of its own, for speed: if it panics, the
         // run's catch closes the connection named here (`recover_from_panic`).
@@ -633,19 +662,37 @@ impl<S> EventBase<S> {
             }
         };
         self.conns.calling = None;
-        self.conns.buf = buf;
+        // The buffer left in its place is empty: nothing to drop.
+        std::mem::forget(std::mem::replace(&mut self.conns.buf, buf));
         if let Some(c) = self.conns.get(id) {
             c.handler = Some(handler);
         }
+        if let Some(end) = end {
+            self.read_ended(id, state, end);
+        }
+    }
+
+    /// The stream ended (`Ok`) or failed.
+    #[cold]
+    #[inline(never)]
+    fn read_ended(&mut self, id: ConnId, state: &mut S, end: io::Result<()>) {
         match end {
-            None => {}
-            Some(Ok(())) => {
+            Ok(()) => {
                 if let Some(c) = self.conns.get(id) {
-                    c.read_closed = true;
+                    c.set(READ_CLOSED, true);
                 }
                 self.tell(id, state, ConnEvent::PeerShutdown);
             }
-            Some(Err(e)) => self.end_conn(id, state, Err(e)),
+            Err(e) => self.end_conn(id, state, Err(e)),
+        }
+    }
+
+    /// A read event while not reading: lingering, drop what came.
+    #[cold]
+    #[inline(never)]
+    fn not_reading(&mut self, id: ConnId, state: &mut S) {
+        if self.conns.get(id).is_some_and(|c| c.has(LINGERING)) {
+            self.linger_read(id, state);
         }
     }
 
@@ -702,7 +749,7 @@ impl<S> EventBase<S> {
                 let Some(c) = self.conns.get(id) else {
                     return;
                 };
-                c.full = false;
+                c.set(FULL, false);
                 if self.tell(id, state, ConnEvent::Drained) {
                     self.owe_read(id);
                 }
@@ -718,11 +765,10 @@ impl<S> EventBase<S> {
             return;
         };
         let (fd, linger) = (c.fd.as_raw_fd(), c.options.linger);
-        if c.read_closed || sys::net::shutdown_write(fd).is_err() || linger.is_zero() {
+        if c.has(READ_CLOSED) || sys::net::shutdown_write(fd).is_err() || linger.is_zero() {
             return self.end_conn(id, state, Ok(()));
         }
-        c.lingering = true;
-        c.paused = false;
+        c.set(LINGERING, true);
         if let Some(timer) = c.deadline.take() {
             self.cancel_timer(timer);
         }

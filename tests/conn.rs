@@ -58,7 +58,7 @@ fn echo(base: &mut EventBase<Log>, log: &mut Log, id: ConnId, event: ConnEvent<'
             log.closed = Some(result.map_err(|e| e.kind()));
             base.exit();
         }
-        ConnEvent::Opened(_) => log.ids.push(id),
+        ConnEvent::Opened => log.ids.push(id),
         other => log.events.push(format!("{other:?}")),
     }
 }
@@ -449,7 +449,7 @@ fn serve_accepts_unix_and_tcp_listeners_and_says_who_connected() {
                    log: &mut Vec<String>,
                    id: ConnId,
                    event: ConnEvent<'_>| match event {
-        ConnEvent::Opened(peer) => log.push(format!("opened {}", peer.is_some())),
+        ConnEvent::Opened => log.push(format!("opened {}", base.conn_peer(id).is_some())),
         ConnEvent::Data(bytes) => drop(base.conn_write(id, bytes)),
         ConnEvent::PeerShutdown => drop(base.conn_finish(id)),
         ConnEvent::Closed(_) => {
@@ -490,7 +490,7 @@ fn an_acceptor_under_its_fd_reserve_waits_and_accepts_once_the_reserve_is_lowere
     let mut base = EventBase::<u32>::new().unwrap();
     let acceptor = base
         .serve(tcp, ConnOptions::new(), |_, opened: &mut u32, _, event| {
-            if let ConnEvent::Opened(_) = event {
+            if let ConnEvent::Opened = event {
                 *opened += 1;
             }
         })
@@ -516,7 +516,7 @@ fn shut_down_stops_accepting_finishes_every_connection_and_ends_the_run() {
         tcp,
         ConnOptions::new(),
         |base, open, id, event| match event {
-            ConnEvent::Opened(_) => {
+            ConnEvent::Opened => {
                 open.push(id);
                 let _ = base.conn_write(id, b"welcome\n");
                 if open.len() == 3 {

@@ -97,18 +97,16 @@ impl Readiness {
     }
 
     pub(crate) fn from_event(event: &mio::event::Event) -> Readiness {
-        let flags = [
-            (event.is_readable(), Self::READABLE),
-            (event.is_writable(), Self::WRITABLE),
-            (event.is_read_closed(), Self::READ_CLOSED),
-            (event.is_write_closed(), Self::WRITE_CLOSED),
-            (event.is_error(), Self::ERROR),
-            (event.is_priority(), Self::PRIORITY),
-        ];
-        flags
-            .iter()
-            .filter(|(set, _)| *set)
-            .fold(Readiness::empty(), |acc, (_, flag)| acc | *flag)
+        // Branch-free: one event per round trip of every server goes through here.
+        let flag = |set: bool, flag: Readiness| flag.0 * u8::from(set);
+        Readiness(
+            flag(event.is_readable(), Self::READABLE)
+                | flag(event.is_writable(), Self::WRITABLE)
+                | flag(event.is_read_closed(), Self::READ_CLOSED)
+                | flag(event.is_write_closed(), Self::WRITE_CLOSED)
+                | flag(event.is_error(), Self::ERROR)
+                | flag(event.is_priority(), Self::PRIORITY),
+        )
     }
 
     /// Whether a handler of `kind` is told about this readiness.

@@ -261,6 +261,20 @@ impl<S> EventBase<S> {
         any
     }
 
+    /// Installs the edge-triggered read handler of a connection's fd: its events go straight
+    /// to [`conn_readable`](crate::conn), the fastest path an event can take.
+    pub(crate) fn set_conn_handler(
+        &mut self,
+        fd: RawFd,
+        id: crate::conn::ConnId,
+    ) -> io::Result<()> {
+        self.set_io_handler(&fd, Direction::Read, IoOptions::new().edge(), |_, _, _| {})?;
+        if let Some(handler) = self.fds.handler(fd, HandlerKind::Read) {
+            handler.conn = Some(id);
+        }
+        Ok(())
+    }
+
     /// The trigger of `fd`'s handlers, if it has any.
     pub(crate) fn fd_trigger(&self, fd: RawFd) -> Option<super::Trigger> {
         self.fds.entry(fd).and_then(FdEntry::trigger)
@@ -350,6 +364,7 @@ impl<S> EventBase<S> {
             install,
             last_active: now,
             timer,
+            conn: None,
         });
     }
 
