@@ -22,6 +22,7 @@ pub enum Refusal {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    UriTooLong,
     HeaderTooLarge,
     VersionNotSupported,
 }
@@ -33,6 +34,7 @@ impl Refusal {
             Refusal::Forbidden => 403,
             Refusal::NotFound => 404,
             Refusal::MethodNotAllowed => 405,
+            Refusal::UriTooLong => 414,
             Refusal::HeaderTooLarge => 431,
             Refusal::VersionNotSupported => 505,
         }
@@ -49,10 +51,13 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
