@@ -3,7 +3,7 @@
 # unlike time): one connection, 64-byte ping-pong, two runs of 5,000 and 15,000 round trips;
 # the difference divided by 10,000 leaves start-up and shutdown out.
 # usage: bench/echo_callgrind.sh [SERVER...]
-#   (default: aioloop edge and level, raw mio, tokio current_thread, calloop)
+#   (default: aioloop, raw mio, tokio current_thread, calloop)
 # A SERVER is a command line that listens on 127.0.0.1:61901.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,6 @@ cargo build --release -q -p aioloop-bench --bin pingpong --bin mio_echo --bin to
 addr=127.0.0.1:61901
 if [ $# -eq 0 ]; then
   set -- "./target/release/examples/echo --addr $addr" \
-         "./target/release/examples/echo --level --addr $addr" \
          "./target/release/mio_echo $addr" \
          "./target/release/tokio_echo $addr" \
          "./target/release/calloop_echo $addr"

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -96,16 +96,18 @@ pub fn tcp_listener(addr: SocketAddr, options: &ListenOptions) -> io::Result<Tcp
 
 /// What the accept loop shares with its [`Acceptor`] handle.
 #[derive(Debug)]
-struct Listening {
-    listener: RefCell<Option<TcpListener>>,
+pub(crate) struct Listening {
+    listener: RefCell<Option<OwnedFd>>,
     fd: RawFd,
+    /// Accepting pauses while fewer fds than this are free ([`Acceptor::set_fd_reserve`]).
+    reserve: Cell<u64>,
     /// The timer that will accept again, while backing off or after a full batch.
     retry: Cell<Option<TimerId>>,
     backoff: Cell<Duration>,
 }
 
-/// The accept loop of one listener, shared by its fd handler and its retry timers; `F` is the
-/// user's connection callback.
+/// The accept loop of one listener, shared by its fd handler and its retry timers; `F` takes
+/// each accepted connection and its peer's address (`None` for a Unix socket).
 struct Accepting<F> {
     shared: Rc<Listening>,
     on_connection: RefCell<F>,
@@ -115,7 +117,7 @@ struct Accepting<F> {
 /// [`EventBase::stop_accepting`] to close it.
 #[derive(Clone, Debug)]
 pub struct Acceptor {
-    shared: Rc<Listening>,
+    pub(crate) shared: Rc<Listening>,
 }
 
 impl Acceptor {
@@ -124,9 +126,10 @@ impl Acceptor {
     /// # Errors
     ///
     /// `NotConnected` once accepting has stopped (the listener is closed).
+    /// `InvalidInput` for a listener that is not TCP (a Unix socket).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self.shared.listener.borrow().as_ref() {
-            Some(listener) => listener.local_addr(),
+            Some(listener) => std::net::TcpListener::from(listener.try_clone()?).local_addr(),
             None => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the listener was closed by stop_accepting",
@@ -134,7 +137,19 @@ impl Acceptor {
         }
     }
 
-    /// Whether the accept loop is backing off after running out of fds.
+    /// Keeps `fds` file descriptors free for the connections already accepted (the files they
+    /// serve, the logs they write): while fewer are free under `RLIMIT_NOFILE`, accepting
+    /// pauses, and the clients wait in the kernel's backlog, as when the process is out of fds
+    /// (see the module docs). 0, the default, accepts until `EMFILE`.
+    ///
+    /// The free count is the soft limit minus the lowest free fd number, checked once per
+    /// batch of accepts and after each accept: fds are handed out lowest first, so this is
+    /// exact as long as the process does not hold fds far above the others.
+    pub fn set_fd_reserve(&self, fds: u32) {
+        self.shared.reserve.set(u64::from(fds));
+    }
+
+    /// Whether the accept loop is backing off after running out of fds (or into its reserve).
     pub fn is_backing_off(&self) -> bool {
         self.shared.backoff.get() > MIN_BACKOFF
     }
@@ -184,15 +199,36 @@ impl<S> EventBase<S> {
     pub fn accept_connections<F>(
         &mut self,
         listener: TcpListener,
-        on_connection: F,
+        mut on_connection: F,
     ) -> io::Result<Acceptor>
     where
         F: FnMut(&mut EventBase<S>, &mut S, TcpStream, SocketAddr) + 'static,
     {
+        let listener = OwnedFd::from(std::net::TcpListener::from(listener));
+        self.accept_fds(listener, move |base, state, fd, peer| {
+            let stream = TcpStream::from_std(std::net::TcpStream::from(fd));
+            let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            on_connection(base, state, stream, peer)
+        })
+    }
+
+    /// The accept loop of any listening stream socket (TCP or Unix): `on_connection` gets each
+    /// accepted connection (non-blocking, close-on-exec) and its peer's IP address, if it has
+    /// one.
+    pub(crate) fn accept_fds<F>(
+        &mut self,
+        listener: OwnedFd,
+        on_connection: F,
+    ) -> io::Result<Acceptor>
+    where
+        F: FnMut(&mut EventBase<S>, &mut S, OwnedFd, Option<SocketAddr>) + 'static,
+    {
+        sys::net::set_nonblocking(listener.as_raw_fd())?;
         let fd = listener.as_raw_fd();
         let shared = Rc::new(Listening {
             listener: RefCell::new(Some(listener)),
             fd,
+            reserve: Cell::new(0),
             retry: Cell::new(None),
             backoff: Cell::new(MIN_BACKOFF),
         });
@@ -217,7 +253,7 @@ impl<S> EventBase<S> {
 }
 
 /// Removes the listener's handler and retry timer and closes it; `false` if already closed.
-fn close_listener<S>(base: &mut EventBase<S>, shared: &Listening) -> bool {
+pub(crate) fn close_listener<S>(base: &mut EventBase<S>, shared: &Listening) -> bool {
     let Some(listener) = shared.listener.borrow_mut().take() else {
         return false;
     };
@@ -232,20 +268,38 @@ fn close_listener<S>(base: &mut EventBase<S>, shared: &Listening) -> bool {
 /// events run in between) or, out of fds, for a back-off timer.
 fn accept_batch<S, F>(base: &mut EventBase<S>, state: &mut S, accepting: &Rc<Accepting<F>>)
 where
-    F: FnMut(&mut EventBase<S>, &mut S, TcpStream, SocketAddr) + 'static,
+    F: FnMut(&mut EventBase<S>, &mut S, OwnedFd, Option<SocketAddr>) + 'static,
 {
     let shared = &accepting.shared;
     if shared.retry.get().is_some() {
         return; // a timer accepts next; the edge that called us changes nothing
     }
+    let mut budget = match fd_budget(shared) {
+        Ok(budget) => budget,
+        Err(e) => return back_off(base, accepting, &e),
+    };
     for _ in 0..BATCH {
+        if let Some((limit, lowest)) = budget {
+            if limit.saturating_sub(lowest) < shared.reserve.get() {
+                let e = io::Error::other(format!(
+                    "fewer than {} fds free (the reserve)",
+                    shared.reserve.get()
+                ));
+                return back_off(base, accepting, &e);
+            }
+        }
         let accepted = match shared.listener.borrow().as_ref() {
-            Some(listener) => listener.accept(),
+            Some(listener) => sys::net::accept(listener.as_raw_fd()),
             None => return, // stopped
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok(fd) => {
                 shared.backoff.set(MIN_BACKOFF);
+                if let Some((_, lowest)) = &mut budget {
+                    *lowest = (*lowest).max(fd.as_raw_fd() as u64 + 1);
+                }
+                let (fd, peer) = peer_of(fd);
+                let stream = fd;
                 let mut on_connection = accepting.on_connection.borrow_mut();
                 // A panic closes the listener, as it removes a panicking handler.
                 let cleanup = |base: &mut EventBase<S>| {
@@ -258,12 +312,7 @@ where
                 AcceptError::ThisConnection => {
                     log::debug!("accept on fd {}: {e}; skipped", shared.fd)
                 }
-                AcceptError::OutOfResources => {
-                    let delay = shared.backoff.get();
-                    shared.backoff.set((delay * 2).min(MAX_BACKOFF));
-                    log::warn!("accept on fd {}: {e}; retrying in {delay:?}", shared.fd);
-                    return retry_after(base, accepting, delay);
-                }
+                AcceptError::OutOfResources => return back_off(base, accepting, &e),
                 AcceptError::Listener => return listener_failed(base, accepting, e),
             },
         }
@@ -274,9 +323,36 @@ where
     retry_after(base, accepting, Duration::ZERO);
 }
 
+/// The limit and the lowest free fd, when an fd reserve is set.
+fn fd_budget(shared: &Listening) -> io::Result<Option<(u64, u64)>> {
+    match shared.reserve.get() {
+        0 => Ok(None),
+        _ => sys::net::fd_budget(shared.fd).map(Some),
+    }
+}
+
+/// The accepted connection and its peer's IP address (`None` for a Unix socket).
+fn peer_of(fd: OwnedFd) -> (OwnedFd, Option<SocketAddr>) {
+    let stream = std::net::TcpStream::from(fd);
+    let peer = stream.peer_addr().ok();
+    (OwnedFd::from(stream), peer)
+}
+
+/// Out of fds or memory (or under the reserve): accept again after the back-off delay.
+fn back_off<S, F>(base: &mut EventBase<S>, accepting: &Rc<Accepting<F>>, e: &io::Error)
+where
+    F: FnMut(&mut EventBase<S>, &mut S, OwnedFd, Option<SocketAddr>) + 'static,
+{
+    let shared = &accepting.shared;
+    let delay = shared.backoff.get();
+    shared.backoff.set((delay * 2).min(MAX_BACKOFF));
+    log::warn!("accept on fd {}: {e}; retrying in {delay:?}", shared.fd);
+    retry_after(base, accepting, delay);
+}
+
 fn retry_after<S, F>(base: &mut EventBase<S>, accepting: &Rc<Accepting<F>>, delay: Duration)
 where
-    F: FnMut(&mut EventBase<S>, &mut S, TcpStream, SocketAddr) + 'static,
+    F: FnMut(&mut EventBase<S>, &mut S, OwnedFd, Option<SocketAddr>) + 'static,
 {
     let again = accepting.clone();
     let timer = base.add_timer(delay, move |base, state, _| {

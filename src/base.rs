@@ -110,6 +110,7 @@ pub struct EventBase<S> {
     pub(crate) aio: Aio<S>,
     pub(crate) pool: Pool<S>,
     pub(crate) writers: crate::writer::Writers<S>,
+    pub(crate) conns: crate::conn::Conns<S>,
     pub(crate) clock: Clock,
     /// Loop time: sampled once after each poll.
     pub(crate) now: Tick,
@@ -170,6 +171,7 @@ impl<S> EventBase<S> {
             aio: Aio::new(),
             pool: Pool::new(),
             writers: crate::writer::Writers::new(),
+            conns: crate::conn::Conns::new(),
             clock,
             now: clock.now(),
             polled_at: None,
@@ -364,6 +366,9 @@ impl<S> EventBase<S> {
         self.exit_requested = false;
         self.polled_at = Some(self.clock.now());
         let result = panic::catch_unwind(AssertUnwindSafe(|| body(self)));
+        if result.is_err() {
+            self.recover_from_panic();
+        }
         self.running = false;
         self.end_hold(self.clock.now());
         self.polled_at = None;

@@ -13,6 +13,9 @@
 //! * **signals** through a signalfd ([`EventBase::add_signal_handler`]) and **child exits**
 //!   through pidfds ([`EventBase::watch_child`]);
 //! * **cross-thread posts** that wake the loop and run a closure on it ([`Remote`]);
+//! * **connections the loop owns** ([`EventBase::add_conn`], [`EventBase::serve`]): the
+//!   socket, a write queue with back-pressure by default, deadlines and a lingering close
+//!   under one [`ConnId`], and [`EventBase::shut_down`] for a graceful end;
 //! * **a daemon's toolkit**: [`tcp_listener`] and [`EventBase::accept_connections`] (which
 //!   survives running out of fds), buffered socket writers ([`EventBase::add_writer`]),
 //!   children with a clean signal state ([`EventBase::spawn_child`], [`ChildHandle`]), opens
@@ -59,6 +62,7 @@ mod accept;
 mod aio;
 mod base;
 mod child;
+mod conn;
 mod error;
 mod fs;
 mod io;
@@ -77,6 +81,7 @@ pub use accept::{tcp_listener, Acceptor, ListenOptions};
 pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut, TransferError};
 pub use base::EventBase;
 pub use child::{reset_signals_on_exec, ChildExit, ChildHandle};
+pub use conn::{ConnEvent, ConnId, ConnOptions, ConnTimeout};
 pub use error::os_error;
 pub use fs::{Dir, DirEntry};
 pub use io::{Direction, HandlerKind, Handlers, IoEvent, IoOptions, Readiness, Trigger};

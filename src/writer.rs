@@ -18,6 +18,7 @@ use crate::base::EventBase;
 use crate::error;
 use crate::io::{Direction, HandlerKind, Handlers, IoOptions, Trigger};
 use crate::sys;
+use crate::timer::Tick;
 
 /// Queued bytes above which [`EventBase::write`] reports back-pressure, by default.
 const DEFAULT_HIGH_WATER: usize = 1 << 20;
@@ -81,8 +82,8 @@ pub enum WriterEvent {
     /// Everything queued before [`EventBase::finish_writer`] has been written, and the writer
     /// is removed: close (or shut down) the socket now.
     Finished,
-    /// A write failed (`EPIPE`, `ECONNRESET`: the peer is gone). The writer is removed with
-    /// what was still queued.
+    /// A write failed (`EPIPE`, `ECONNRESET`: the peer is gone), or the fd's handlers were
+    /// removed (`NotConnected`). The writer is removed with what was still queued.
     Failed(io::Error),
 }
 
@@ -113,6 +114,8 @@ struct Writer<S> {
     watching: bool,
     /// `fd` is a socket (until `sendmsg` says otherwise).
     socket: bool,
+    /// Loop time when bytes last went to the socket (progress, for idle timeouts).
+    sent_at: Tick,
     /// Taken out while it runs.
     on_event: Option<OnEvent<S>>,
 }
@@ -121,8 +124,12 @@ struct Writer<S> {
 pub(crate) struct Writers<S> {
     slab: Slab<Writer<S>>,
     next_gen: u32,
-    /// Which fds have a writer, by fd number (one writer per fd).
-    has_writer: Vec<bool>,
+    /// The writer of each fd, by fd number: its slab key plus one (0: none; one writer per fd).
+    by_fd: Vec<u32>,
+    /// A writer is installing its own write handler (which `set_io_handler` must accept).
+    pub(crate) installing: bool,
+    /// Callbacks of writers ended by a failure, with the failure, until a timer tells them.
+    ended: Slab<(OnEvent<S>, io::Error)>,
 }
 
 impl<S> Writers<S> {
@@ -130,19 +137,29 @@ impl<S> Writers<S> {
         Writers {
             slab: Slab::new(),
             next_gen: 0,
-            has_writer: Vec::new(),
+            by_fd: Vec::new(),
+            ended: Slab::new(),
+            installing: false,
         }
     }
 
-    /// Marks `fd` as having a writer (or not); `false` if that changes nothing.
-    fn claim_fd(&mut self, fd: RawFd, claim: bool) -> bool {
+    /// Records `key` (`None`: no writer) as the writer of `fd`.
+    fn set_fd_writer(&mut self, fd: RawFd, key: Option<usize>) {
         let Ok(index) = usize::try_from(fd) else {
-            return false;
+            return;
         };
-        if index >= self.has_writer.len() {
-            self.has_writer.resize(index + 1, false);
+        if index >= self.by_fd.len() {
+            self.by_fd.resize(index + 1, 0);
         }
-        std::mem::replace(&mut self.has_writer[index], claim) != claim
+        self.by_fd[index] = key.map_or(0, |k| k as u32 + 1);
+    }
+
+    /// The writer of `fd`, if it has one.
+    pub(crate) fn of_fd(&self, fd: RawFd) -> Option<WriterId> {
+        let key = *self.by_fd.get(usize::try_from(fd).ok()?)?;
+        let key = key.checked_sub(1)?;
+        let gen = self.slab.get(key as usize)?.gen;
+        Some(WriterId { key, gen })
     }
 
     fn get_mut(&mut self, id: WriterId) -> io::Result<&mut Writer<S>> {
@@ -170,9 +187,17 @@ impl<S> EventBase<S> {
     /// [`ignore_sigpipe`](crate::ignore_sigpipe)).
     ///
     /// The writer installs a write handler on `fd` while it holds data, so `fd` must have no
-    /// write handler of the caller's; it uses the trigger of `fd`'s read handler (edge if
-    /// none). The writer does not own `fd`: remove it ([`remove_writer`](Self::remove_writer))
-    /// before closing `fd`, or let it finish.
+    /// write handler of the caller's (one installed later is refused); it uses the trigger of
+    /// `fd`'s read handler (edge if none), and follows a read handler installed later with
+    /// another trigger. The writer does not own `fd`: remove it
+    /// ([`remove_writer`](Self::remove_writer)) before closing `fd`, or let it finish;
+    /// removing `fd`'s write handlers ([`remove_fd_handlers`](Self::remove_fd_handlers)) ends
+    /// it too. A connection ([`add_conn`](Self::add_conn)) owns its socket and its queue, and
+    /// spares all of this.
+    ///
+    /// Failures reach the callback, always: a failed flush, a failed direct write (which also
+    /// returns the error to the writer's caller), and the end of a writer whose fd's handlers
+    /// were removed all arrive as [`WriterEvent::Failed`].
     ///
     /// ```
     /// use std::io::Read;
@@ -201,7 +226,8 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// `AlreadyExists` if `fd` has a writer or a write handler of the caller's; `InvalidInput`
-    /// for a negative fd. A bad fd shows in the first write.
+    /// for a negative fd, or a blocking one (a write larger than its buffer would stall the
+    /// loop: make it non-blocking first); EBADF for an fd that is not open.
     pub fn add_writer<F>(
         &mut self,
         fd: &impl AsRawFd,
@@ -218,7 +244,18 @@ impl<S> EventBase<S> {
                 format!("fd {fd} is negative"),
             ));
         }
-        if self.has_fd_handler(&fd, HandlerKind::Write) || !self.writers.claim_fd(fd, true) {
+        let nonblocking = sys::net::is_nonblocking(fd)
+            .map_err(|e| error::context(e, format!("fd {fd} cannot have a writer")))?;
+        if !nonblocking {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "fd {fd} is blocking: a write larger than its buffer would stall the loop; \
+                     make it non-blocking first (set_nonblocking(true))"
+                ),
+            ));
+        }
+        if self.has_fd_handler(&fd, HandlerKind::Write) || self.writers.of_fd(fd).is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!(
@@ -230,6 +267,7 @@ impl<S> EventBase<S> {
         let writers = &mut self.writers;
         let gen = writers.next_gen;
         writers.next_gen = writers.next_gen.wrapping_add(1);
+        writers.set_fd_writer(fd, Some(writers.slab.vacant_key()));
         let key = writers.slab.insert(Writer {
             gen,
             fd,
@@ -244,6 +282,7 @@ impl<S> EventBase<S> {
             finishing: false,
             watching: false,
             socket: true,
+            sent_at: self.now,
             on_event: Some(Box::new(on_event)),
         });
         Ok(WriterId {
@@ -259,16 +298,18 @@ impl<S> EventBase<S> {
     ///
     /// `NotFound` for a removed writer; `InvalidInput` after
     /// [`finish_writer`](Self::finish_writer); the error of a direct write (`EPIPE`,
-    /// `ECONNRESET`...), which removes the writer with its queue (its callback is not called
-    /// for it).
+    /// `ECONNRESET`...), which removes the writer with its queue; its callback hears it too,
+    /// as [`WriterEvent::Failed`], from a zero-delay timer.
     pub fn write(&mut self, writer: WriterId, bytes: &[u8]) -> io::Result<WriteStatus> {
         // The common case, kept short (it runs once per answer a server sends): nothing
         // queued, one send. What the socket leaves is queued without a second try; a
         // refused writer and an interrupted send take the general path.
+        let now = self.now;
         if let Ok(w) = self.writers.get_mut(writer) {
             if w.queued == 0 && !w.finishing {
                 let fd = w.fd;
                 let total = bytes.len();
+                w.sent_at = now;
                 match put_one(fd, bytes, &mut w.socket) {
                     Ok(n) if n == total => return Ok(WriteStatus::Open),
                     Ok(n) => return self.queue_rest(writer, Bytes::Parts(&[bytes]), n),
@@ -304,6 +345,14 @@ impl<S> EventBase<S> {
         self.queue_write(writer, Bytes::Owned(bytes))
     }
 
+    /// Loop time when `writer` last sent bytes (its progress), `None` for a removed writer.
+    pub(crate) fn writer_sent_at(&self, writer: WriterId) -> Option<Tick> {
+        match self.writers.slab.get(writer.key as usize) {
+            Some(w) if w.gen == writer.gen => Some(w.sent_at),
+            _ => None,
+        }
+    }
+
     /// Bytes queued and not yet written (0 for a removed writer).
     pub fn writer_queued(&self, writer: WriterId) -> usize {
         match self.writers.slab.get(writer.key as usize) {
@@ -333,14 +382,15 @@ impl<S> EventBase<S> {
     pub fn remove_writer(&mut self, writer: WriterId) -> Option<usize> {
         self.writers.get_mut(writer).ok()?;
         let w = self.writers.slab.remove(writer.key as usize);
-        self.writers.claim_fd(w.fd, false);
+        self.writers.set_fd_writer(w.fd, None);
         if w.watching {
-            self.remove_fd_handlers(&w.fd, Handlers::WRITE);
+            self.remove_handlers(w.fd, Handlers::WRITE);
         }
         Some(w.queued)
     }
 
     fn queue_write(&mut self, writer: WriterId, bytes: Bytes<'_>) -> io::Result<WriteStatus> {
+        let now = self.now;
         let w = self.writers.get_mut(writer)?;
         if w.finishing {
             return Err(io::Error::new(
@@ -352,6 +402,7 @@ impl<S> EventBase<S> {
         let mut skip = 0;
         if w.queued == 0 {
             let fd = w.fd;
+            w.sent_at = now;
             skip = match write_now(fd, &bytes, total, &mut w.socket) {
                 // The common case: the socket took it all, and nothing changes.
                 Ok(n) if n == total => return Ok(WriteStatus::Open),
@@ -362,11 +413,61 @@ impl<S> EventBase<S> {
         self.queue_rest(writer, bytes, skip)
     }
 
-    /// A direct write to `fd` failed: the writer goes, with its queue, and the error says
-    /// which fd.
+    /// A direct write to `fd` failed: the writer goes, with its queue, its callback hears
+    /// `Failed` (as for a failed flush: one failure path), and the caller gets the error too.
     fn write_failed(&mut self, writer: WriterId, fd: RawFd, e: io::Error) -> io::Error {
-        self.remove_writer(writer);
+        let copy = match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        self.end_writer(
+            writer,
+            error::context(copy, format!("cannot write to fd {fd}")),
+        );
         error::context(e, format!("cannot write to fd {fd}"))
+    }
+
+    /// Removes `writer` with its queue and tells its callback `Failed(e)` from a zero-delay
+    /// timer (never from inside the call that failed, which may be the owner's callback).
+    pub(crate) fn end_writer(&mut self, writer: WriterId, e: io::Error) {
+        let Ok(w) = self.writers.get_mut(writer) else {
+            return;
+        };
+        let on_event = w.on_event.take();
+        self.remove_writer(writer);
+        if let Some(on_event) = on_event {
+            let key = self.writers.ended.insert((on_event, e));
+            self.add_timer(std::time::Duration::ZERO, move |base, state, _| {
+                let (mut on_event, e) = base.writers.ended.remove(key);
+                base.guarded(|base| on_event(base, state, WriterEvent::Failed(e)), |_| {});
+            });
+        }
+    }
+
+    /// The write handler of `fd`, if it is a writer's: the writer, and whether it watches.
+    pub(crate) fn writer_watching(&self, fd: RawFd) -> Option<WriterId> {
+        let writer = self.writers.of_fd(fd)?;
+        let w = self.writers.slab.get(writer.key as usize)?;
+        w.watching.then_some(writer)
+    }
+
+    /// Takes the write handler of `writer` off its fd, for the fd's read handler to change
+    /// the trigger; [`rewatch`](Self::rewatch) puts it back.
+    pub(crate) fn unwatch(&mut self, writer: WriterId) {
+        if let Ok(w) = self.writers.get_mut(writer) {
+            w.watching = false;
+            let fd = w.fd;
+            self.remove_handlers(fd, Handlers::WRITE);
+        }
+    }
+
+    /// Watches again for room to flush `writer`, with the trigger of its fd's read handler.
+    pub(crate) fn rewatch(&mut self, writer: WriterId) {
+        if self.writer_queued(writer) > 0 {
+            if let Err(e) = self.watch_writability(writer) {
+                self.end_writer(writer, e);
+            }
+        }
     }
 
     /// Queues `bytes` but their first `skip`, which went out already, and watches for room.
@@ -415,10 +516,12 @@ impl<S> EventBase<S> {
             Trigger::Edge => IoOptions::new().edge(),
             Trigger::Level => IoOptions::new().level(),
         };
+        self.writers.installing = true;
         let installed =
             self.set_io_handler(&fd, Direction::Write, options, move |base, state, _| {
                 base.flush_writer(writer, state);
             });
+        self.writers.installing = false;
         if installed.is_err() {
             self.writers.get_mut(writer)?.watching = false;
         }
@@ -427,10 +530,15 @@ impl<S> EventBase<S> {
 
     /// The socket is writable: write what is queued, then tell the callback what it owes.
     fn flush_writer(&mut self, writer: WriterId, state: &mut S) {
+        let now = self.now;
         let Ok(w) = self.writers.get_mut(writer) else {
             return;
         };
+        let before = w.queued;
         let result = flush(w);
+        if w.queued < before {
+            w.sent_at = now;
+        }
         let (empty, drained) = (w.queued == 0, w.full && w.queued <= w.options.low_water);
         let (fd, finishing) = (w.fd, w.finishing);
         if drained {
@@ -449,7 +557,7 @@ impl<S> EventBase<S> {
                 }
                 return;
             }
-            Ok(()) if empty => drop(self.remove_fd_handlers(&fd, Handlers::WRITE)),
+            Ok(()) if empty => drop(self.remove_handlers(fd, Handlers::WRITE)),
             Ok(()) => {}
         }
         if drained {

@@ -71,11 +71,10 @@ fn signal(child: &Child, signo: i32) {
 }
 
 #[test]
-fn echo_example_echoes_every_byte_in_both_modes() {
-    for mode in [None, Some("--level")] {
-        let mut args = vec!["--addr", "127.0.0.1:0"];
-        args.extend(mode);
-        let (mut server, _out, addr) = spawn_echo(&args);
+fn echo_example_echoes_every_byte() {
+    {
+        let mode = "default";
+        let (mut server, _out, addr) = spawn_echo(&["--addr", "127.0.0.1:0"]);
         let mut conn = TcpStream::connect(&addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -393,4 +392,38 @@ fn echo_closes_a_peer_that_stops_taking_its_echo_after_the_idle_timeout() {
     assert_eq!(&got, b"ping");
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+#[test]
+fn echo_closes_at_once_a_peer_that_wrote_and_shut_down_in_one_go() {
+    // The data and the FIN arrive in one edge; the server used to keep such connections until
+    // their idle timeout, or for good with --idle-timeout 0.
+    for idle in ["60", "0"] {
+        let (mut server, _out, addr) =
+            spawn_echo(&["--addr", "127.0.0.1:0", "--idle-timeout", idle]);
+        let clients: Vec<TcpStream> = (0..20)
+            .map(|_| {
+                let mut conn = TcpStream::connect(&addr).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                conn.write_all(b"ping and bye").unwrap();
+                conn.shutdown(std::net::Shutdown::Write).unwrap();
+                conn
+            })
+            .collect();
+        let started = Instant::now();
+        for mut conn in clients {
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"ping and bye");
+        }
+        // All 20 within a generous bound (on an idle machine: well under 100 ms).
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "--idle-timeout {idle}: closed after {took:?}"
+        );
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
 }

@@ -239,3 +239,102 @@ fn a_gone_peer_gives_epipe_even_where_sigpipe_would_kill() {
         .unwrap();
     assert!(status.success(), "the writer's process died: {status:?}");
 }
+
+#[test]
+fn add_writer_refuses_a_blocking_socket() {
+    let (ours, _theirs) = tcp_pair();
+    ours.set_nonblocking(false).unwrap();
+    let mut base = EventBase::<()>::new().unwrap();
+    let err = base
+        .add_writer(&ours, WriterOptions::new(), |_, _, _| {})
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("blocking"), "{err}");
+}
+
+#[test]
+fn removing_the_fds_handlers_ends_its_writer_with_an_event_and_its_queue() {
+    use aioloop::{Direction, Handlers, IoOptions};
+    let (ours, _theirs) = tcp_pair();
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    base.set_io_handler(&ours, Direction::Read, IoOptions::new(), |_, _, _| {})
+        .unwrap();
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, log, event| {
+            log.push(format!("{event:?}"))
+        })
+        .unwrap();
+    while base.writer_queued(writer) == 0 {
+        let _ = base.write(writer, &[7u8; 64 << 10]).unwrap();
+    }
+    assert!(base.remove_fd_handlers(&ours, Handlers::ALL));
+    assert_eq!(base.writer_queued(writer), 0);
+    assert!(base.write(writer, b"x").is_err(), "the writer lives on");
+    let mut log = Vec::new();
+    base.run_for(&mut log, Duration::from_millis(50)).unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].contains("NotConnected"), "{log:?}");
+}
+
+#[test]
+fn a_level_read_handler_is_accepted_while_the_writer_waits_for_room_and_the_queue_flushes() {
+    use aioloop::{Direction, IoOptions};
+    let (ours, mut theirs) = tcp_pair();
+    let mut base = EventBase::<bool>::new().unwrap();
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, finished, event| {
+            *finished = matches!(event, WriterEvent::Finished)
+        })
+        .unwrap();
+    let mut sent = 0;
+    while base.writer_queued(writer) == 0 {
+        let _ = base.write(writer, &[7u8; 64 << 10]).unwrap();
+        sent += 64 << 10;
+    }
+    // The writer's own (edge) write handler is installed now: a level read handler must not
+    // be refused for it.
+    base.set_io_handler(
+        &ours,
+        Direction::Read,
+        IoOptions::new().level(),
+        |_, _, _| {},
+    )
+    .unwrap();
+    base.finish_writer(writer).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        while got < sent {
+            got += theirs.read(&mut buf).unwrap();
+        }
+        got
+    });
+    let mut finished = false;
+    for _ in 0..2000 {
+        base.run_once(&mut finished, Some(Duration::from_millis(10)))
+            .unwrap();
+        if finished {
+            break;
+        }
+    }
+    assert!(finished);
+    assert_eq!(reader.join().unwrap(), sent);
+}
+
+#[test]
+fn a_failed_direct_write_is_told_to_the_callback_as_well() {
+    let (ours, theirs) = tcp_pair();
+    drop(theirs);
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    let writer = base
+        .add_writer(&ours, WriterOptions::new(), |_, log, event| {
+            log.push(format!("{event:?}"))
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_writes_fail_with_epipe(&mut base, writer);
+    let mut log = Vec::new();
+    base.run_for(&mut log, Duration::from_millis(50)).unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].starts_with("Failed("), "{log:?}");
+}

@@ -22,6 +22,7 @@ pub enum Refusal {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    UriTooLong,
     HeaderTooLarge,
     VersionNotSupported,
 }
@@ -33,6 +34,7 @@ impl Refusal {
             Refusal::Forbidden => 403,
             Refusal::NotFound => 404,
             Refusal::MethodNotAllowed => 405,
+            Refusal::UriTooLong => 414,
             Refusal::HeaderTooLarge => 431,
             Refusal::VersionNotSupported => 505,
         }
@@ -49,10 +51,13 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
@@ -73,6 +78,15 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)
     }
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| Refusal::BadRequest)?;
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    // A CR anywhere but before LF (RFC 9112 §2.2), or any other control character but a tab
+    // in a field value, is refused: proxies disagree about what it means.
+    if head
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .any(|l| l.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f))
+    {
+        return Err(Refusal::BadRequest);
+    }
     let mut parts = lines.next().unwrap_or_default().split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -98,8 +112,10 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)
     };
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(Refusal::BadRequest)?;
-        if name.is_empty() || name.ends_with([' ', '\t']) || line.starts_with([' ', '\t']) {
-            return Err(Refusal::BadRequest); // whitespace before the colon, or a folded line
+        // A field name is a token (RFC 9110 §5.1): no whitespace before the colon, no folded
+        // line, nothing a proxy could read another way.
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(Refusal::BadRequest);
         }
         let value = value.trim_matches([' ', '\t']);
         match name.to_ascii_lowercase().as_str() {
@@ -121,6 +137,11 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)
         }
     }
     Ok(Some((request, end)))
+}
+
+/// Whether `b` may appear in a token (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Where the head ends (after its empty line), accepting bare LF line ends too.
@@ -241,7 +262,8 @@ pub fn http_date(secs: u64) -> String {
     )
 }
 
-/// Parses an IMF-fixdate (the only format a client sends today); `None` for anything else.
+/// Parses an IMF-fixdate (the only format a client sends today); `None` for anything else,
+/// including numbers out of their range (a client's numbers are never trusted to fit).
 pub fn parse_http_date(date: &str) -> Option<u64> {
     let mut words = date.split([' ', ':']);
     let (_, day, month, year) = (words.next()?, words.next()?, words.next()?, words.next()?);
@@ -249,11 +271,13 @@ pub fn parse_http_date(date: &str) -> Option<u64> {
     if zone != "GMT" || words.next().is_some() {
         return None;
     }
+    let field = |text: &str, max: u32| text.parse::<u32>().ok().filter(|&n| n <= max);
     let month = MONTHS.iter().position(|&name| name == month)? as u32 + 1;
-    let days = days_from_civil(year.parse().ok()?, month, day.parse().ok()?);
-    let time =
-        h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60 + s.parse::<u64>().ok()?;
-    Some(u64::try_from(days).ok()? * 86_400 + time)
+    let (day, year) = (field(day, 31).filter(|&d| d > 0)?, field(year, 9999)?);
+    let (h, m, s) = (field(h, 23)?, field(m, 59)?, field(s, 60)?);
+    let days = days_from_civil(i64::from(year), month, day);
+    let time = u64::from(h * 3600 + m * 60 + s);
+    u64::try_from(days).ok()?.checked_mul(86_400)?.checked_add(time)
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -360,6 +384,29 @@ mod tests {
             assert_eq!(parse_http_date(&http_date(secs)), Some(secs));
         }
         assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        // Numbers out of range, from a client: refused, never overflowing.
+        for date in [
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 1994 99999999999999999:00:00 GMT",
+            "Sun, 06 Nov 1994 25:00:00 GMT",
+            "Sun, 99 Nov 1994 08:49:37 GMT",
+            "Sun, 00 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:-1 GMT",
+        ] {
+            assert_eq!(parse_http_date(date), None, "{date}");
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_controls_and_non_token_field_names_are_refused() {
+        let bad = |req: &[u8]| parse_request(req, 8192).unwrap_err();
+        assert_eq!(bad(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(bad(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(bad(b"GET / HTTP/1.1\r\nX(y): 1\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(bad(b"GET / HTTP/1.1\r\nX y: 1\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(bad(b"GET / HTTP/1.1\r\n folded\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(bad(b"GET /\r HTTP/1.1\r\n\r\n"), Refusal::BadRequest);
+        assert!(parse_request(b"GET / HTTP/1.1\r\nX-Y_z.1~: a\tb\r\n\r\n", 8192).is_ok());
     }
 
     #[test]

@@ -34,92 +34,98 @@
 
 mod http;
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aioloop::mio::net::{TcpListener, TcpStream};
+use aioloop::mio::net::TcpListener;
 use aioloop::signals::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use aioloop::{
-    systemd, tcp_listener, AioFile, AlignedBuf, Dir, Direction, EventBase, Handlers, IoEvent,
-    IoOptions, ListenOptions, Readiness, WriteStatus, WriterEvent, WriterId, WriterOptions,
+    systemd, tcp_listener, AioFile, AlignedBuf, ConnEvent, ConnId, ConnOptions, ConnTimeout, Dir,
+    EventBase, ListenOptions, WriteStatus,
 };
 use http::{Head, Refusal, Request, Span};
-use slab::Slab;
 
 const USAGE: &str = "usage: fileserver --addr HOST:PORT --root DIR [--threads N] [--direct] \
-                     [--idle-timeout SECS] [--grace SECS] [--max-header BYTES] [--log FILE]";
+                     [--idle-timeout SECS] [--header-timeout SECS] [--grace SECS] \
+                     [--max-header BYTES] [--fd-reserve N] [--log FILE]";
 /// Bytes read from a file per request.
 const CHUNK: usize = 64 << 10;
-/// A connection's writer holds at most this much before the file reading pauses.
+/// A connection's queue holds at most this much before the file reading pauses and no further
+/// pipelined request is started.
 const HIGH_WATER: usize = 256 << 10;
+/// How many idle timeouts a request may wait on the server's own file system before it gets
+/// 504 (a hung mount must not hold a client for ever).
+const FILE_WAIT_TIMEOUTS: u32 = 4;
 
 struct Config {
     root: Dir,
     direct: bool,
     idle: Duration,
+    header_timeout: Duration,
     grace: Duration,
     max_header: usize,
+    fd_reserve: u32,
 }
 
 /// One loop's server.
 struct Server {
     config: Arc<Config>,
     thread: usize,
-    conns: Slab<Conn>,
-    next_gen: u32,
-    acceptor: Option<aioloop::Acceptor>,
-    shutting_down: bool,
+    clients: HashMap<ConnId, Client>,
     /// Aligned read buffers of finished reads, for the next ones.
     spare: Vec<AlignedBuf>,
     date: (u64, String),
+    /// Numbers the responses, so that a late file callback never reaches a later response.
+    next_response: u64,
 }
 
-/// A connection's identity: its slab key and a generation, so that a callback for a closed
-/// connection (a file read completing late, say) never reaches a new one in the same slot. Its
-/// fd number would not do: the kernel hands it to the next client at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ConnId {
-    key: usize,
-    gen: u32,
-}
-
-struct Conn {
-    gen: u32,
-    stream: TcpStream,
-    peer: SocketAddr,
-    writer: WriterId,
+/// What the server keeps of a connection (the loop keeps the socket, its queue and timers).
+struct Client {
+    peer: Option<SocketAddr>,
     input: Vec<u8>,
     /// The peer closed its side: no more requests.
     input_closed: bool,
-    /// The input buffer is full: reading waits until a request is served.
+    /// Reading paused because the input holds all a request head may take.
     input_paused: bool,
+    /// The request head's deadline runs (from its first byte to its end).
+    head_deadline: bool,
+    /// The queue is over its high mark: no request starts until it drains.
+    full: bool,
     response: Option<Response>,
-    /// Bytes queued for the current response, to tell a slow download from a dead one.
-    progress: u64,
-    progress_at_last_timeout: u64,
 }
 
 /// The response being produced.
 struct Response {
+    number: u64,
     request: Request,
     started: Instant,
     status: u16,
     sent: u64,
-    /// The head, held back to go out with the first piece of the body in one `writev`.
+    /// The head, held back to go out with the first piece of the body in one `sendmsg`.
     head: Option<String>,
     body: Option<Body>,
-    /// Waiting for `WriterEvent::Drained` before reading more of the file.
+    /// Waiting for `ConnEvent::Drained` before reading more of the file.
     paused: bool,
+    /// Since when the response waits on the server's own file operation (not the client).
+    waiting: Option<Instant>,
 }
 
 struct Body {
     file: AioFile,
     next: u64,
     end: u64,
+}
+
+/// A response of a connection: file callbacks carry it, and find nothing once it is over.
+#[derive(Clone, Copy)]
+struct Job {
+    id: ConnId,
+    number: u64,
 }
 
 type Base = EventBase<Server>;
@@ -129,7 +135,9 @@ fn main() {
         Ok(args) => args,
         Err(e) => fail(e),
     };
-    if let Err(e) = serve(args) {
+    let result = serve(args);
+    AccessLog::report_dropped();
+    if let Err(e) = result {
         fail(e);
     }
 }
@@ -145,8 +153,10 @@ struct Args {
     threads: usize,
     direct: bool,
     idle: Duration,
+    header_timeout: Duration,
     grace: Duration,
     max_header: usize,
+    fd_reserve: u32,
     log: Option<PathBuf>,
 }
 
@@ -155,6 +165,7 @@ fn parse_args() -> io::Result<Args> {
         |msg: String| io::Error::new(io::ErrorKind::InvalidInput, format!("{msg}\n{USAGE}"));
     let (mut addr, mut root, mut log) = (None, None, None);
     let (mut threads, mut direct, mut idle, mut grace, mut max_header) = (1, false, 30, 10, 8192);
+    let (mut header_timeout, mut fd_reserve) = (10, 16);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -177,8 +188,12 @@ fn parse_args() -> io::Result<Args> {
             "--log" => log = Some(PathBuf::from(value("--log")?)),
             "--threads" => threads = number("--threads", value("--threads")?)?,
             "--idle-timeout" => idle = number("--idle-timeout", value("--idle-timeout")?)?,
+            "--header-timeout" => {
+                header_timeout = number("--header-timeout", value("--header-timeout")?)?
+            }
             "--grace" => grace = number("--grace", value("--grace")?)?,
             "--max-header" => max_header = number("--max-header", value("--max-header")?)?,
+            "--fd-reserve" => fd_reserve = number("--fd-reserve", value("--fd-reserve")?)?,
             "--direct" => direct = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -192,17 +207,26 @@ fn parse_args() -> io::Result<Args> {
             "--threads must be 1 to 256, not {threads}"
         )));
     }
-    if max_header < 64 {
-        return Err(invalid("--max-header must be at least 64".into()));
+    if !(64..=1 << 20).contains(&max_header) {
+        return Err(invalid("--max-header must be 64 to 1048576".into()));
     }
+    let seconds = |name: &str, secs: u64| match secs {
+        1..=86_400 => Ok(Duration::from_secs(secs)),
+        _ => Err(invalid(format!(
+            "{name} must be 1 to 86400 seconds, not {secs}"
+        ))),
+    };
     Ok(Args {
         addr: addr.ok_or_else(|| invalid("--addr is missing".into()))?,
         root: root.ok_or_else(|| invalid("--root is missing".into()))?,
         threads: threads as usize,
         direct,
-        idle: Duration::from_secs(idle),
-        grace: Duration::from_secs(grace),
+        idle: seconds("--idle-timeout", idle)?,
+        header_timeout: seconds("--header-timeout", header_timeout)?,
+        grace: Duration::from_secs(grace.min(86_400)),
         max_header: max_header as usize,
+        fd_reserve: u32::try_from(fd_reserve)
+            .map_err(|_| invalid(format!("--fd-reserve is too large: {fd_reserve}")))?,
         log,
     })
 }
@@ -216,8 +240,10 @@ fn serve(args: Args) -> io::Result<()> {
         root,
         direct: args.direct,
         idle: args.idle,
+        header_timeout: args.header_timeout,
         grace: args.grace,
         max_header: args.max_header,
+        fd_reserve: args.fd_reserve,
     });
     let listeners = listeners(&args)?;
     let addr = listeners[0].local_addr()?;
@@ -264,7 +290,15 @@ fn listeners(args: &Args) -> io::Result<Vec<TcpListener>> {
 
 fn run_loop(thread: usize, listener: TcpListener, config: Arc<Config>) -> io::Result<()> {
     let mut base = Base::new()?;
-    let acceptor = base.accept_connections(listener, accept)?;
+    let options = ConnOptions::new()
+        .high_water(HIGH_WATER)
+        .idle_timeout(config.idle)
+        .nodelay(true);
+    // The loop owns each connection: socket, queue (back-pressure by default), idle timer,
+    // the head deadline, and a lingering close after the last response.
+    let acceptor = base.serve(listener, options, on_event)?;
+    // Accepted clients need fds for their files: stop accepting before the last ones go.
+    acceptor.set_fd_reserve(config.fd_reserve);
     for (signo, handler) in [
         (SIGTERM, shut_down as fn(&mut Base, &mut Server)),
         (SIGINT, shut_down),
@@ -280,157 +314,162 @@ fn run_loop(thread: usize, listener: TcpListener, config: Arc<Config>) -> io::Re
     let mut server = Server {
         config,
         thread,
-        conns: Slab::new(),
-        next_gen: 0,
-        acceptor: Some(acceptor),
-        shutting_down: false,
+        clients: HashMap::new(),
         spare: Vec::new(),
         date: (0, String::new()),
+        next_response: 0,
     };
     base.set_exit_when_empty(true);
     base.run(&mut server)
 }
 
-fn accept(base: &mut Base, server: &mut Server, stream: TcpStream, peer: SocketAddr) {
-    if server.shutting_down {
-        return;
-    }
-    let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let key = server.conns.vacant_key();
-    let gen = server.next_gen;
-    server.next_gen = gen.wrapping_add(1);
-    let id = ConnId { key, gen };
-    let options = WriterOptions::new().high_water(HIGH_WATER);
-    let writer = match base.add_writer(&fd, options, move |base, server, event| {
-        on_writer(base, server, id, event)
-    }) {
-        Ok(writer) => writer,
-        Err(e) => return log::error!("{peer}: cannot make a writer: {e}"),
-    };
-    let options = IoOptions::new().timeout(server.config.idle);
-    if let Err(e) =
-        base.set_io_handler(&fd, Direction::Read, options, move |base, server, event| {
-            on_readable(base, server, id, event)
-        })
-    {
-        base.remove_writer(writer);
-        return log::error!("{peer}: cannot watch the connection: {e}");
-    }
-    server.conns.insert(Conn {
-        gen,
-        stream,
-        peer,
-        writer,
-        input: Vec::new(),
-        input_closed: false,
-        input_paused: false,
-        response: None,
-        progress: 0,
-        progress_at_last_timeout: 0,
-    });
+/// SIGTERM, SIGINT: no new connections; idle ones finish now, busy ones after their
+/// response, and the loop ends when none is left, or after the grace period.
+fn shut_down(base: &mut Base, server: &mut Server) {
+    log::info!("thread {}: shutting down", server.thread);
+    base.shut_down(server.config.grace);
 }
 
-fn conn(server: &mut Server, id: ConnId) -> Option<&mut Conn> {
-    server.conns.get_mut(id.key).filter(|c| c.gen == id.gen)
-}
-
-/// Removes the connection's handler and writer, then closes it.
-fn close(base: &mut Base, server: &mut Server, id: ConnId, why: &str) {
-    let Some(c) = conn(server, id) else {
-        return;
-    };
-    log::debug!("{}: closing ({why})", c.peer);
-    base.remove_fd_handlers(&c.stream, Handlers::ALL);
-    base.remove_writer(c.writer);
-    server.conns.remove(id.key);
-    if server.shutting_down && server.conns.is_empty() {
-        base.exit();
-    }
-}
-
-fn on_readable(base: &mut Base, server: &mut Server, id: ConnId, event: IoEvent) {
-    if event.ready.contains(Readiness::TIMEOUT) {
-        return on_idle(base, server, id);
-    }
-    if read_input(server, id).is_err() {
-        return close(base, server, id, "read failed");
-    }
-    next_request(base, server, id);
-}
-
-/// Reads what the socket holds, up to twice the header limit of buffered input.
-fn read_input(server: &mut Server, id: ConnId) -> io::Result<()> {
-    let limit = 2 * server.config.max_header;
-    let Some(c) = conn(server, id) else {
-        return Ok(());
-    };
-    let mut chunk = [0u8; 4096];
-    loop {
-        if c.input.len() >= limit {
-            c.input_paused = true;
-            return Ok(());
+/// Everything that happens to a connection.
+fn on_event(base: &mut Base, server: &mut Server, id: ConnId, event: ConnEvent<'_>) {
+    match event {
+        ConnEvent::Opened => {
+            let client = Client {
+                peer: base.conn_peer(id),
+                input: Vec::new(),
+                input_closed: false,
+                input_paused: false,
+                head_deadline: false,
+                full: false,
+                response: None,
+            };
+            server.clients.insert(id, client);
         }
-        match io::Read::read(&mut c.stream, &mut chunk) {
-            Ok(0) => {
+        ConnEvent::Data(bytes) => {
+            let limit = 2 * server.config.max_header;
+            let Some(c) = server.clients.get_mut(&id) else {
+                return;
+            };
+            c.input.extend_from_slice(bytes);
+            if c.input.len() >= limit {
+                c.input_paused = true;
+                base.conn_pause_reading(id, true);
+            }
+            next_request(base, server, id);
+        }
+        ConnEvent::PeerShutdown => {
+            if let Some(c) = server.clients.get_mut(&id) {
                 c.input_closed = true;
-                return Ok(());
             }
-            Ok(n) => {
-                c.input.extend_from_slice(&chunk[..n]);
-                // A short read drained the socket: data arriving later makes a new edge, so
-                // the read that would only say WouldBlock can be skipped.
-                if n < chunk.len() {
-                    return Ok(());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            next_request(base, server, id);
         }
+        ConnEvent::Drained => {
+            let Some(c) = server.clients.get_mut(&id) else {
+                return;
+            };
+            c.full = false;
+            let resume = match c.response.as_mut() {
+                Some(r) => std::mem::take(&mut r.paused).then(|| job(id, r)),
+                None => return next_request(base, server, id),
+            };
+            if let Some(job) = resume {
+                read_body(base, server, job);
+            }
+        }
+        ConnEvent::Timeout(ConnTimeout::Idle) => on_idle(base, server, id),
+        ConnEvent::Timeout(ConnTimeout::Deadline) => {
+            // The request head did not arrive in time (slowloris): closed by default.
+            if let Some(c) = server.clients.get(&id) {
+                log::debug!("{}: request head too slow, closed", show(c.peer));
+            }
+        }
+        ConnEvent::ShuttingDown => {
+            if let Some(r) = server
+                .clients
+                .get_mut(&id)
+                .and_then(|c| c.response.as_mut())
+            {
+                r.request.keep_alive = false;
+                base.conn_keep(id); // it finishes after this response
+            }
+        }
+        ConnEvent::Closed(result) => {
+            if let (Some(c), Err(e)) = (server.clients.remove(&id), result) {
+                log::debug!("{}: closed: {e}", show(c.peer));
+            }
+        }
+        _ => {}
     }
 }
 
-/// An idle connection goes; so does a download that made no progress since the last timeout.
-fn on_idle(base: &mut Base, server: &mut Server, id: ConnId) {
-    let Some(c) = conn(server, id) else {
-        return;
-    };
-    if c.response.is_some() && c.progress != c.progress_at_last_timeout {
-        c.progress_at_last_timeout = c.progress;
-        return;
+fn job(id: ConnId, response: &Response) -> Job {
+    Job {
+        id,
+        number: response.number,
     }
-    log::debug!("{}: idle, closed", c.peer);
-    close(base, server, id, "idle");
+}
+
+fn show(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "-".into(), |p| p.to_string())
+}
+
+/// The response `job` belongs to, if it is still under way.
+fn response(server: &mut Server, job: Job) -> Option<&mut Response> {
+    let r = server.clients.get_mut(&job.id)?.response.as_mut()?;
+    (r.number == job.number).then_some(r)
+}
+
+/// No progress for the idle timeout. Waiting on the server's own file system is not the
+/// client's idleness: the connection is kept, up to a limit, then told 504.
+fn on_idle(base: &mut Base, server: &mut Server, id: ConnId) {
+    let limit = server.config.idle * FILE_WAIT_TIMEOUTS;
+    let Some(r) = server
+        .clients
+        .get_mut(&id)
+        .and_then(|c| c.response.as_mut())
+    else {
+        return; // idle between requests: closed by default
+    };
+    let Some(since) = r.waiting else {
+        return; // a download that stopped moving: closed by default
+    };
+    base.conn_keep(id);
+    if since.elapsed() >= limit && r.sent == 0 {
+        log::warn!("a file operation took over {limit:?}: 504");
+        let id_job = job(id, r);
+        r.waiting = None;
+        respond_error(base, server, id_job, 504);
+    }
 }
 
 /// Starts the next pipelined request, if the connection is free and one has fully arrived.
 fn next_request(base: &mut Base, server: &mut Server, id: ConnId) {
-    let max_header = server.config.max_header;
-    let Some(c) = conn(server, id) else {
+    let (max_header, header_timeout) = (server.config.max_header, server.config.header_timeout);
+    let Some(c) = server.clients.get_mut(&id) else {
         return;
     };
-    if c.response.is_some() {
-        return;
+    if c.response.is_some() || c.full {
+        return; // one at a time; none while the client does not take its answers
     }
-    if c.input_paused {
+    if c.input_paused && c.input.len() < 2 * max_header {
         c.input_paused = false;
-        if read_input(server, id).is_err() {
-            return close(base, server, id, "read failed");
-        }
+        base.conn_pause_reading(id, false);
     }
-    let Some(c) = conn(server, id) else {
-        return;
-    };
     match http::parse_request(&c.input, max_header) {
         Ok(Some((request, used))) => {
             c.input.drain(..used);
+            if std::mem::take(&mut c.head_deadline) {
+                base.conn_set_deadline(id, None);
+            }
             start_response(base, server, id, request);
         }
-        Ok(None) if c.input_closed => {
-            let _ = base.finish_writer(c.writer);
+        Ok(None) if c.input_closed => drop(base.conn_finish(id)),
+        Ok(None) => {
+            // A head has begun: it must be complete within the header timeout.
+            if !c.input.is_empty() && !std::mem::replace(&mut c.head_deadline, true) {
+                base.conn_set_deadline(id, Some(header_timeout));
+            }
         }
-        Ok(None) => {}
         Err(refusal) => {
             let request = Request {
                 method: "-".into(),
@@ -442,19 +481,24 @@ fn next_request(base: &mut Base, server: &mut Server, id: ConnId) {
             };
             c.input.clear();
             c.input_closed = true; // nothing after a broken request can be trusted
-            begin(server, id, request);
-            refuse(base, server, id, refusal);
+            if std::mem::take(&mut c.head_deadline) {
+                base.conn_set_deadline(id, None);
+            }
+            let job = begin(server, id, request);
+            refuse(base, server, job, refusal);
         }
     }
 }
 
 /// Makes `request` the connection's current response.
-fn begin(server: &mut Server, id: ConnId, request: Request) {
-    let shutting_down = server.shutting_down;
-    if let Some(c) = conn(server, id) {
+fn begin(server: &mut Server, id: ConnId, request: Request) -> Job {
+    let number = server.next_response;
+    server.next_response += 1;
+    if let Some(c) = server.clients.get_mut(&id) {
         let mut request = request;
-        request.keep_alive &= !shutting_down && !c.input_closed;
+        request.keep_alive &= !c.input_closed;
         c.response = Some(Response {
+            number,
             request,
             started: Instant::now(),
             status: 0,
@@ -462,92 +506,118 @@ fn begin(server: &mut Server, id: ConnId, request: Request) {
             head: None,
             body: None,
             paused: false,
+            waiting: None,
         });
     }
+    Job { id, number }
 }
 
 fn start_response(base: &mut Base, server: &mut Server, id: ConnId, request: Request) {
     let method = request.method.clone();
     let path = http::request_path(&request.target);
-    begin(server, id, request);
+    let job = begin(server, id, request);
     if method != "GET" && method != "HEAD" {
-        return refuse(base, server, id, Refusal::MethodNotAllowed);
+        return refuse(base, server, job, Refusal::MethodNotAllowed);
     }
     let path = match path {
         Ok(path) => path,
-        Err(refusal) => return refuse(base, server, id, refusal),
+        Err(refusal) => return refuse(base, server, job, refusal),
     };
     let (root, direct) = (server.config.root.clone(), server.config.direct);
     let opened = base.open_beneath(&root, path.clone(), direct, move |base, server, file| {
-        opened(base, server, id, path, file)
+        opened(base, server, job, path, file)
     });
-    if let Err(e) = opened {
-        log::error!("cannot open a file: {e}");
-        respond_error(base, server, id, 503);
+    match opened {
+        Ok(()) => wait_on_files(server, job),
+        Err(e) => {
+            log::error!("cannot open a file: {e}");
+            respond_error(base, server, job, 503);
+        }
+    }
+}
+
+/// The response now waits on the server's own file system.
+fn wait_on_files(server: &mut Server, job: Job) {
+    if let Some(r) = response(server, job) {
+        r.waiting.get_or_insert_with(Instant::now);
+    }
+}
+
+/// What a failed open or stat says to the client, and whether the client caused it.
+fn refusal_of(e: &io::Error) -> Result<Refusal, u16> {
+    match (e.kind(), aioloop::os_error(e)) {
+        (io::ErrorKind::NotFound, _) | (_, Some(libc::ENOTDIR)) => Ok(Refusal::NotFound),
+        (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM)) => Ok(Refusal::Forbidden),
+        // A name segment over 255 bytes, or a path over PATH_MAX.
+        (_, Some(libc::ENAMETOOLONG)) => Ok(Refusal::UriTooLong),
+        // A socket (ENXIO), a device without a driver (ENODEV), or, with O_DIRECT, a file
+        // that cannot be read that way (EINVAL: a directory, a FIFO, a device).
+        (_, Some(libc::ENXIO | libc::ENODEV | libc::EINVAL)) => Ok(Refusal::NotFound),
+        // Out of fds or memory for now: the client may retry.
+        (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)) => Err(503),
+        _ => Err(500),
     }
 }
 
 fn opened(
     base: &mut Base,
     server: &mut Server,
-    id: ConnId,
+    job: Job,
     path: PathBuf,
     file: io::Result<AioFile>,
 ) {
-    if conn(server, id).is_none() {
-        return; // the client left meanwhile; dropping the file closes it
-    }
+    let Some(r) = response(server, job) else {
+        return; // the client left, or was answered, meanwhile; dropping the file closes it
+    };
+    r.waiting = None;
     let file = match file {
         Ok(file) => file,
-        Err(e) => {
-            let refusal = match (e.kind(), aioloop::os_error(&e)) {
-                (io::ErrorKind::NotFound, _) | (_, Some(libc::ENOTDIR)) => Refusal::NotFound,
-                (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM)) => {
-                    Refusal::Forbidden
-                }
-                // Out of fds or memory for now: the client may retry.
-                (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
-                    return respond_error(base, server, id, 503);
-                }
-                _ => {
-                    log::error!("{e}");
-                    return respond_error(base, server, id, 500);
-                }
-            };
-            return refuse(base, server, id, refusal);
-        }
+        Err(e) => return file_failed(base, server, job, &path, &e),
     };
-    let stat = base.file_metadata(&file.clone(), move |base, server, meta| match meta {
-        Ok(meta) => respond_with_file(base, server, id, &path, file, &meta),
-        Err(e) => {
-            log::error!("{}: {e}", path.display());
-            respond_error(base, server, id, 500);
+    let stat = base.file_metadata(&file.clone(), move |base, server, meta| {
+        if let Some(r) = response(server, job) {
+            r.waiting = None;
+        }
+        match meta {
+            Ok(meta) => respond_with_file(base, server, job, &path, file, &meta),
+            Err(e) => file_failed(base, server, job, &path, &e),
         }
     });
-    if stat.is_err() {
-        respond_error(base, server, id, 503);
+    match stat {
+        Ok(()) => wait_on_files(server, job),
+        Err(_) => respond_error(base, server, job, 503),
+    }
+}
+
+/// Answers a failed file operation: 4xx (logged at debug) for what any client can cause,
+/// 5xx (logged as an error) for the server's own trouble.
+fn file_failed(base: &mut Base, server: &mut Server, job: Job, path: &Path, e: &io::Error) {
+    match refusal_of(e) {
+        Ok(refusal) => {
+            log::debug!("{}: {e}", path.display());
+            refuse(base, server, job, refusal);
+        }
+        Err(status) => {
+            log::error!("{}: {e}", path.display());
+            respond_error(base, server, job, status);
+        }
     }
 }
 
 fn respond_with_file(
     base: &mut Base,
     server: &mut Server,
-    id: ConnId,
+    job: Job,
     path: &Path,
     file: AioFile,
     meta: &std::fs::Metadata,
 ) {
     if !meta.is_file() {
-        return refuse(
-            base,
-            server,
-            id,
-            if meta.is_dir() {
-                Refusal::Forbidden
-            } else {
-                Refusal::NotFound
-            },
-        );
+        let refusal = match meta.is_dir() {
+            true => Refusal::Forbidden,
+            false => Refusal::NotFound,
+        };
+        return refuse(base, server, job, refusal);
     }
     let modified = meta
         .modified()
@@ -556,11 +626,10 @@ fn respond_with_file(
         .map(|d| d.as_secs());
     let size = meta.len();
     let date = now_date(server);
-    let Some(c) = conn(server, id) else {
+    let Some(r) = response(server, job) else {
         return;
     };
-    let response = c.response.as_mut().expect("a response is under way");
-    let request = &response.request;
+    let request = &r.request;
     let last_modified = modified.map(http::http_date);
     let not_modified = match (&request.if_modified_since, modified) {
         (Some(since), Some(modified)) => {
@@ -590,57 +659,43 @@ fn respond_with_file(
         allow: false,
     };
     let head_only = request.method == "HEAD" || span.is_none() || start == end;
-    response.status = status;
+    r.status = status;
     if !head_only {
-        response.head = Some(head.render());
-        response.body = Some(Body {
+        r.head = Some(head.render());
+        r.body = Some(Body {
             file,
             next: start,
             end,
         });
-        return read_body(base, server, id);
+        return read_body(base, server, job);
     }
-    let writer = c.writer;
-    if send(base, server, id, writer, &[head.render().as_bytes()]).is_some() {
-        finish_response(base, server, id);
-    }
-}
-
-/// Writes `parts` to the connection; `None` if that failed (the connection is then closed).
-fn send(
-    base: &mut Base,
-    server: &mut Server,
-    id: ConnId,
-    writer: WriterId,
-    parts: &[&[u8]],
-) -> Option<WriteStatus> {
-    match base.write_vectored(writer, parts) {
-        Ok(status) => {
-            let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
-            let c = conn(server, id)?;
-            c.progress += len;
-            if let Some(r) = c.response.as_mut() {
-                r.sent += len;
-            }
-            Some(status)
-        }
-        Err(e) => {
-            log::debug!("write failed: {e}");
-            close(base, server, id, "write failed");
-            None
-        }
+    if send(base, server, job, &[head.render().as_bytes()]).is_some() {
+        finish_response(base, server, job);
     }
 }
 
-/// Reads the next chunk of the body, unless the writer asked for a pause.
-fn read_body(base: &mut Base, server: &mut Server, id: ConnId) {
+/// Queues `parts` on the connection; `None` if that failed (the connection then closes, and
+/// says so in `Closed`).
+fn send(base: &mut Base, server: &mut Server, job: Job, parts: &[&[u8]]) -> Option<WriteStatus> {
+    let status = base.conn_write_vectored(job.id, parts).ok()?;
+    let c = server.clients.get_mut(&job.id)?;
+    c.full |= status == WriteStatus::Full;
+    if let Some(r) = c.response.as_mut() {
+        r.sent += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    }
+    Some(status)
+}
+
+/// Reads the next chunk of the body.
+fn read_body(base: &mut Base, server: &mut Server, job: Job) {
     let mut buf = match server.spare.pop() {
         Some(buf) => buf,
-        None => AlignedBuf::new(CHUNK, 4096).expect("64 KiB of memory"),
+        None => match AlignedBuf::new(CHUNK, 4096) {
+            Ok(buf) => buf,
+            Err(_) => return respond_error(base, server, job, 503),
+        },
     };
-    let Some(Body { file, next, end }) =
-        conn(server, id).and_then(|c| c.response.as_ref()?.body.as_ref())
-    else {
+    let Some(Body { file, next, end }) = response(server, job).and_then(|r| r.body.as_ref()) else {
         return server.spare.push(buf);
     };
     // O_DIRECT reads must start and end at aligned offsets: read from the aligned start and
@@ -660,18 +715,21 @@ fn read_body(base: &mut Base, server: &mut Server, id: ConnId) {
     buf.set_len(len.min(CHUNK as u64) as usize)
         .expect("within the capacity");
     let submitted = base.read_at(&file, aligned, buf, move |base, server, buf, n| {
-        body_read(base, server, id, buf, skip, want, n)
+        body_read(base, server, job, buf, skip, want, n)
     });
-    if let Err(e) = submitted {
-        let (e, buf) = e.into_parts();
-        server.spare.push(buf);
-        log::error!("cannot read a file: {e}");
-        // Before the head went out, the client can still be told to come back later.
-        let head_sent =
-            conn(server, id).is_some_and(|c| c.response.as_ref().is_some_and(|r| r.head.is_none()));
-        match head_sent {
-            true => close(base, server, id, "file read refused"),
-            false => respond_error(base, server, id, 503),
+    match submitted {
+        Ok(_) => wait_on_files(server, job),
+        Err(e) => {
+            let (e, buf) = e.into_parts();
+            server.spare.push(buf);
+            log::error!("cannot read a file: {e}");
+            // Before the head went out, the client can still be told to come back later.
+            match response(server, job).is_some_and(|r| r.head.is_none()) {
+                true => {
+                    base.conn_close(job.id);
+                }
+                false => respond_error(base, server, job, 503),
+            }
         }
     }
 }
@@ -679,75 +737,61 @@ fn read_body(base: &mut Base, server: &mut Server, id: ConnId) {
 fn body_read(
     base: &mut Base,
     server: &mut Server,
-    id: ConnId,
+    job: Job,
     buf: AlignedBuf,
     skip: usize,
     want: u64,
     n: io::Result<usize>,
 ) {
     let got = match n {
-        Ok(n) if n > skip => (n - skip).min(want as usize),
+        Ok(n) if n > skip => (n - skip).min(usize::try_from(want).unwrap_or(usize::MAX)),
         Ok(_) => 0, // the file shrank under us
         Err(e) => {
             log::error!("file read failed: {e}");
             0
         }
     };
-    let Some(c) = conn(server, id) else {
+    let Some(r) = response(server, job) else {
         return server.spare.push(buf);
     };
-    let writer = c.writer;
-    let head = c.response.as_mut().and_then(|r| r.head.take());
+    r.waiting = None;
+    let head = r.head.take();
     if got == 0 {
         server.spare.push(buf);
-        return close(base, server, id, "file ended early"); // the head promised more: the client must see an end
+        // The head promised more: the client must see an end.
+        base.conn_close(job.id);
+        return;
     }
     let body = &buf[skip..skip + got];
     let status = match &head {
-        Some(head) => send(base, server, id, writer, &[head.as_bytes(), body]),
-        None => send(base, server, id, writer, &[body]),
+        Some(head) => send(base, server, job, &[head.as_bytes(), body]),
+        None => send(base, server, job, &[body]),
     };
     server.spare.push(buf);
     let Some(status) = status else {
         return;
     };
-    let Some(response) = conn(server, id).and_then(|c| c.response.as_mut()) else {
+    let Some(r) = response(server, job) else {
         return;
     };
-    let body = response.body.as_mut().expect("reading a body");
+    let Some(body) = r.body.as_mut() else {
+        return;
+    };
     body.next += got as u64;
     if body.next >= body.end {
-        response.body = None;
-        finish_response(base, server, id);
+        r.body = None;
+        finish_response(base, server, job);
     } else if status == WriteStatus::Full {
-        response.paused = true;
+        r.paused = true;
     } else {
-        read_body(base, server, id);
+        read_body(base, server, job);
     }
 }
 
-fn on_writer(base: &mut Base, server: &mut Server, id: ConnId, event: WriterEvent) {
-    match event {
-        WriterEvent::Drained => {
-            let Some(response) = conn(server, id).and_then(|c| c.response.as_mut()) else {
-                return;
-            };
-            if std::mem::take(&mut response.paused) {
-                read_body(base, server, id);
-            }
-        }
-        WriterEvent::Finished => close(base, server, id, "finished"),
-        WriterEvent::Failed(e) => {
-            log::debug!("connection failed: {e}");
-            close(base, server, id, "write failed");
-        }
-        _ => {}
-    }
-}
-
-/// Logs the response, then either closes the connection after it or serves the next request.
-fn finish_response(base: &mut Base, server: &mut Server, id: ConnId) {
-    let Some(c) = conn(server, id) else {
+/// Logs the response, then either finishes the connection after it or serves the next
+/// request.
+fn finish_response(base: &mut Base, server: &mut Server, job: Job) {
+    let Some(c) = server.clients.get_mut(&job.id) else {
         return;
     };
     let Some(response) = c.response.take() else {
@@ -756,7 +800,7 @@ fn finish_response(base: &mut Base, server: &mut Server, id: ConnId) {
     let request = &response.request;
     log::info!(
         "{} \"{} {} {}\" {} {} {:.3}ms",
-        c.peer,
+        show(c.peer),
         request.method,
         request.target,
         request.version,
@@ -765,31 +809,31 @@ fn finish_response(base: &mut Base, server: &mut Server, id: ConnId) {
         response.started.elapsed().as_secs_f64() * 1e3
     );
     if !request.keep_alive {
-        let _ = base.finish_writer(c.writer);
+        // The queue goes out, the write side shuts, and what the client still sends is read
+        // and dropped for a moment (a lingering close), so that it is not reset.
+        let _ = base.conn_finish(job.id);
         return;
     }
-    next_request(base, server, id);
+    next_request(base, server, job.id);
 }
 
 /// Answers `refusal` with a short body.
-fn refuse(base: &mut Base, server: &mut Server, id: ConnId, refusal: Refusal) {
-    respond_error(base, server, id, refusal.status());
+fn refuse(base: &mut Base, server: &mut Server, job: Job, refusal: Refusal) {
+    respond_error(base, server, job, refusal.status());
 }
 
-fn respond_error(base: &mut Base, server: &mut Server, id: ConnId, status: u16) {
+fn respond_error(base: &mut Base, server: &mut Server, job: Job, status: u16) {
     let date = now_date(server);
-    let Some(c) = conn(server, id) else {
+    let Some(r) = response(server, job) else {
         return;
     };
-    let Some(response) = c.response.as_mut() else {
-        return;
-    };
-    // After a malformed request nothing on the connection can be trusted.
-    if matches!(status, 400 | 431 | 505) {
-        response.request.keep_alive = false;
+    // After a malformed request nothing on the connection can be trusted; after 504 the file
+    // operation may still be running.
+    if matches!(status, 400 | 414 | 431 | 504 | 505) {
+        r.request.keep_alive = false;
     }
-    response.status = status;
-    response.body = None;
+    r.status = status;
+    r.body = None;
     let body = format!("{status} {}\n", http::reason(status));
     let head = Head {
         status,
@@ -798,17 +842,16 @@ fn respond_error(base: &mut Base, server: &mut Server, id: ConnId, status: u16) 
         content_type: "text/plain; charset=utf-8",
         last_modified: None,
         content_range: None,
-        close: !response.request.keep_alive,
+        close: !r.request.keep_alive,
         allow: status == 405,
     };
-    let head_only = response.request.method == "HEAD";
+    let head_only = r.request.method == "HEAD";
     let mut message = head.render();
     if !head_only {
         message.push_str(&body);
     }
-    let writer = c.writer;
-    if send(base, server, id, writer, &[message.as_bytes()]).is_some() {
-        finish_response(base, server, id);
+    if send(base, server, job, &[message.as_bytes()]).is_some() {
+        finish_response(base, server, job);
     }
 }
 
@@ -823,37 +866,6 @@ fn now_date(server: &mut Server) -> String {
     server.date.1.clone()
 }
 
-/// SIGTERM, SIGINT: no new connections; idle ones close now, busy ones after their response,
-/// and the loop ends when none is left, or after the grace period.
-fn shut_down(base: &mut Base, server: &mut Server) {
-    if std::mem::replace(&mut server.shutting_down, true) {
-        return;
-    }
-    log::info!("thread {}: shutting down", server.thread);
-    if let Some(acceptor) = server.acceptor.take() {
-        base.stop_accepting(&acceptor);
-    }
-    let ids: Vec<ConnId> = server
-        .conns
-        .iter()
-        .map(|(key, c)| ConnId { key, gen: c.gen })
-        .collect();
-    for id in ids {
-        let Some(c) = conn(server, id) else {
-            continue;
-        };
-        match c.response.as_mut() {
-            Some(response) => response.request.keep_alive = false,
-            None => close(base, server, id, "shutdown"),
-        }
-    }
-    if server.conns.is_empty() {
-        base.exit();
-    } else {
-        base.exit_after(server.config.grace);
-    }
-}
-
 fn print_metrics(base: &mut Base, server: &mut Server) {
     let m = base.metrics();
     // Not println!, which panics when stdout is gone (a closed pipe).
@@ -861,14 +873,15 @@ fn print_metrics(base: &mut Base, server: &mut Server) {
     let _ = writeln!(
         out,
         "metrics thread={} connections={} iterations={} callbacks={} aio_completions={} \
-         helper_jobs={} longest_hold_us={}",
+         helper_jobs={} longest_hold_us={} log_lines_dropped={}",
         server.thread,
-        server.conns.len(),
+        server.clients.len(),
         m.iterations,
         m.callbacks,
         m.aio_completions,
         m.helper_jobs,
-        m.longest_hold.as_micros()
+        m.longest_hold.as_micros(),
+        AccessLog::dropped()
     );
     let _ = out.flush();
 }
@@ -877,6 +890,8 @@ fn print_metrics(base: &mut Base, server: &mut Server) {
 struct AccessLog {
     path: Option<PathBuf>,
     out: Mutex<Option<std::fs::File>>,
+    /// Lines that could not be written (a full disk): counted, and said once on stderr.
+    dropped: AtomicU64,
 }
 
 static LOG: std::sync::OnceLock<AccessLog> = std::sync::OnceLock::new();
@@ -887,6 +902,7 @@ impl AccessLog {
         let logger = LOG.get_or_init(|| AccessLog {
             path,
             out: Mutex::new(file),
+            dropped: AtomicU64::new(0),
         });
         log::set_logger(logger).map_err(|e| io::Error::other(e.to_string()))?;
         let verbose = std::env::var_os("FILESERVER_DEBUG").is_some();
@@ -896,6 +912,22 @@ impl AccessLog {
             log::LevelFilter::Info
         });
         Ok(())
+    }
+
+    /// The number of lines dropped so far.
+    fn dropped() -> u64 {
+        LOG.get()
+            .map_or(0, |log| log.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Says on stderr how many lines were dropped, if any (at exit).
+    fn report_dropped() {
+        let dropped = AccessLog::dropped();
+        if dropped > 0 {
+            eprintln!(
+                "fileserver: {dropped} access-log lines could not be written and were dropped"
+            );
+        }
     }
 
     fn reopen() {
@@ -936,10 +968,19 @@ impl log::Log for AccessLog {
         }
         let line = format!("{} {}\n", record.level(), record.args());
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = match out.as_mut() {
+        let written = match out.as_mut() {
             Some(file) => file.write_all(line.as_bytes()),
             None => io::stderr().write_all(line.as_bytes()),
         };
+        if let Err(e) = written {
+            // Once, not per line: a full disk would otherwise fill stderr too.
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!(
+                    "fileserver: cannot write the access log ({e}); dropping its lines, \
+                     counted (SIGUSR1 and the exit report them)"
+                );
+            }
+        }
     }
 
     fn flush(&self) {}

@@ -75,6 +75,9 @@ impl<S> EventBase<S> {
             // The loop time of the poll that harvested the event: no clock read per event.
             handler.last_active = self.now;
         }
+        if let Some(conn) = handler.conn {
+            return self.conn_readable(conn, state, ready);
+        }
         if handler.options.one_shot {
             return self.invoke(fd, kind, ready, state);
         }

@@ -97,18 +97,16 @@ impl Readiness {
     }
 
     pub(crate) fn from_event(event: &mio::event::Event) -> Readiness {
-        let flags = [
-            (event.is_readable(), Self::READABLE),
-            (event.is_writable(), Self::WRITABLE),
-            (event.is_read_closed(), Self::READ_CLOSED),
-            (event.is_write_closed(), Self::WRITE_CLOSED),
-            (event.is_error(), Self::ERROR),
-            (event.is_priority(), Self::PRIORITY),
-        ];
-        flags
-            .iter()
-            .filter(|(set, _)| *set)
-            .fold(Readiness::empty(), |acc, (_, flag)| acc | *flag)
+        // Branch-free: one event per round trip of every server goes through here.
+        let flag = |set: bool, flag: Readiness| flag.0 * u8::from(set);
+        Readiness(
+            flag(event.is_readable(), Self::READABLE)
+                | flag(event.is_writable(), Self::WRITABLE)
+                | flag(event.is_read_closed(), Self::READ_CLOSED)
+                | flag(event.is_write_closed(), Self::WRITE_CLOSED)
+                | flag(event.is_error(), Self::ERROR)
+                | flag(event.is_priority(), Self::PRIORITY),
+        )
     }
 
     /// Whether a handler of `kind` is told about this readiness.
@@ -229,10 +227,14 @@ pub enum Trigger {
     /// One saving is safe, and worth a system call per event: on a stream socket (TCP, Unix
     /// stream) or a pipe, a read that returns fewer bytes than the buffer holds has drained
     /// it, so the handler may stop there instead of making the read that would return
-    /// `WouldBlock`; data that arrives later makes a new edge. A full buffer means more may
+    /// `WouldBlock`; data that arrives later makes a new edge. **Except when the event carries
+    /// [`Readiness::READ_CLOSED`]**: a peer that sent its last bytes and shut its side at once
+    /// (`send` then `shutdown`, as `nc -N` and HTTP/1.0 clients do) is reported in the same
+    /// edge as the data, the short read takes the data, and only the next read (returning 0)
+    /// tells the end of the stream; no further edge comes for it. A full buffer means more may
     /// be waiting: read again. This does not hold for datagram sockets (a read returns one
-    /// datagram, however many wait) nor for writes. `examples/echo.rs` reads this way (the
-    /// file server too); tokio does the same.
+    /// datagram, however many wait) nor for writes. Connections ([`EventBase::add_conn`]) read
+    /// this way; tokio does the same.
     #[default]
     Edge,
     /// On every iteration while the fd stays ready (poll(2) semantics, as IOLib). The handler may

@@ -133,9 +133,32 @@ impl<S> EventBase<S> {
     {
         let fd = fd.as_raw_fd();
         check_fd(fd)?;
-        check_trigger(self.fds.entry(fd), fd, &options)?;
         let kind = HandlerKind::from(direction);
-        self.register_direction(fd, kind)?;
+        if kind == HandlerKind::Write
+            && !self.writers.installing
+            && self.writers.of_fd(fd).is_some()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("fd {fd} has a writer, which needs the write side to itself"),
+            ));
+        }
+        // A writer's own write handler follows the trigger of the read handler, whatever it
+        // was when the writer had to queue: it never makes this choice fail.
+        let retrigger = self
+            .writer_watching(fd)
+            .filter(|_| kind == HandlerKind::Read && self.fd_trigger(fd) != Some(options.trigger));
+        if let Some(writer) = retrigger {
+            self.unwatch(writer);
+        }
+        let registered = check_trigger(self.fds.entry(fd), fd, &options)
+            .and_then(|()| self.register_direction(fd, kind));
+        if let Err(e) = registered {
+            if let Some(writer) = retrigger {
+                self.rewatch(writer);
+            }
+            return Err(e);
+        }
         let now = self.clock.now();
         let timer = options.timeout.map(|timeout| {
             let gen = self.fds.gen(fd);
@@ -145,6 +168,9 @@ impl<S> EventBase<S> {
         });
         self.install(fd, kind, options, now, timer, Box::new(callback));
         log::debug!("fd {fd}: {} handler installed ({options:?})", kind.name());
+        if let Some(writer) = retrigger {
+            self.rewatch(writer);
+        }
         Ok(())
     }
 
@@ -195,8 +221,31 @@ impl<S> EventBase<S> {
     /// Safe from any callback, including the removed handler's own: a removed handler is never
     /// called again, not even for an event already harvested in the current batch. Removing the
     /// last read/write handler drops the fd's epoll registration and its error handler.
+    ///
+    /// Removing the write side ([`Handlers::WRITE`], [`Handlers::ALL`]) of an fd that has a
+    /// writer ([`add_writer`](Self::add_writer)) ends that writer too, with what it still
+    /// holds: its callback hears [`WriterEvent::Failed`](crate::WriterEvent::Failed)
+    /// (`NotConnected`), from a zero-delay timer. A writer left behind would otherwise write
+    /// to whatever file next gets the fd's number once it is closed.
     pub fn remove_fd_handlers(&mut self, fd: &impl AsRawFd, which: Handlers) -> bool {
         let fd = fd.as_raw_fd();
+        let writer = self
+            .writers
+            .of_fd(fd)
+            .filter(|_| which.contains(HandlerKind::Write));
+        if let Some(writer) = writer {
+            let e = io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the handlers of fd {fd} were removed (remove_fd_handlers), and its writer with them"),
+            );
+            self.end_writer(writer, e);
+        }
+        self.remove_handlers(fd, which) || writer.is_some()
+    }
+
+    /// [`remove_fd_handlers`](Self::remove_fd_handlers) without ending the fd's writer: for
+    /// the writer itself, and for owners that removed it first.
+    pub(crate) fn remove_handlers(&mut self, fd: RawFd, which: Handlers) -> bool {
         let removed = KINDS.map(|kind| {
             which
                 .contains(kind)
@@ -210,6 +259,20 @@ impl<S> EventBase<S> {
         // Dropped only now, after the registration is gone: a callback may own the fd itself.
         drop(removed);
         any
+    }
+
+    /// Installs the edge-triggered read handler of a connection's fd: its events go straight
+    /// to [`conn_readable`](crate::conn), the fastest path an event can take.
+    pub(crate) fn set_conn_handler(
+        &mut self,
+        fd: RawFd,
+        id: crate::conn::ConnId,
+    ) -> io::Result<()> {
+        self.set_io_handler(&fd, Direction::Read, IoOptions::new().edge(), |_, _, _| {})?;
+        if let Some(handler) = self.fds.handler(fd, HandlerKind::Read) {
+            handler.conn = Some(id);
+        }
+        Ok(())
     }
 
     /// The trigger of `fd`'s handlers, if it has any.
@@ -301,6 +364,7 @@ impl<S> EventBase<S> {
             install,
             last_active: now,
             timer,
+            conn: None,
         });
     }
 

@@ -22,6 +22,9 @@ pub(super) struct Handler<S> {
     /// When the last event was dispatched to it (or when it was installed).
     pub(super) last_active: Tick,
     pub(super) timer: Option<TimerId>,
+    /// The connection this read handler belongs to: events go straight to it
+    /// (`conn.rs`), without lending `callback` out.
+    pub(super) conn: Option<crate::conn::ConnId>,
 }
 
 pub(super) struct FdEntry<S> {

@@ -1,10 +1,11 @@
 //! Socket calls that std and mio do not offer: a listening TCP socket with a chosen backlog and
-//! `SO_REUSEPORT`.
+//! `SO_REUSEPORT`; accept, shutdown and the fd budget for the accept loop and connections.
 
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
 
 use super::check;
 
@@ -98,4 +99,76 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+/// `accept4(2)` on the listening socket `fd`: a new non-blocking, close-on-exec connection.
+pub(crate) fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: null address and length pointers ask for no peer address.
+    let new = check(unsafe { libc::accept4(fd, ptr::null_mut(), ptr::null_mut(), flags) }.into())?;
+    // SAFETY: the fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as i32) })
+}
+
+/// Sets `O_NONBLOCK` on `fd` (`fcntl(F_SETFL)`), keeping its other status flags.
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())?;
+    if flags as libc::c_int & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: F_SETFL takes an int of flags.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags as libc::c_int | libc::O_NONBLOCK) }.into())
+        .map(drop)
+}
+
+/// `recv(2)` into `buf`: the count read, 0 at the end of the stream.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    check(n as libc::c_long).map(|n| n as usize)
+}
+
+/// `shutdown(fd, SHUT_WR)`: the peer reads the end of the stream after what was sent.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes two ints.
+    check(unsafe { libc::shutdown(fd, libc::SHUT_WR) }.into()).map(drop)
+}
+
+/// The `RLIMIT_NOFILE` soft limit and the lowest free fd number (Linux hands out the lowest
+/// free number, so every number below it is taken: at most `limit - lowest` more fds can be
+/// opened). `probe` is any open fd, duplicated once (and closed) to find that number.
+pub(crate) fn fd_budget(probe: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero rlimit is valid for the kernel to fill.
+    let mut limit: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: `limit` outlives the call.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }.into())?;
+    // SAFETY: F_DUPFD_CLOEXEC makes a new fd or fails; it is owned (and closed) below.
+    let dup = check(unsafe { libc::fcntl(probe, libc::F_DUPFD_CLOEXEC, 0) }.into())?;
+    // SAFETY: the fd is new and owned by nobody else.
+    drop(unsafe { OwnedFd::from_raw_fd(dup as i32) });
+    Ok((limit.rlim_cur, dup as u64))
+}
+
+/// Whether `fd` has `O_NONBLOCK` (`fcntl(F_GETFL)`); `EBADF` if it is not open.
+pub(crate) fn is_nonblocking(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: F_GETFL takes no pointer argument; a bad fd number only gives EBADF.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())?;
+    Ok(flags as libc::c_int & libc::O_NONBLOCK != 0)
+}
+
+/// Sets `TCP_NODELAY` on the socket `fd` (an error on a socket that is not TCP).
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the value is a c_int that outlives the call, with its size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    check(ret.into()).map(drop)
 }

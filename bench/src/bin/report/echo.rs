@@ -12,9 +12,8 @@ use crate::table::{ratio, Results, Table};
 use crate::{Ctx, Section};
 
 /// The servers: a name and how to start it on an address.
-pub const SERVERS: [(&str, &str, &[&str]); 5] = [
-    ("aioloop, edge", "examples/echo", &["--addr"]),
-    ("aioloop, level", "examples/echo", &["--level", "--addr"]),
+pub const SERVERS: [(&str, &str, &[&str]); 4] = [
+    ("aioloop", "examples/echo", &["--addr"]),
     ("raw mio", "mio_echo", &[]),
     ("tokio", "tokio_echo", &[]),
     ("calloop", "calloop_echo", &[]),
@@ -141,8 +140,9 @@ pub fn section(ctx: &Ctx) -> Section {
         best.join(", ")
     ));
     md.push_str(
-        "Contenders: `examples/echo` (edge- and level-triggered: the accept helper, a \
-         buffered writer, one reused read buffer, and a short read taken as \"drained\"); \
+        "Contenders: `examples/echo` (connections the loop owns: the accept helper, a \
+         write queue with back-pressure, one read buffer shared by all connections, and a \
+         short read taken as \"drained\" unless the peer also closed); \
          `mio_echo`, the textbook raw mio loop (edge-triggered, reads until `WouldBlock`); \
          `tokio_echo`, a `current_thread` runtime with one task per connection; \
          `calloop_echo`, one `Generic` source per connection. All set `TCP_NODELAY` and \
