@@ -288,7 +288,9 @@ fn run_ops(root: &Path, slow: Option<(&SlowFs, Duration)>, ops: &[Op], helpers: 
 
 #[test]
 fn open_stat_list_and_read_on_a_stalling_file_system_never_hold_the_loop() {
-    let fs = SlowFs::mount("helpers-on", FILES).unwrap();
+    let Some(fs) = SlowFs::mount_or_skip("helpers-on", FILES) else {
+        return;
+    };
     let stall = Duration::from_secs(2);
     let report = run_ops(&fs.root, Some((&fs, stall)), EVERY_OP, true);
     report.assert_all_done(EVERY_OP.len());
@@ -326,7 +328,9 @@ fn open_stat_list_and_read_on_a_stalling_file_system_never_hold_the_loop() {
 
 #[test]
 fn with_helpers_disabled_every_operation_holds_the_loop_for_the_stall() {
-    let fs = SlowFs::mount("helpers-off", FILES).unwrap();
+    let Some(fs) = SlowFs::mount_or_skip("helpers-off", FILES) else {
+        return;
+    };
     let stall = Duration::from_millis(500);
     for &op in EVERY_OP {
         let report = run_ops(&fs.root, Some((&fs, stall)), &[op], false);
