@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod scratch;
+
 const BIG: u64 = 256 << 20;
 
 /// The served tree, made once per test run: `empty`, `small.txt`, `big.bin` (256 MiB),
@@ -19,6 +21,7 @@ fn site() -> &'static Path {
         let top = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fileserver");
         let root = top.join("root");
         let _ = std::fs::remove_dir_all(&top);
+        scratch::remove_at_exit(top.clone());
         std::fs::create_dir_all(root.join("sub")).unwrap();
         std::fs::write(top.join("secret"), "top secret\n").unwrap();
         std::fs::write(root.join("empty"), "").unwrap();
@@ -198,7 +201,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fileserver-out");
-    std::fs::create_dir_all(&dir).unwrap();
+    static MADE: OnceLock<()> = OnceLock::new();
+    MADE.get_or_init(|| {
+        std::fs::create_dir_all(&dir).unwrap();
+        scratch::remove_at_exit(dir.clone());
+    });
     dir.join(name)
 }
 

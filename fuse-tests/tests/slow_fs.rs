@@ -4,6 +4,8 @@
 //! TCP echo connection to a client thread, and checks the loop's longest hold
 //! ([`Metrics::longest_hold`]) and the echo's slowest answer against a bound far below the
 //! stall: "not frozen", not a latency figure (those are in `bench/src/bin/never_block.rs`).
+#[path = "../../tests/scratch/mod.rs"]
+mod scratch;
 mod slowfs;
 
 use std::fs::OpenOptions;
@@ -351,8 +353,7 @@ fn with_helpers_disabled_every_operation_holds_the_loop_for_the_stall() {
 
 #[test]
 fn o_direct_reads_on_a_real_disk_stay_on_kernel_aio_with_no_helper_hop() {
-    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("real-disk");
-    std::fs::create_dir_all(&root).unwrap();
+    let root = scratch::ScratchDir::new("real-disk");
     for &(name, len) in FILES {
         let mut file = std::fs::File::create(root.join(name)).unwrap();
         file.write_all(&pattern(name, len)).unwrap();
