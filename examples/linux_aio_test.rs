@@ -56,7 +56,7 @@ fn main() {
 }
 
 fn run() -> io::Result<()> {
-    let args = parse_args()?;
+    let mut args = parse_args()?;
     let meta = std::fs::metadata(&args.input)
         .map_err(|e| annotate(e, format!("cannot read {}", args.input.display())))?;
     check_readable_kind(&args.input, &meta)?;
@@ -71,6 +71,13 @@ fn run() -> io::Result<()> {
             );
             return Err(io::Error::new(ErrorKind::InvalidInput, msg));
         }
+    }
+    // A chunk beyond the end would only allocate memory that no read fills. The reads go on
+    // past `size` all the same, so a file that grows is still read whole.
+    if let Some(size) = size {
+        let granule = file.alignment().map_or(4096, |(_, off)| off as u64);
+        let whole = size.div_ceil(granule).saturating_mul(granule);
+        args.chunk = args.chunk.min(usize::try_from(whole).unwrap_or(usize::MAX));
     }
     let output = match &args.output {
         Some(path) => Some((create_output(path, &meta)?, path.clone())),

@@ -621,9 +621,13 @@ impl Bytes<'_> {
 /// Writes as much of `bytes` as `fd` takes now (one `sendmsg` or `writev` when it takes it
 /// all); stops at `WouldBlock`.
 fn write_now(fd: RawFd, bytes: &Bytes<'_>, total: usize, socket: &mut bool) -> io::Result<usize> {
+    let owned;
     let parts: &[&[u8]] = match bytes {
         Bytes::Parts(parts) => parts,
-        Bytes::Owned(vec) => &[vec.as_slice()],
+        Bytes::Owned(vec) => {
+            owned = [vec.as_slice()];
+            &owned
+        }
     };
     let mut done = 0;
     while done < total {

@@ -121,6 +121,8 @@ fn write_all_at_reports_how_many_bytes_landed_before_an_error() {
     let path = dir.join("fsize-limited");
     let _ = std::fs::remove_file(&path);
     let report = dir.join("fsize-limited.report");
+    common::scratch::remove_at_exit(path.clone());
+    common::scratch::remove_at_exit(report.clone());
     let (child_path, child_report) = (path.clone(), report.clone());
     let code = in_child(move || {
         let limit = libc::rlimit {

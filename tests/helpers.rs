@@ -92,6 +92,7 @@ fn o_direct_write_that_extends_the_file_runs_on_a_helper() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("helpers-extend");
     let _ = std::fs::remove_file(&path);
+    common::scratch::remove_at_exit(path.clone());
     let file = OpenOptions::new()
         .create(true)
         .write(true)

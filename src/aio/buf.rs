@@ -85,8 +85,12 @@ pub struct AlignedBuf {
     len: usize,
     /// The length at allocation: all of it initialised.
     capacity: usize,
-    /// What was allocated: at least one byte, so a zero-length buffer is still a valid one.
+    /// The alignment of `ptr`.
+    align: usize,
+    /// What was allocated, `offset` bytes before `ptr`: at least one byte, so a zero-length
+    /// buffer is still a valid one.
     layout: Layout,
+    offset: usize,
 }
 
 // SAFETY: AlignedBuf uniquely owns its allocation, like a Box<[u8]>.
@@ -108,24 +112,38 @@ impl AlignedBuf {
                 format!("cannot allocate {len} bytes aligned to {align}: the alignment must be a power of two"),
             )
         })?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).ok_or_else(|| {
+        let no_memory = || {
             io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 format!("cannot allocate {len} aligned bytes"),
             )
-        })?;
+        };
+        // The allocator zeroes memory aligned beyond 16 bytes by writing every byte, touching
+        // every page; a large buffer asks for bytes instead (calloc: fresh pages, already zero,
+        // untouched until used) and aligns itself within them.
+        let layout = if layout.size() >= 1 << 20 {
+            Layout::from_size_align(layout.size() + align - 1, 1).map_err(|_| no_memory())?
+        } else {
+            layout
+        };
+        // SAFETY: the layout has a non-zero size.
+        let base = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).ok_or_else(no_memory)?;
+        let offset = (base.as_ptr() as usize).wrapping_neg() & (align - 1);
+        // SAFETY: `offset` < `align`, and `len` bytes from there are within the allocation.
+        let ptr = unsafe { NonNull::new_unchecked(base.as_ptr().add(offset)) };
         Ok(AlignedBuf {
             ptr,
             len,
             capacity: len,
+            align,
             layout,
+            offset,
         })
     }
 
     /// The alignment of its start.
     pub fn align(&self) -> usize {
-        self.layout.align()
+        self.align
     }
 
     /// The most bytes it can hold: its length at allocation.
@@ -172,8 +190,8 @@ impl DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this very layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: allocated in `new` with this very layout, `offset` bytes before `ptr`.
+        unsafe { alloc::dealloc(self.ptr.as_ptr().sub(self.offset), self.layout) }
     }
 }
 

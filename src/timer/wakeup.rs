@@ -134,7 +134,8 @@ impl<S> EventBase<S> {
     pub(crate) fn create_timer_wakeup(&mut self) {
         let created = sys::timerfd().and_then(|fd| {
             let token = Source::Timer.token();
-            let mut source = SourceFd(&fd.as_raw_fd());
+            let raw = fd.as_raw_fd();
+            let mut source = SourceFd(&raw);
             self.poll
                 .registry()
                 .register(&mut source, token, Interest::READABLE)?;

@@ -7,6 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+#[path = "../scratch/mod.rs"]
+pub mod scratch;
+
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
@@ -58,7 +61,8 @@ pub fn drain(fd: RawFd) -> usize {
     total
 }
 
-/// A file of `len` deterministic pseudo-random bytes under cargo's per-target temp dir.
+/// A file of `len` deterministic pseudo-random bytes under cargo's per-target temp dir,
+/// removed when the test binary exits.
 pub fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-files");
     std::fs::create_dir_all(&dir).unwrap();
@@ -76,5 +80,6 @@ pub fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     // (`auto_da_alloc`), which would leave no dirty page cache for the tests that need some.
     let _ = std::fs::remove_file(&path);
     File::create(&path).unwrap().write_all(&data).unwrap();
+    scratch::remove_at_exit(path.clone());
     (path, data)
 }

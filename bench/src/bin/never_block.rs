@@ -1,5 +1,5 @@
 //! How long file operations hold the loop on a slow file system, with the helper threads and
-//! without them: the figures behind `tests/slow_fs.rs`.
+//! without them: the figures behind `fuse-tests/tests/slow_fs.rs`.
 //!
 //! ```text
 //! cargo run --release -p aioloop-bench --bin never_block -- [--stall-ms MS] [--quick]
@@ -17,7 +17,7 @@
 //! with a message otherwise): an uncached 128 KiB read, buffered and `O_DIRECT`. `--quick`
 //! stalls 200 ms and skips the 1 MiB rows.
 
-#[path = "../../../tests/slowfs/mod.rs"]
+#[path = "../../../fuse-tests/tests/slowfs/mod.rs"]
 mod slowfs;
 
 use std::fs::OpenOptions;

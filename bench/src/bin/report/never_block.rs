@@ -92,7 +92,7 @@ pub fn section(ctx: &Ctx) -> Section {
     let mut md = String::from(
         "## Never block\n\n\
          Each row starts one file operation on a loop that also runs a 10 ms repeating \
-         timer, on a FUSE file system (`tests/slowfs`) whose open, getattr, read and \
+         timer, on a FUSE file system (`fuse-tests/tests/slowfs`) whose open, getattr, read and \
          readdir each stall for 2 s (200 ms in quick mode), and where the machine allows, on the root \
          disk throttled to 64 KiB/s. Reported: how long the operation took, the loop's \
          longest hold (`Metrics::longest_hold`: from a poll's return to the next poll) and \

@@ -5,6 +5,9 @@
 //! unmounts when dropped.
 #![allow(dead_code)]
 
+#[path = "../../../tests/skip/mod.rs"]
+mod skip;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,6 +185,22 @@ impl SlowFs {
             stall_ns,
             _session: session,
         })
+    }
+
+    /// Mounts as [`mount`](Self::mount) does, or, where this user may not mount a FUSE file
+    /// system (not root and no `fusermount3`, or no `/dev/fuse`), skips the calling test.
+    pub fn mount_or_skip(name: &str, files: &[(&str, usize)]) -> Option<SlowFs> {
+        use std::io::ErrorKind::{NotFound, PermissionDenied};
+        match SlowFs::mount(name, files) {
+            Ok(fs) => Some(fs),
+            Err(e) if matches!(e.kind(), PermissionDenied | NotFound) => {
+                skip::skip(format_args!(
+                    "cannot mount the slow FUSE file system ({e}): it needs root and /dev/fuse"
+                ));
+                None
+            }
+            Err(e) => panic!("cannot mount the slow FUSE file system: {e}"),
+        }
     }
 
     /// Every later `open`, `getattr`, `read` and `readdir` stalls `stall`.

@@ -1,0 +1,171 @@
+//! The examples that read files (`browse`, `fileserver`), run as a user would, on a FUSE file
+//! system that stalls every request: their loops keep time and keep answering.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod slowfs;
+use slowfs::SlowFs;
+
+/// The root package's example binary, built (once per test run) with this test's profile.
+fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "aioloop", "--examples"]);
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => drop(build.arg("--release")),
+            Some(profile) => drop(build.args(["--profile", profile])),
+        }
+        let status = build
+            .status()
+            .expect("cannot run cargo to build the examples");
+        assert!(status.success(), "cargo build -p aioloop --examples failed");
+    });
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+/// Runs an example to its end and returns (exit code, stdout, stderr).
+fn run_example(name: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+/// The `files N bytes N ...` line of a browse run, split into its numbers by name.
+fn browse_summary(stdout: &str) -> std::collections::HashMap<String, f64> {
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("files "), "no summary line: {stdout}");
+    let words: Vec<&str> = last.split_whitespace().collect();
+    (words.chunks(2))
+        .filter_map(|pair| Some((pair[0].to_string(), pair.get(1)?.parse().ok()?)))
+        .collect()
+}
+
+/// On a file system that stalls each request 500 ms, the heartbeat keeps its 100 ms with the
+/// helpers, and stutters without them.
+#[test]
+fn browse_heartbeat_keeps_time_on_a_stalling_file_system() {
+    let Some(fs) = SlowFs::mount_or_skip("browse", &[("one", 200_000), ("two", 3)]) else {
+        return;
+    };
+    let root = fs.root.to_str().unwrap();
+    fs.set_stall(Duration::from_millis(500));
+    for helpers in [true, false] {
+        let args: &[&str] = if helpers {
+            &[root]
+        } else {
+            &["--no-helpers", root]
+        };
+        let (code, stdout, stderr) = run_example("browse", args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let summary = browse_summary(&stdout);
+        assert_eq!((summary["files"], summary["bytes"]), (2.0, 200_003.0));
+        let beats = stdout
+            .lines()
+            .filter(|l| l.starts_with("heartbeat "))
+            .count();
+        let worst_ms = summary["worst-late"];
+        if helpers {
+            assert!(
+                beats >= 10,
+                "{beats} heartbeats in a walk of several stalls"
+            );
+            assert!(worst_ms < 250.0, "the heartbeat froze: {stdout}");
+        } else {
+            assert!(worst_ms >= 400.0, "no stall without helpers: {stdout}");
+        }
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output();
+    out.expect("curl is needed: apt-get install curl")
+}
+
+/// Sends raw bytes and reads until the server closes.
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The mission's story, end to end: a download from a file system that stalls 2 s per request
+/// (like a disk spinning up) does not hold the server's other clients.
+#[test]
+fn a_download_from_a_stalling_file_system_does_not_hold_other_clients() {
+    let Some(fs) = SlowFs::mount_or_skip("fileserver", &[("slow.bin", 300_000)]) else {
+        return;
+    };
+    let mut command = Command::new(example("fileserver"));
+    command
+        .args(["--addr", "127.0.0.1:0", "--root"])
+        .arg(&fs.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    fs.set_stall(Duration::from_secs(2));
+    let url = format!("http://{addr}/slow.bin");
+    let slow = std::thread::spawn(move || {
+        let started = Instant::now();
+        let out = curl(&["-w", "%{http_code}", "-o", "/dev/null", &url]);
+        (String::from_utf8(out.stdout).unwrap(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Requests the server answers without the file system, while the download waits on it.
+    let requests = [
+        &b"GET /../x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ];
+    for request in requests {
+        let started = Instant::now();
+        let reply = raw_exchange(addr, request);
+        assert!(reply.starts_with("HTTP/1.1 40"), "{reply}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "answered after {took:?}");
+    }
+    let (status, took) = slow.join().unwrap();
+    assert_eq!(status, "200");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the file system did not stall: {took:?}"
+    );
+    fs.set_stall(Duration::ZERO);
+    let _ = child.kill();
+    let _ = child.wait();
+}
