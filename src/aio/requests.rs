@@ -244,17 +244,19 @@ impl<S> EventBase<S> {
             .map_err(|(error, buf, _)| AioError { error, buf })
     }
 
-    /// Cancels a request that has not started, or a read that has not been called back: it
+    /// Cancels a request that has not started, or a read not called back yet: it
     /// gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its `ErrorKind` is not
     /// a stable one: compare the errno) with its buffer, in this or the next iteration.
     /// Returns `true` then, and `true` always means `ECANCELED`, never a partial result.
     ///
     /// That covers a request still waiting (held behind earlier requests of its file, in the
-    /// submission queue, or in the helpers' queue), and any read whose callback has not run:
-    /// a read has no side effect, so one the page cache answered inside `read_at`, or whose
-    /// first part came from the cache while the rest waits for a helper, is cancelled too
-    /// (what it put in the buffer is not reported). So a cancel in the callback that queued a
-    /// request always succeeds.
+    /// submission queue, or in the helpers' queue), and a read whose result is known but not
+    /// called back yet: a read has no side effect, so one the page cache answered inside
+    /// `read_at`, or whose first part came from the cache while the rest waits for a helper,
+    /// is cancelled too (what it put in the buffer is not reported). Requests for kernel AIO
+    /// are submitted right before each poll, so a cancel in the callback that queued one
+    /// always succeeds, as it does for a read the page cache answered; a request handed to an
+    /// idle helper (a file on FUSE, a page-cache miss) may have started at once.
     ///
     /// Returns `false` if the request is unknown, finished, already cancelled, or a write, sync
     /// or read **that the kernel or a helper has started**: file I/O cannot be stopped once
