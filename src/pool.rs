@@ -722,9 +722,14 @@ impl<S> EventBase<S> {
         self.pool.harvest();
     }
 
-    /// Runs the callbacks of finished jobs; stops early on `exit`.
+    /// Runs the callbacks of finished jobs; stops early on `exit`. As for AIO completions, a
+    /// pass runs those finished when it starts, and those its callbacks add only up to
+    /// [`PASS_BUDGET`](crate::source::PASS_BUDGET) in all.
     pub(crate) fn run_helper_completions(&mut self, state: &mut S) {
-        while let Some(finished) = self.pool.owed.pop_front() {
+        for _ in 0..self.pool.owed.len().max(crate::source::PASS_BUDGET) {
+            let Some(finished) = self.pool.owed.pop_front() else {
+                return;
+            };
             let id = finished.id;
             if self.pool.entry(id).is_none() {
                 continue;

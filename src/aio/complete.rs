@@ -21,8 +21,16 @@ impl<S> EventBase<S> {
     }
 
     /// Runs the callbacks of reaped completions; stops early (keeping the rest) on `exit`.
+    ///
+    /// A pass runs the completions present when it starts, and those that callbacks cause (a
+    /// read the page cache answers at once, queued by the callback of the one before) only up
+    /// to [`PASS_BUDGET`](crate::source::PASS_BUDGET) in all: the rest wait for the next
+    /// iteration, so a chain of them cannot hold the loop while events and due timers wait.
     pub(crate) fn run_aio_completions(&mut self, state: &mut S) {
-        while let Some(event) = self.aio.ready.pop_front() {
+        for _ in 0..self.aio.ready.len().max(crate::source::PASS_BUDGET) {
+            let Some(event) = self.aio.ready.pop_front() else {
+                return;
+            };
             self.complete_aio(event, state);
             if self.exit_requested {
                 return;
@@ -72,7 +80,9 @@ impl<S> EventBase<S> {
             }
         }
         let op = self.aio.ops.remove(id.key as usize);
-        self.file_request_finished(op.file.identity(), op.ticket);
+        if op.ticket != 0 {
+            self.file_request_finished(op.file.identity(), op.ticket);
+        }
         self.metrics.aio_completions += 1;
         let res = match op.cancelled {
             true => -i64::from(libc::ECANCELED),
