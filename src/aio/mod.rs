@@ -356,6 +356,8 @@ pub(crate) struct Aio<S> {
     order: Order,
     /// Reused list of requests the order released.
     released: Vec<Start>,
+    /// The context could not be made: helpers run what needed it.
+    no_context: bool,
 }
 
 impl<S> Aio<S> {
@@ -372,6 +374,7 @@ impl<S> Aio<S> {
             batch: Vec::new(),
             order: Order::default(),
             released: Vec::new(),
+            no_context: false,
         }
     }
 

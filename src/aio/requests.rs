@@ -16,9 +16,10 @@ macro_rules! transfer_refusals {
     () => {
         "\n# Errors\n\nRefused at once, with the buffer handed back ([`AioError::into_parts`]), \
          when an `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the \
-         offset is beyond `i64::MAX`, or the AIO context cannot be created (the first request \
-         creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O \
-         itself reach the callback.\n"
+         offset is beyond `i64::MAX`, or, with helpers off, the AIO context cannot be created \
+         (the first request creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp; with \
+         helpers on, the helpers run the request instead). Errors of the I/O itself reach the \
+         callback.\n"
     };
 }
 
@@ -165,7 +166,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only when the AIO context cannot be created; errors of the sync reach the callback.
+    /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
+    /// runs the sync instead); errors of the sync reach the callback.
     pub fn fsync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
@@ -178,7 +180,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only when the AIO context cannot be created; errors of the sync reach the callback.
+    /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
+    /// runs the sync instead); errors of the sync reach the callback.
     pub fn fdatasync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,

@@ -90,7 +90,7 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
-        self.ensure_aio_context()?;
+        self.context_for(file, opcode)?;
         let iocb = Iocb {
             aio_lio_opcode: opcode,
             ..Iocb::default()
