@@ -102,7 +102,7 @@ pub(crate) struct Order {
 impl Order {
     /// Whether `file` has no unfinished request.
     pub(crate) fn is_idle(&self, file: usize) -> bool {
-        self.files.get(&file).is_none_or(Vec::is_empty)
+        self.files.get(&file).map_or(true, Vec::is_empty)
     }
 
     /// A fresh ticket (never 0), for [`admit_ticket`](Self::admit_ticket).
