@@ -7,7 +7,7 @@ use crate::sys::aio::AioEvent;
 
 use super::route::combined_result;
 use super::{AioId, OpState};
-use crate::pool::Outcome;
+use crate::pool::{Job, Outcome, Output};
 
 impl<S> EventBase<S> {
     /// The eventfd fired: reset it, then drain the ring — in that order, so a completion
@@ -95,7 +95,24 @@ impl<S> EventBase<S> {
             op.path,
             std::time::Duration::from_nanos(self.now.saturating_sub(op.made_at)),
         );
-        let complete = op.complete;
+        let (complete, file) = (op.complete, op.file);
         self.guarded(|base| complete(base, state, res), |_| {});
+        self.let_go(file);
+    }
+
+    /// Drops a request's clone of its file. If it is the last one, that closes the fd, and
+    /// the `close` of a FUSE or network file waits for its server (a flush): a helper does it.
+    fn let_go(&mut self, file: super::AioFile) {
+        if file.is_local() || !self.pool.enabled() || !file.is_last_clone() {
+            return;
+        }
+        let class = file.device();
+        let job: Job = Box::new(move || {
+            drop(file);
+            Box::new(()) as Output
+        });
+        if let Err(e) = self.submit_job(class, job, Box::new(|_, _, _| {})) {
+            log::warn!("closing a file on the loop thread: {e}");
+        }
     }
 }
