@@ -305,7 +305,9 @@ impl<S> EventBase<S> {
         cancelled
     }
 
-    /// The metadata of an open file (`statx` on its fd), on a helper thread.
+    /// The metadata of an open file (`statx` on its fd), on a helper thread (on a local file
+    /// system, from the in-memory inode, on the loop thread). Not part of the file's request
+    /// order: it may see the file before or after requests still running.
     ///
     /// # Errors
     ///
@@ -327,6 +329,10 @@ impl<S> EventBase<S> {
     /// flush). Closing happens when the last clone of the `AioFile` goes: if other clones (or
     /// requests still queued or in flight) hold it, this only lets go of this one.
     ///
+    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// the file issued before it has finished, and before any issued after it starts. Returns
+    /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
+    ///
     /// # Errors
     ///
     /// As for [`open`](Self::open).
@@ -345,6 +351,10 @@ impl<S> EventBase<S> {
     /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
     /// that later `O_DIRECT` writes there do not extend the file; other modes punch or zero
     /// ranges (`libc::FALLOC_FL_*`).
+    ///
+    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// the file issued before it has finished, and before any issued after it starts. Returns
+    /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
     ///
@@ -366,6 +376,10 @@ impl<S> EventBase<S> {
     }
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
+    ///
+    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// the file issued before it has finished, and before any issued after it starts. Returns
+    /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
     ///
