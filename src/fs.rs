@@ -278,8 +278,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only if no helper can be started (`EAGAIN`, `EMFILE` for its eventfd); errors of the
-    /// open itself reach the callback, with the path in the message.
+    /// Only if no helper runs and none can be started (`EAGAIN`, `EMFILE` for its eventfd),
+    /// and then the open never runs; errors of the open itself reach the callback, with the
+    /// path in the message. Returns a [`JobId`] for [`cancel_job`](Self::cancel_job).
     pub fn open<F>(
         &mut self,
         path: impl AsRef<Path>,

@@ -184,7 +184,6 @@ impl Filesystem for Files {
         }
     }
 
-
     fn readdir(
         &self,
         _: &Request,
