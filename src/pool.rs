@@ -226,7 +226,7 @@ impl<S> Pool<S> {
             threads: 0,
             limits: PoolLimits {
                 threads: 4,
-                per_class: 2,
+                per_class: 3,
             },
             table: Slab::new(),
             waiting: VecDeque::new(),
