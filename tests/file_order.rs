@@ -366,3 +366,37 @@ fn on_fuse_appends_land_in_issue_order_with_helpers_busy() {
     assert_eq!(text.lines().count(), records);
     assert_eq!(out_of_place, 0, "records out of place");
 }
+
+/// With helpers off every request goes to kernel AIO, which may reorder requests in flight
+/// together (`O_DIRECT` writes of one range, a write and an `fsync`): the order holds there too.
+#[test]
+fn with_helpers_off_the_same_order_holds_on_kernel_aio() {
+    for direct in [false, true] {
+        let (path, file) = empty_file(&format!("helpers-off-{direct}"), direct);
+        // Allocated blocks: O_DIRECT overwrites then stay asynchronous in the kernel.
+        std::fs::write(&path, vec![0u8; 256 * 4096]).unwrap();
+        let mut base = EventBase::<Vec<String>>::new().unwrap();
+        base.set_aio_options(aioloop::AioOptions::new().helper_threads(0))
+            .unwrap();
+        for i in 0..256 {
+            for byte in [b'a', b'b', b'c'] {
+                base.write_at(&file, i * 4096, filled(byte, 4096), |_, _, _, n| {
+                    assert_eq!(n.unwrap(), 4096)
+                })
+                .unwrap();
+            }
+        }
+        base.read_at(&file, 0, filled(0, 256 * 4096), |_, out, buf, n| {
+            let n = n.unwrap();
+            let last = buf[..n].iter().filter(|&&b| b == b'c').count();
+            out.push(format!("read {n}, {last} from the last writes"));
+        })
+        .unwrap();
+        base.set_len(&file, 4096, |_, _, r| r.unwrap()).unwrap();
+        let mut out = Vec::new();
+        finish(&mut base, &mut out);
+        let len = 256 * 4096;
+        assert_eq!(out, [format!("read {len}, {len} from the last writes")]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+    }
+}
