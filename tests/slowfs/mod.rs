@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use fuser::{
     BackgroundSession, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::time::SystemTime;
 
@@ -34,6 +34,7 @@ struct Files {
     files: Mutex<Vec<(String, Vec<u8>)>>,
     stall_ns: Arc<AtomicU64>,
     write_stall_ns: Arc<AtomicU64>,
+    flush_stall_ns: Arc<AtomicU64>,
 }
 
 fn sleep_ns(stall: &AtomicU64) {
@@ -154,6 +155,17 @@ impl Filesystem for Files {
         reply.written(data.len() as u32);
     }
 
+    fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
+        // Unimplemented (the kernel then stops asking) unless a stall is set.
+        match self.flush_stall_ns.load(Ordering::Relaxed) {
+            0 => reply.error(Errno::ENOSYS),
+            _ => {
+                sleep_ns(&self.flush_stall_ns);
+                reply.ok()
+            }
+        }
+    }
+
     fn setattr(
         &self,
         _: &Request,
@@ -220,6 +232,7 @@ pub struct SlowFs {
     pub root: PathBuf,
     stall_ns: Arc<AtomicU64>,
     write_stall_ns: Arc<AtomicU64>,
+    flush_stall_ns: Arc<AtomicU64>,
     _session: BackgroundSession,
 }
 
@@ -233,6 +246,7 @@ impl SlowFs {
         std::fs::create_dir_all(&root)?;
         let stall_ns = Arc::new(AtomicU64::new(0));
         let write_stall_ns = Arc::new(AtomicU64::new(0));
+        let flush_stall_ns = Arc::new(AtomicU64::new(0));
         let fs = Files {
             files: Mutex::new(
                 (files.iter())
@@ -241,6 +255,7 @@ impl SlowFs {
             ),
             stall_ns: stall_ns.clone(),
             write_stall_ns: write_stall_ns.clone(),
+            flush_stall_ns: flush_stall_ns.clone(),
         };
         let mut config = Config::default();
         config.mount_options = vec![MountOption::FSName("aioloop-slowfs".into())];
@@ -251,6 +266,7 @@ impl SlowFs {
             root,
             stall_ns,
             write_stall_ns,
+            flush_stall_ns,
             _session: session,
         })
     }
@@ -267,6 +283,13 @@ impl SlowFs {
             .store(stall.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Every later `flush` (sent by each `close`) stalls `stall`. Set it before the first
+    /// close: until then `flush` is unimplemented, and the kernel stops asking for good.
+    pub fn set_flush_stall(&self, stall: Duration) {
+        self.flush_stall_ns
+            .store(stall.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
@@ -276,6 +299,7 @@ impl Drop for SlowFs {
     fn drop(&mut self) {
         self.set_stall(Duration::ZERO);
         self.set_write_stall(Duration::ZERO);
+        self.set_flush_stall(Duration::ZERO);
     }
 }
 
