@@ -10,9 +10,9 @@
 use std::ffi::{CString, OsString};
 use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,6 +45,8 @@ pub struct Dir {
     local: bool,
     /// The device of its file system: the class its opens compete in for helpers.
     device: u64,
+    /// Opens refuse anything but regular files, checked before the open.
+    regular_only: bool,
 }
 
 impl Dir {
@@ -67,7 +69,35 @@ impl Dir {
             path: path.into(),
             local,
             device,
+            regular_only: false,
         })
+    }
+
+    /// Makes [`open_beneath`](EventBase::open_beneath) open regular files only. The type is
+    /// checked on an `O_PATH` handle, which opens nothing, and only a regular file is then
+    /// opened (through that very handle, so a swap in between cannot change what is
+    /// opened): a FIFO is never opened (which would release a writer waiting for a reader),
+    /// nor a device (whose driver's `open` would run), nor a socket. Those fail with `ENXIO`,
+    /// a directory with `EISDIR`, each with the type in the message. What a file server wants.
+    ///
+    /// ```
+    /// use aioloop::{Dir, EventBase};
+    ///
+    /// let dev = Dir::open("/dev")?.regular_files_only();
+    /// let mut base = EventBase::<Option<i32>>::new()?;
+    /// base.open_beneath(&dev, "null", false, |_, errno, file| {
+    ///     *errno = file.err().and_then(|e| aioloop::os_error(&e));
+    /// })?;
+    /// base.set_exit_when_empty(true);
+    /// let mut errno = None;
+    /// base.run(&mut errno)?;
+    /// assert_eq!(errno, Some(libc::ENXIO));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn regular_files_only(mut self) -> Dir {
+        self.regular_only = true;
+        self
     }
 
     /// The path it was opened with.
@@ -97,6 +127,10 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
         false => 0,
     };
     let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | no_wait;
+    let flags = match dir.regular_only {
+        true => libc::O_PATH,
+        false => flags,
+    };
     let mut tries = 0;
     let opened = loop {
         match sys::openat2(dir.fd.as_fd(), &c_path, flags, resolve) {
@@ -119,11 +153,50 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
         };
         crate::error::context(e, format!("cannot open {}{why}", shown()))
     })?;
+    let fd = match dir.regular_only {
+        true => open_regular(fd, direct)
+            .map_err(|e| crate::error::context(e, format!("cannot open {}", shown())))?,
+        false => fd,
+    };
     match cached {
         // RESOLVE_NO_XDEV kept it on `dir`'s local file system.
         true => Ok(AioFile::known(File::from(fd), direct, true)),
         false => AioFile::new(File::from(fd)),
     }
+}
+
+/// Opens for reading the file an `O_PATH` handle names, if it is a regular file, through
+/// `/proc/self/fd`, which reopens that very inode (checked: same device and inode).
+fn open_regular(handle: OwnedFd, direct: bool) -> io::Result<OwnedFd> {
+    let handle = File::from(handle);
+    let meta = handle.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let (errno, what) = match () {
+            _ if kind.is_dir() => (libc::EISDIR, "a directory"),
+            _ if kind.is_fifo() => (libc::ENXIO, "a FIFO"),
+            _ if kind.is_socket() => (libc::ENXIO, "a socket"),
+            _ if kind.is_char_device() => (libc::ENXIO, "a character device"),
+            _ if kind.is_block_device() => (libc::ENXIO, "a block device"),
+            _ => (libc::ENXIO, "not a regular file"),
+        };
+        let why = format!("it is {what}, and only regular files are opened");
+        return Err(crate::error::context(
+            io::Error::from_raw_os_error(errno),
+            why,
+        ));
+    }
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | if direct { libc::O_DIRECT } else { 0 });
+    let proc_path = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let file = options.open(proc_path)?;
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+        return Err(io::Error::other("the file changed while it was opened"));
+    }
+    Ok(OwnedFd::from(file))
 }
 
 impl<S> EventBase<S> {
@@ -205,8 +278,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only if no helper can be started (`EAGAIN`, `EMFILE` for its eventfd); errors of the
-    /// open itself reach the callback, with the path in the message.
+    /// Only if no helper runs and none can be started (`EAGAIN`, `EMFILE` for its eventfd),
+    /// and then the open never runs; errors of the open itself reach the callback, with the
+    /// path in the message. Returns a [`JobId`] for [`cancel_job`](Self::cancel_job).
     pub fn open<F>(
         &mut self,
         path: impl AsRef<Path>,

@@ -226,7 +226,7 @@ impl<S> Pool<S> {
             threads: 0,
             limits: PoolLimits {
                 threads: 4,
-                per_class: 2,
+                per_class: 3,
             },
             table: Slab::new(),
             waiting: VecDeque::new(),
@@ -604,13 +604,15 @@ impl<S> EventBase<S> {
 
     /// Runs the blocking function `op` on a helper thread, and `callback` with its result on
     /// the loop thread: for any work that would stall the loop (a DNS lookup, compressing a
-    /// file, a library call that blocks), like libuv's `uv_queue_work`. The file operations
-    /// of this module are built on it.
+    /// file, a library call that blocks), like libuv's `uv_queue_work`. Returns a [`JobId`]:
+    /// [`cancel_job`](Self::cancel_job) cancels the job while no helper has started it.
     ///
     /// `op` shares the helpers with file operations: one that never returns keeps a helper
-    /// forever (the base does not wait for it when dropped). A panic in `op` reaches
-    /// `callback` as an error. With helpers off (`AioOptions::helper_threads(0)`), `op` runs
-    /// on the loop thread, inside this call, and a panic in it unwinds from here.
+    /// forever (the base does not wait for it when dropped). `run_blocking` jobs hold at most
+    /// [`helpers_per_device`](crate::AioOptions::helpers_per_device) helpers at once, so that
+    /// file operations always find some. A panic in `op` reaches `callback` as an error. With
+    /// helpers off (`AioOptions::helper_threads(0)`), `op` runs on the loop thread, inside
+    /// this call, and a panic in it unwinds from here, leaving nothing behind.
     ///
     /// ```
     /// use aioloop::EventBase;
@@ -628,7 +630,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only if no helper can be started (`EAGAIN`, or `EMFILE` for the helpers' eventfd).
+    /// Only if no helper runs and none can be started (`EAGAIN` at a thread limit, or `EMFILE`
+    /// for the helpers' eventfd): then `op` never runs. While a helper runs, a job that cannot
+    /// get a new one waits for it instead.
     pub fn run_blocking<T, Op, F>(&mut self, op: Op, callback: F) -> io::Result<JobId>
     where
         T: Send + 'static,
@@ -722,9 +726,14 @@ impl<S> EventBase<S> {
         self.pool.harvest();
     }
 
-    /// Runs the callbacks of finished jobs; stops early on `exit`.
+    /// Runs the callbacks of finished jobs; stops early on `exit`. As for AIO completions, a
+    /// pass runs those finished when it starts, and those its callbacks add only up to
+    /// [`PASS_BUDGET`](crate::source::PASS_BUDGET) in all.
     pub(crate) fn run_helper_completions(&mut self, state: &mut S) {
-        while let Some(finished) = self.pool.owed.pop_front() {
+        for _ in 0..self.pool.owed.len().max(crate::source::PASS_BUDGET) {
+            let Some(finished) = self.pool.owed.pop_front() else {
+                return;
+            };
             let id = finished.id;
             if self.pool.entry(id).is_none() {
                 continue;

@@ -45,6 +45,12 @@ pub(crate) enum Source {
 // fd tokens stay below the reserved range (`io/token.rs`); the list must fit in it.
 const _: () = assert!(Source::ALL.len() <= Source::RESERVED_TOKENS);
 
+/// How many callbacks a source's owed work may run in one pass beyond those owed when the pass
+/// began: a chain of completions that each cause the next (a cached read queued by the
+/// callback of the one before) yields to events and due timers after this many, yet a long
+/// chain pays one poll per this many callbacks, not one per callback.
+pub(crate) const PASS_BUDGET: usize = 64;
+
 impl Source {
     /// Every source, in the order their owed work runs within an iteration: the order of the
     /// variants, which `from_token` relies on.

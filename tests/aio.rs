@@ -512,9 +512,9 @@ fn context_setup_failure_names_the_limit_and_the_sysctl() {
         .unwrap();
     let (path, data) = data_file("setup", 4096);
     let direct = AioFile::open(&path, true).unwrap();
-    let mut base = EventBase::<Vec<u8>>::new().unwrap();
-    base.set_aio_options(AioOptions::new().ring_size((max + 1).min(u32::MAX as u64) as u32))
-        .unwrap();
+    let too_big = AioOptions::new().ring_size((max + 1).min(u32::MAX as u64) as u32);
+    // Helpers off: nothing can run the request but kernel AIO, so it is refused.
+    let mut base = kernel_aio_only::<Vec<u8>>(too_big);
     let mut buf = AlignedBuf::new(4096, 4096).unwrap();
     buf[0] = 7;
     let (err, buf) = base
@@ -529,15 +529,21 @@ fn context_setup_failure_names_the_limit_and_the_sysctl() {
         "{text}"
     );
     assert!(!base.is_alive());
-    // A buffered read needs no kernel AIO context: the page cache or a helper serves it.
+    // Helpers on: a buffered read needs no kernel AIO context (the page cache or a helper
+    // serves it), and the O_DIRECT read runs on a helper instead.
+    let mut base = EventBase::<Vec<u8>>::new().unwrap();
+    base.set_aio_options(too_big).unwrap();
     let buffered = AioFile::open(&path, false).unwrap();
-    base.read_at(&buffered, 0, vec![0; 4096], |_, out, buf, n| {
-        out.extend_from_slice(&buf[..n.unwrap()])
-    })
-    .unwrap();
+    for file in [&buffered, &direct] {
+        let buf = AlignedBuf::new(4096, 4096).unwrap();
+        base.read_at(file, 0, buf, |_, out, buf, n| {
+            out.extend_from_slice(&buf[..n.unwrap()])
+        })
+        .unwrap();
+    }
     let mut out = Vec::new();
     run_to_completion(&mut base, &mut out);
-    assert_eq!(out, data);
+    assert_eq!(out, [&data[..], &data[..]].concat());
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use aioloop::{AioFile, AlignedBuf, EventBase};
 
 mod common;
+mod slowfs;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("file-order");
@@ -269,4 +270,133 @@ fn independent_reads_of_one_file_still_run_side_by_side() {
     let mut ok = Vec::new();
     finish(&mut base, &mut ok);
     assert_eq!(ok, [true; 16]);
+}
+
+/// The file `name` of a fresh slow FUSE mount, opened for reading and writing (`O_APPEND` if
+/// `append`); `None` where FUSE cannot be mounted.
+fn on_fuse(mount: &str, append: bool) -> Option<(slowfs::SlowFs, AioFile)> {
+    let slow = match slowfs::SlowFs::mount(mount, &[("f", 0)]) {
+        Ok(slow) => slow,
+        Err(e) => {
+            eprintln!("skipped: cannot mount FUSE: {e}");
+            return None;
+        }
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .append(append)
+        .open(slow.path("f"))
+        .unwrap();
+    let file = AioFile::new(file).unwrap();
+    Some((slow, file))
+}
+
+#[test]
+fn on_fuse_a_read_after_a_slow_write_of_its_range_sees_the_new_bytes() {
+    let Some((slow, file)) = on_fuse("order-read", false) else {
+        return;
+    };
+    slow.set_write_stall(Duration::from_millis(200));
+    let mut base = EventBase::<Vec<String>>::new().unwrap();
+    base.write_at(&file, 0, vec![b'n'; 4096], |_, _, _, n| {
+        assert_eq!(n.unwrap(), 4096)
+    })
+    .unwrap();
+    base.read_at(&file, 0, vec![0; 4096], |_, out, buf, n| {
+        let n = n.unwrap();
+        let new = buf[..n].iter().filter(|&&b| b == b'n').count();
+        out.push(format!("read {n} bytes, {new} new"));
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    finish(&mut base, &mut out);
+    assert_eq!(out, ["read 4096 bytes, 4096 new"]);
+}
+
+#[test]
+fn on_fuse_fsync_waits_for_a_slow_write_before_it() {
+    let Some((slow, file)) = on_fuse("order-fsync", false) else {
+        return;
+    };
+    slow.set_write_stall(Duration::from_millis(200));
+    let reader = File::open(slow.path("f")).unwrap();
+    let mut base = EventBase::<Log>::new().unwrap();
+    base.write_at(&file, 0, vec![b'w'; 4096], |_, log, _, n| {
+        log.events.push(format!("write {}", n.unwrap()))
+    })
+    .unwrap();
+    base.fsync(&file, move |_, log, r| {
+        r.unwrap();
+        let mut got = vec![0; 4096];
+        let n = reader.read_at(&mut got, 0).unwrap();
+        let whole = n == 4096 && got.iter().all(|&b| b == b'w');
+        log.events.push(format!("fsync saw the write: {whole}"));
+    })
+    .unwrap();
+    let mut log = Log::default();
+    finish(&mut base, &mut log);
+    assert_eq!(log.events, ["write 4096", "fsync saw the write: true"]);
+}
+
+#[test]
+fn on_fuse_appends_land_in_issue_order_with_helpers_busy() {
+    let Some((slow, file)) = on_fuse("order-append", true) else {
+        return;
+    };
+    slow.set_write_stall(Duration::from_millis(1));
+    let mut base = EventBase::<usize>::new().unwrap();
+    busy_helpers(&mut base, 2, Duration::from_millis(20));
+    let records = 200;
+    for i in 0..records {
+        let record = format!("record {i:06}\n").into_bytes();
+        base.write_at(&file, 0, record, |_, done, _, n| {
+            assert_eq!(n.unwrap(), 14);
+            *done += 1;
+        })
+        .unwrap();
+    }
+    let mut done = 0;
+    finish(&mut base, &mut done);
+    assert_eq!(done, records);
+    let text = std::fs::read_to_string(slow.path("f")).unwrap();
+    let out_of_place = (text.lines().enumerate())
+        .filter(|(i, line)| *line != format!("record {i:06}"))
+        .count();
+    assert_eq!(text.lines().count(), records);
+    assert_eq!(out_of_place, 0, "records out of place");
+}
+
+/// With helpers off every request goes to kernel AIO, which may reorder requests in flight
+/// together (`O_DIRECT` writes of one range, a write and an `fsync`): the order holds there too.
+#[test]
+fn with_helpers_off_the_same_order_holds_on_kernel_aio() {
+    for direct in [false, true] {
+        let (path, file) = empty_file(&format!("helpers-off-{direct}"), direct);
+        // Allocated blocks: O_DIRECT overwrites then stay asynchronous in the kernel.
+        std::fs::write(&path, vec![0u8; 256 * 4096]).unwrap();
+        let mut base = EventBase::<Vec<String>>::new().unwrap();
+        base.set_aio_options(aioloop::AioOptions::new().helper_threads(0))
+            .unwrap();
+        for i in 0..256 {
+            for byte in [b'a', b'b', b'c'] {
+                base.write_at(&file, i * 4096, filled(byte, 4096), |_, _, _, n| {
+                    assert_eq!(n.unwrap(), 4096)
+                })
+                .unwrap();
+            }
+        }
+        base.read_at(&file, 0, filled(0, 256 * 4096), |_, out, buf, n| {
+            let n = n.unwrap();
+            let last = buf[..n].iter().filter(|&&b| b == b'c').count();
+            out.push(format!("read {n}, {last} from the last writes"));
+        })
+        .unwrap();
+        base.set_len(&file, 4096, |_, _, r| r.unwrap()).unwrap();
+        let mut out = Vec::new();
+        finish(&mut base, &mut out);
+        let len = 256 * 4096;
+        assert_eq!(out, [format!("read {len}, {len} from the last writes")]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+    }
 }

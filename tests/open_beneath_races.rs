@@ -78,3 +78,65 @@ fn proc_magic_links_are_refused_with_eloop_as_documented() {
         assert_eq!(out, [Some(libc::ELOOP); 3], "helpers {helpers}");
     }
 }
+
+#[test]
+fn regular_files_only_refuses_fifos_devices_and_directories_without_opening_them() {
+    let root = scratch("regular-only");
+    std::fs::write(root.join("file"), b"plain").unwrap();
+    std::fs::create_dir(root.join("dir")).unwrap();
+    let fifo = root.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let null = std::ffi::CString::new(root.join("null").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C path; /dev/null's device number.
+    assert_eq!(
+        unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0
+    );
+    // A writer waiting for a reader of the FIFO: an open for reading would release it.
+    let released = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (fifo, released) = (fifo.clone(), released.clone());
+        std::thread::spawn(move || {
+            let _w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            released.store(true, Ordering::SeqCst);
+        })
+    };
+    let dir = Dir::open(&root).unwrap().regular_files_only();
+    for helpers in [4, 0] {
+        let mut base = EventBase::<Vec<String>>::new().unwrap();
+        base.set_aio_options(AioOptions::new().helper_threads(helpers))
+            .unwrap();
+        for path in ["file", "dir", "fifo", "null"] {
+            base.open_beneath(&dir, path, false, move |_, out, file| {
+                out.push(match file {
+                    Ok(_) => format!("{path} ok"),
+                    Err(e) => format!("{path} {:?}", aioloop::os_error(&e)),
+                })
+            })
+            .unwrap();
+        }
+        base.set_exit_when_empty(true);
+        base.exit_after(Duration::from_secs(30));
+        let mut out = Vec::new();
+        base.run(&mut out).unwrap();
+        out.sort();
+        let (isdir, nxio) = (Some(libc::EISDIR), Some(libc::ENXIO));
+        assert_eq!(
+            out,
+            [
+                format!("dir {isdir:?}"),
+                format!("fifo {nxio:?}"),
+                "file ok".into(),
+                format!("null {nxio:?}")
+            ],
+            "helpers {helpers}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!released.load(Ordering::SeqCst), "the FIFO was opened");
+    // Let the writer go.
+    drop(std::fs::File::open(&fifo).unwrap());
+    writer.join().unwrap();
+}

@@ -7,7 +7,7 @@ use crate::sys::aio::AioEvent;
 
 use super::route::combined_result;
 use super::{AioId, OpState};
-use crate::pool::Outcome;
+use crate::pool::{Job, Outcome, Output};
 
 impl<S> EventBase<S> {
     /// The eventfd fired: reset it, then drain the ring — in that order, so a completion
@@ -21,8 +21,16 @@ impl<S> EventBase<S> {
     }
 
     /// Runs the callbacks of reaped completions; stops early (keeping the rest) on `exit`.
+    ///
+    /// A pass runs the completions present when it starts, and those that callbacks cause (a
+    /// read the page cache answers at once, queued by the callback of the one before) only up
+    /// to [`PASS_BUDGET`](crate::source::PASS_BUDGET) in all: the rest wait for the next
+    /// iteration, so a chain of them cannot hold the loop while events and due timers wait.
     pub(crate) fn run_aio_completions(&mut self, state: &mut S) {
-        while let Some(event) = self.aio.ready.pop_front() {
+        for _ in 0..self.aio.ready.len().max(crate::source::PASS_BUDGET) {
+            let Some(event) = self.aio.ready.pop_front() else {
+                return;
+            };
             self.complete_aio(event, state);
             if self.exit_requested {
                 return;
@@ -72,7 +80,9 @@ impl<S> EventBase<S> {
             }
         }
         let op = self.aio.ops.remove(id.key as usize);
-        self.file_request_finished(op.file.identity(), op.ticket);
+        if op.ticket != 0 {
+            self.file_request_finished(op.file.identity(), op.ticket);
+        }
         self.metrics.aio_completions += 1;
         let res = match op.cancelled {
             true => -i64::from(libc::ECANCELED),
@@ -85,7 +95,24 @@ impl<S> EventBase<S> {
             op.path,
             std::time::Duration::from_nanos(self.now.saturating_sub(op.made_at)),
         );
-        let complete = op.complete;
+        let (complete, file) = (op.complete, op.file);
         self.guarded(|base| complete(base, state, res), |_| {});
+        self.let_go(file);
+    }
+
+    /// Drops a request's clone of its file. If it is the last one, that closes the fd, and
+    /// the `close` of a FUSE or network file waits for its server (a flush): a helper does it.
+    fn let_go(&mut self, file: super::AioFile) {
+        if file.is_local() || !self.pool.enabled() || !file.is_last_clone() {
+            return;
+        }
+        let class = file.device();
+        let job: Job = Box::new(move || {
+            drop(file);
+            Box::new(()) as Output
+        });
+        if let Err(e) = self.submit_job(class, job, Box::new(|_, _, _| {})) {
+            log::warn!("closing a file on the loop thread: {e}");
+        }
     }
 }

@@ -147,6 +147,11 @@ impl AioFile {
         self.inner.device
     }
 
+    /// Whether this is the only clone left: dropping it closes the file.
+    pub(crate) fn is_last_clone(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
     /// The identity of the file (shared by its clones), for the per-file request order.
     pub(crate) fn identity(&self) -> usize {
         Arc::as_ptr(&self.inner) as usize

@@ -128,7 +128,7 @@ impl AioOptions {
     }
 
     /// At most `n` helpers (at least 1) may work at once for the requests of one file
-    /// system (one device, `st_dev`); default: half the helpers, rounded up. Requests beyond
+    /// system (one device, `st_dev`); default: all helpers but one. Requests beyond
     /// it wait on the loop side, where other file systems' requests go past them: a FUSE or
     /// NFS mount that hangs holds `n` helpers, and the others keep serving the healthy disks,
     /// [`run_blocking`](EventBase::run_blocking) jobs (one class of their own) and the
@@ -142,7 +142,7 @@ impl AioOptions {
 
     /// The helpers one class of jobs may hold.
     fn per_class(&self) -> usize {
-        (self.helpers_per_device).unwrap_or(self.helper_threads.div_ceil(2).max(1))
+        (self.helpers_per_device).unwrap_or(self.helper_threads.saturating_sub(1).max(1))
     }
 }
 
@@ -356,6 +356,8 @@ pub(crate) struct Aio<S> {
     order: Order,
     /// Reused list of requests the order released.
     released: Vec<Start>,
+    /// The context could not be made: helpers run what needed it.
+    no_context: bool,
 }
 
 impl<S> Aio<S> {
@@ -372,6 +374,7 @@ impl<S> Aio<S> {
             batch: Vec::new(),
             order: Order::default(),
             released: Vec::new(),
+            no_context: false,
         }
     }
 

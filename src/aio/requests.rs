@@ -16,9 +16,10 @@ macro_rules! transfer_refusals {
     () => {
         "\n# Errors\n\nRefused at once, with the buffer handed back ([`AioError::into_parts`]), \
          when an `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the \
-         offset is beyond `i64::MAX`, or the AIO context cannot be created (the first request \
-         creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp). Errors of the I/O \
-         itself reach the callback.\n"
+         offset is beyond `i64::MAX`, or, with helpers off, the AIO context cannot be created \
+         (the first request creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp; with \
+         helpers on, the helpers run the request instead). Errors of the I/O itself reach the \
+         callback.\n"
     };
 }
 
@@ -165,7 +166,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only when the AIO context cannot be created; errors of the sync reach the callback.
+    /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
+    /// runs the sync instead); errors of the sync reach the callback.
     pub fn fsync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
@@ -178,7 +180,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Only when the AIO context cannot be created; errors of the sync reach the callback.
+    /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
+    /// runs the sync instead); errors of the sync reach the callback.
     pub fn fdatasync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
@@ -244,17 +247,19 @@ impl<S> EventBase<S> {
             .map_err(|(error, buf, _)| AioError { error, buf })
     }
 
-    /// Cancels a request that has not started, or a read that has not been called back: it
+    /// Cancels a request that has not started, or a read not called back yet: it
     /// gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its `ErrorKind` is not
     /// a stable one: compare the errno) with its buffer, in this or the next iteration.
     /// Returns `true` then, and `true` always means `ECANCELED`, never a partial result.
     ///
     /// That covers a request still waiting (held behind earlier requests of its file, in the
-    /// submission queue, or in the helpers' queue), and any read whose callback has not run:
-    /// a read has no side effect, so one the page cache answered inside `read_at`, or whose
-    /// first part came from the cache while the rest waits for a helper, is cancelled too
-    /// (what it put in the buffer is not reported). So a cancel in the callback that queued a
-    /// request always succeeds.
+    /// submission queue, or in the helpers' queue), and a read whose result is known but not
+    /// called back yet: a read has no side effect, so one the page cache answered inside
+    /// `read_at`, or whose first part came from the cache while the rest waits for a helper,
+    /// is cancelled too (what it put in the buffer is not reported). Requests for kernel AIO
+    /// are submitted right before each poll, so a cancel in the callback that queued one
+    /// always succeeds, as it does for a read the page cache answered; a request handed to an
+    /// idle helper (a file on FUSE, a page-cache miss) may have started at once.
     ///
     /// Returns `false` if the request is unknown, finished, already cancelled, or a write, sync
     /// or read **that the kernel or a helper has started**: file I/O cannot be stopped once
@@ -300,7 +305,9 @@ impl<S> EventBase<S> {
         cancelled
     }
 
-    /// The metadata of an open file (`statx` on its fd), on a helper thread.
+    /// The metadata of an open file (`statx` on its fd), on a helper thread (on a local file
+    /// system, from the in-memory inode, on the loop thread). Not part of the file's request
+    /// order: it may see the file before or after requests still running.
     ///
     /// # Errors
     ///
@@ -322,6 +329,10 @@ impl<S> EventBase<S> {
     /// flush). Closing happens when the last clone of the `AioFile` goes: if other clones (or
     /// requests still queued or in flight) hold it, this only lets go of this one.
     ///
+    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// the file issued before it has finished, and before any issued after it starts. Returns
+    /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
+    ///
     /// # Errors
     ///
     /// As for [`open`](Self::open).
@@ -340,6 +351,10 @@ impl<S> EventBase<S> {
     /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
     /// that later `O_DIRECT` writes there do not extend the file; other modes punch or zero
     /// ranges (`libc::FALLOC_FL_*`).
+    ///
+    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// the file issued before it has finished, and before any issued after it starts. Returns
+    /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
     ///
@@ -361,6 +376,10 @@ impl<S> EventBase<S> {
     }
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
+    ///
+    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// the file issued before it has finished, and before any issued after it starts. Returns
+    /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
     ///

@@ -57,12 +57,13 @@ enum Route {
 impl<S> EventBase<S> {
     /// Where a request of `opcode` on `file` goes (the one place that decides it).
     fn route(&self, file: &AioFile, opcode: u16) -> Route {
+        let helpers = self.pool.enabled();
         match direction(opcode) {
-            Some(d) if self.pool.enabled() && file.needs_helper(d) => Route::Helper,
-            Some(HELPER_READS) if self.pool.enabled() && !file.is_direct() => Route::Cached,
-            Some(_) => Route::Kernel {
-                nowait: self.pool.enabled(),
-            },
+            Some(d) if helpers && file.needs_helper(d) => Route::Helper,
+            Some(HELPER_READS) if helpers && !file.is_direct() => Route::Cached,
+            // No AIO context can be made: a helper runs what kernel AIO would have.
+            _ if helpers && self.aio.no_context => Route::Helper,
+            Some(_) => Route::Kernel { nowait: helpers },
             None => Route::Kernel { nowait: false },
         }
     }
@@ -70,9 +71,20 @@ impl<S> EventBase<S> {
     /// Creates the kernel AIO context for a request that may need it. Requests that go to
     /// the page cache or a helper never do, so they keep working when the context cannot be
     /// made (the process at its fd limit, `aio-max-nr` exhausted).
+    ///
+    /// With helpers on, a context that cannot be made sends the requests that needed it
+    /// (`O_DIRECT` reads and writes, syncs) to the helpers instead, for the life of the base:
+    /// said once in the log, at warning level.
     pub(super) fn context_for(&mut self, file: &AioFile, opcode: u16) -> std::io::Result<()> {
         match self.route(file, opcode) {
-            Route::Kernel { .. } => self.ensure_aio_context(),
+            Route::Kernel { .. } => match self.ensure_aio_context() {
+                Err(e) if self.pool.enabled() => {
+                    log::warn!("{e}; file requests run on helper threads instead");
+                    self.aio.no_context = true;
+                    Ok(())
+                }
+                made => made,
+            },
             Route::Helper | Route::Cached => Ok(()),
         }
     }

@@ -104,9 +104,10 @@ pub(crate) unsafe fn io_submit(ctx: ContextId, iocbs: &mut [*mut Iocb]) -> io::R
     Ok(n as usize)
 }
 
-/// Runs a read or write iocb synchronously, with `preadv2`/`pwritev2` and `flags` (`RWF_*`),
-/// on the calling thread (a helper's, or the loop's with `RWF_NOWAIT`); returns what its
-/// completion's `res` would have been: bytes transferred, or a negative errno.
+/// Runs a read, write or sync iocb synchronously, with `preadv2`/`pwritev2` and `flags`
+/// (`RWF_*`), or `fsync`/`fdatasync`, on the calling thread (a helper's, or the loop's with
+/// `RWF_NOWAIT`); returns what its completion's `res` would have been: bytes transferred (0
+/// for a sync), or a negative errno.
 ///
 /// # Safety
 ///
@@ -132,6 +133,8 @@ pub(crate) unsafe fn run_sync(iocb: &Iocb, flags: libc::c_int) -> i64 {
                 IOCB_CMD_PREAD | IOCB_CMD_PREADV => {
                     libc::preadv2(fd, iov, count, iocb.aio_offset, flags)
                 }
+                IOCB_CMD_FSYNC => libc::fsync(fd) as isize,
+                IOCB_CMD_FDSYNC => libc::fdatasync(fd) as isize,
                 _ => libc::pwritev2(fd, iov, count, iocb.aio_offset, flags),
             }
         };

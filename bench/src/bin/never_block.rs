@@ -66,22 +66,28 @@ fn start(base: &mut EventBase<Probe>, op: Op, path: &Path, file: Option<&AioFile
             .map(drop)
             .map_err(|e| e.into_parts().0)
         }
-        Op::Open => base.open(
-            path,
-            OpenOptions::new().read(true),
-            move |base, probe, f| {
-                f.unwrap();
+        Op::Open => base
+            .open(
+                path,
+                OpenOptions::new().read(true),
+                move |base, probe, f| {
+                    f.unwrap();
+                    done(base, probe)
+                },
+            )
+            .map(drop),
+        Op::Stat => base
+            .stat(path, move |base, probe, m| {
+                m.unwrap();
                 done(base, probe)
-            },
-        ),
-        Op::Stat => base.stat(path, move |base, probe, m| {
-            m.unwrap();
-            done(base, probe)
-        }),
-        Op::List => base.read_dir(path, move |base, probe, entries| {
-            entries.unwrap();
-            done(base, probe)
-        }),
+            })
+            .map(drop),
+        Op::List => base
+            .read_dir(path, move |base, probe, entries| {
+                entries.unwrap();
+                done(base, probe)
+            })
+            .map(drop),
     };
     started.unwrap();
 }

@@ -1,8 +1,9 @@
 //! A FUSE file system whose `open`, `getattr`, `read` and `readdir` stall for a chosen time,
 //! like a disk spinning up or a network file system that hangs: the proof that file operations
 //! never hold the loop. Its files live in memory; file `NAME` of size `N` holds the bytes of
-//! `pattern(NAME, N)`. It mounts with `mount(2)` directly (as root, no `fusermount`) and
-//! unmounts when dropped.
+//! `pattern(NAME, N)` until written (`write` and truncation work, and stall for their own
+//! chosen time). It mounts with `mount(2)` directly (as root, no `fusermount`) and unmounts
+//! when dropped.
 #![allow(dead_code)]
 
 #[path = "../../../tests/skip/mod.rs"]
@@ -11,14 +12,15 @@ mod skip;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
-    ReplyOpen, Request,
+    BackgroundSession, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
+use std::time::SystemTime;
 
 /// The deterministic bytes of a file.
 pub fn pattern(name: &str, len: usize) -> Vec<u8> {
@@ -32,16 +34,26 @@ pub fn pattern(name: &str, len: usize) -> Vec<u8> {
 
 struct Files {
     /// (name, contents); inode = index + 2 (1 is the root directory).
-    files: Vec<(String, Vec<u8>)>,
+    files: Mutex<Vec<(String, Vec<u8>)>>,
     stall_ns: Arc<AtomicU64>,
+    write_stall_ns: Arc<AtomicU64>,
+    flush_stall_ns: Arc<AtomicU64>,
+}
+
+fn sleep_ns(stall: &AtomicU64) {
+    let ns = stall.load(Ordering::Relaxed);
+    if ns > 0 {
+        std::thread::sleep(Duration::from_nanos(ns));
+    }
 }
 
 impl Files {
     fn stall(&self) {
-        let ns = self.stall_ns.load(Ordering::Relaxed);
-        if ns > 0 {
-            std::thread::sleep(Duration::from_nanos(ns));
-        }
+        sleep_ns(&self.stall_ns)
+    }
+
+    fn files(&self) -> MutexGuard<'_, Vec<(String, Vec<u8>)>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -49,7 +61,7 @@ impl Files {
             1 => (FileType::Directory, 0, 0o755),
             n => (
                 FileType::RegularFile,
-                self.files.get(n as usize - 2)?.1.len() as u64,
+                self.files().get(n as usize - 2)?.1.len() as u64,
                 0o644,
             ),
         };
@@ -79,7 +91,7 @@ const TTL: Duration = Duration::ZERO;
 impl Filesystem for Files {
     fn lookup(&self, _: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let found = (u64::from(parent) == 1)
-            .then(|| self.files.iter().position(|(n, _)| OsStr::new(n) == name))
+            .then(|| self.files().iter().position(|(n, _)| OsStr::new(n) == name))
             .flatten();
         match found.and_then(|i| self.attr(i as u64 + 2)) {
             Some(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
@@ -112,12 +124,79 @@ impl Filesystem for Files {
         reply: ReplyData,
     ) {
         self.stall();
-        let Some((_, data)) = self.files.get(u64::from(ino) as usize - 2) else {
+        let files = self.files();
+        let Some((_, data)) = files.get(u64::from(ino) as usize - 2) else {
             return reply.error(Errno::ENOENT);
         };
         let start = (offset as usize).min(data.len());
         let end = (start + size as usize).min(data.len());
         reply.data(&data[start..end]);
+    }
+
+    fn write(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _: WriteFlags,
+        _: OpenFlags,
+        _: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        sleep_ns(&self.write_stall_ns);
+        let mut files = self.files();
+        let Some((_, contents)) = files.get_mut(u64::from(ino) as usize - 2) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let end = offset as usize + data.len();
+        if contents.len() < end {
+            contents.resize(end, 0);
+        }
+        contents[offset as usize..end].copy_from_slice(data);
+        reply.written(data.len() as u32);
+    }
+
+    fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
+        // Unimplemented (the kernel then stops asking) unless a stall is set.
+        match self.flush_stall_ns.load(Ordering::Relaxed) {
+            0 => reply.error(Errno::ENOSYS),
+            _ => {
+                sleep_ns(&self.flush_stall_ns);
+                reply.ok()
+            }
+        }
+    }
+
+    fn setattr(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: Option<u32>,
+        _: Option<u32>,
+        _: Option<u32>,
+        size: Option<u64>,
+        _: Option<TimeOrNow>,
+        _: Option<TimeOrNow>,
+        _: Option<SystemTime>,
+        _: Option<FileHandle>,
+        _: Option<SystemTime>,
+        _: Option<SystemTime>,
+        _: Option<SystemTime>,
+        _: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if let Some(size) = size {
+            sleep_ns(&self.write_stall_ns);
+            if let Some((_, contents)) = self.files().get_mut(u64::from(ino) as usize - 2) {
+                contents.resize(size as usize, 0);
+            }
+        }
+        match self.attr(u64::from(ino)) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
     }
 
     fn readdir(
@@ -133,16 +212,17 @@ impl Filesystem for Files {
             return reply.error(Errno::ENOTDIR);
         }
         let entries = [
-            (1, FileType::Directory, "."),
-            (1, FileType::Directory, ".."),
+            (1, FileType::Directory, ".".to_string()),
+            (1, FileType::Directory, "..".to_string()),
         ]
         .into_iter()
         .chain(
-            (self.files.iter().enumerate())
-                .map(|(i, (name, _))| (i as u64 + 2, FileType::RegularFile, name.as_str())),
+            (self.files().iter().enumerate())
+                .map(|(i, (name, _))| (i as u64 + 2, FileType::RegularFile, name.to_string()))
+                .collect::<Vec<_>>(),
         );
         for (i, (ino, kind, name)) in entries.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+            if reply.add(INodeNo(ino), i as u64 + 1, kind, &name) {
                 break;
             }
         }
@@ -154,6 +234,8 @@ impl Filesystem for Files {
 pub struct SlowFs {
     pub root: PathBuf,
     stall_ns: Arc<AtomicU64>,
+    write_stall_ns: Arc<AtomicU64>,
+    flush_stall_ns: Arc<AtomicU64>,
     _session: BackgroundSession,
 }
 
@@ -166,23 +248,28 @@ impl SlowFs {
         let _ = unmount(&root);
         std::fs::create_dir_all(&root)?;
         let stall_ns = Arc::new(AtomicU64::new(0));
+        let write_stall_ns = Arc::new(AtomicU64::new(0));
+        let flush_stall_ns = Arc::new(AtomicU64::new(0));
         let fs = Files {
-            files: (files.iter())
-                .map(|&(name, len)| (name.to_string(), pattern(name, len)))
-                .collect(),
+            files: Mutex::new(
+                (files.iter())
+                    .map(|&(name, len)| (name.to_string(), pattern(name, len)))
+                    .collect(),
+            ),
             stall_ns: stall_ns.clone(),
+            write_stall_ns: write_stall_ns.clone(),
+            flush_stall_ns: flush_stall_ns.clone(),
         };
         let mut config = Config::default();
-        config.mount_options = vec![
-            MountOption::FSName("aioloop-slowfs".into()),
-            MountOption::RO,
-        ];
+        config.mount_options = vec![MountOption::FSName("aioloop-slowfs".into())];
         // Stalls overlap across requests, as on a real slow device serving a queue.
         config.n_threads = Some(16);
         let session = fuser::spawn_mount(fs, &root, &config)?;
         Ok(SlowFs {
             root,
             stall_ns,
+            write_stall_ns,
+            flush_stall_ns,
             _session: session,
         })
     }
@@ -209,6 +296,19 @@ impl SlowFs {
             .store(stall.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Every later `write` and truncation stalls `stall`.
+    pub fn set_write_stall(&self, stall: Duration) {
+        self.write_stall_ns
+            .store(stall.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Every later `flush` (sent by each `close`) stalls `stall`. Set it before the first
+    /// close: until then `flush` is unimplemented, and the kernel stops asking for good.
+    pub fn set_flush_stall(&self, stall: Duration) {
+        self.flush_stall_ns
+            .store(stall.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
@@ -217,6 +317,8 @@ impl SlowFs {
 impl Drop for SlowFs {
     fn drop(&mut self) {
         self.set_stall(Duration::ZERO);
+        self.set_write_stall(Duration::ZERO);
+        self.set_flush_stall(Duration::ZERO);
     }
 }
 
