@@ -7,15 +7,13 @@
 use std::cell::Cell;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aioloop::{AioFile, EventBase};
-
-mod slowfs;
 
 /// Runs `child` in a forked process (bounded by `alarm`) and returns its exit status.
 fn in_child(seconds: u32, child: impl FnOnce() -> i32) -> i32 {
@@ -231,41 +229,4 @@ fn jobs_that_no_thread_can_run_are_refused_and_never_run() {
         code, 0,
         "exit code 10+n: check n failed; 90: panic; 100+n: signal n"
     );
-}
-
-/// A base dropped while its helper waits on a FUSE read that stalls far longer than the test
-/// keeps the request's buffer and file (leaked, see `docs/aio.md`) and the detached helper;
-/// the process still exits at once.
-#[test]
-fn exit_is_never_stuck_on_a_helper_in_a_stalled_fuse_read() {
-    let slow = match slowfs::SlowFs::mount("refusal-exit", &[("big", 1 << 20)]) {
-        Ok(slow) => slow,
-        Err(e) => return eprintln!("skipped: cannot mount FUSE: {e}"),
-    };
-    let path = slow.path("big");
-    let file = AioFile::open(&path, false).unwrap();
-    slow.set_stall(Duration::from_secs(30));
-    let started = Instant::now();
-    let code = in_child(20, || stalled_read_then_exit(&file, &path));
-    let took = started.elapsed();
-    slow.set_stall(Duration::ZERO);
-    assert_eq!(code, 0);
-    assert!(
-        took < Duration::from_secs(15),
-        "the exit waited {took:?} for the stalled read"
-    );
-}
-
-fn stalled_read_then_exit(file: &AioFile, _path: &Path) -> i32 {
-    let mut base = EventBase::<()>::new().unwrap();
-    base.read_at(file, 0, vec![0; 1 << 20], |_, _, _, _| {})
-        .unwrap();
-    // Let the helper enter the stalled read, then drop the base under it.
-    base.run_for(&mut (), Duration::from_millis(200)).unwrap();
-    if base.metrics().helper_jobs != 0 {
-        return 20;
-    }
-    drop(base);
-    // A normal exit (atexit handlers, stdio flush) with the helper still in the read.
-    std::process::exit(0)
 }

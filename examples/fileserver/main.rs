@@ -528,7 +528,7 @@ fn start_response(base: &mut Base, server: &mut Server, id: ConnId, request: Req
         opened(base, server, job, path, file)
     });
     match opened {
-        Ok(()) => wait_on_files(server, job),
+        Ok(_) => wait_on_files(server, job),
         Err(e) => {
             log::error!("cannot open a file: {e}");
             respond_error(base, server, job, 503);
@@ -584,7 +584,7 @@ fn opened(
         }
     });
     match stat {
-        Ok(()) => wait_on_files(server, job),
+        Ok(_) => wait_on_files(server, job),
         Err(_) => respond_error(base, server, job, 503),
     }
 }

@@ -83,3 +83,26 @@ pub fn data_file(name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     scratch::remove_at_exit(path.clone());
     (path, data)
 }
+
+/// Keeps `n` helpers busy for `time` with jobs of their own, so that requests queued next
+/// meet a busy pool.
+pub fn busy_helpers<S>(base: &mut aioloop::EventBase<S>, n: usize, time: std::time::Duration) {
+    for _ in 0..n {
+        base.run_blocking(
+            move || {
+                std::thread::sleep(time);
+                Ok(())
+            },
+            |_, _, _: std::io::Result<()>| {},
+        )
+        .unwrap();
+    }
+}
+
+/// Runs the base until nothing is left, failing instead of hanging.
+pub fn finish<S>(base: &mut aioloop::EventBase<S>, state: &mut S) {
+    base.set_exit_when_empty(true);
+    let guard = base.exit_after(std::time::Duration::from_secs(60));
+    base.run(state).unwrap();
+    assert!(base.cancel_timer(guard), "the run hit its 60 s guard");
+}
