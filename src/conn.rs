@@ -100,7 +100,7 @@ impl ConnOptions {
     }
 
     /// After `idle` without progress (no byte read, no byte of the queue taken by the
-    /// socket), the handler gets [`ConnEvent::Timeout`]`(`[`ConnTimeout::Idle`]`)`. A slow but
+    /// socket, no byte of the socket's send buffer taken by the peer), the handler gets [`ConnEvent::Timeout`]`(`[`ConnTimeout::Idle`]`)`. A slow but
     /// steady reader of a long answer is progress, not idleness.
     pub fn idle_timeout(mut self, idle: Duration) -> ConnOptions {
         self.idle = Some(idle);
@@ -188,6 +188,8 @@ struct Conn<S> {
     kept: bool,
     /// The peer's IP address, for a connection accepted by [`EventBase::serve`].
     peer: Option<SocketAddr>,
+    /// Bytes queued or unsent in the kernel at the last idle check (progress, when fewer).
+    pending: usize,
     /// Loop time of the last read event (progress, for the idle timeout).
     read_at: Tick,
     idle_timer: Option<TimerId>,
@@ -345,6 +347,7 @@ impl<S> EventBase<S> {
             handler: Some(handler),
             flags: 0,
             peer: None,
+            pending: 0,
             kept: false,
             read_at: self.now,
             idle_timer: None,
@@ -805,8 +808,19 @@ impl<S> EventBase<S> {
         let (Some(idle), read_at, writer) = (c.options.idle, c.read_at, c.writer) else {
             return;
         };
+        let fd = c.fd.as_raw_fd();
+        // Bytes leaving the kernel's send buffer are progress too: the kernel tells of room
+        // only once a third of a large buffer is free, which a slow reader may take long to
+        // make, while it reads steadily.
+        let pending = self.writer_queued(writer) + sys::net::unsent(fd).unwrap_or(0);
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        let moved = pending < c.pending;
+        c.pending = pending;
         let sent_at = self.writer_sent_at(writer).unwrap_or(0);
-        let due = timer::deadline_after(read_at.max(sent_at), idle);
+        let last = if moved { now } else { read_at.max(sent_at) };
+        let due = timer::deadline_after(last, idle);
         if due > now {
             return self.arm_idle(id, Duration::from_nanos(due - now));
         }

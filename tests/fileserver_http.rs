@@ -41,11 +41,28 @@ const SEEDS: &[&[u8]] = &[
 
 /// Pieces mutations splice in: separators, controls, huge numbers, odd encodings.
 const PIECES: &[&[u8]] = &[
-    b"\r", b"\n", b"\r\n", b"\0", b":", b" ", b"\t", b"%", b"%2e%2e/", b"../", b"\xff\xfe",
-    b"99999999999999999999", b"-", b",", b"bytes=", b"18446744073709551615",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\0",
+    b":",
+    b" ",
+    b"\t",
+    b"%",
+    b"%2e%2e/",
+    b"../",
+    b"\xff\xfe",
+    b"99999999999999999999",
+    b"-",
+    b",",
+    b"bytes=",
+    b"18446744073709551615",
     b"If-Modified-Since: Sun, 06 Nov 99999999999999999 99:99:99 GMT\r\n",
-    b"Range: bytes=18446744073709551615-0\r\n", b"Content-Length: 5\r\n",
-    b"Transfer-Encoding: chunked\r\n", b"HTTP/9.9", b"\x7f",
+    b"Range: bytes=18446744073709551615-0\r\n",
+    b"Content-Length: 5\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"HTTP/9.9",
+    b"\x7f",
 ];
 
 fn request(rng: &mut Rng) -> Vec<u8> {
@@ -79,13 +96,19 @@ fn assert_well_formed(head: &str) {
     let status = lines.next().unwrap();
     let rest = status.strip_prefix("HTTP/1.1 ").expect(head);
     let (code, reason) = rest.split_once(' ').expect(head);
-    assert!(code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()), "{head}");
+    assert!(
+        code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{head}"
+    );
     assert_ne!(reason, "Unknown", "{head}");
     let mut length = false;
     for line in lines {
         assert!(!line.contains(['\r', '\n']), "{head}");
         let (name, value) = line.split_once(": ").expect(head);
-        assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()), "{head}");
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()),
+            "{head}"
+        );
         length |= name == "Content-Length" && value.parse::<u64>().is_ok();
     }
     assert!(length, "{head}");
@@ -117,7 +140,10 @@ fn answers(buf: &[u8]) -> Vec<String> {
     if let Err(refusal) = http::request_path(&request.target) {
         return vec![head(refusal.status(), 0, None)];
     }
-    let since = request.if_modified_since.as_deref().and_then(http::parse_http_date);
+    let since = request
+        .if_modified_since
+        .as_deref()
+        .and_then(http::parse_http_date);
     let mut heads = Vec::new();
     for size in [0, 1, 100, u64::MAX] {
         let (status, length, range) = match http::parse_range(request.range.as_deref(), size) {
@@ -125,7 +151,11 @@ fn answers(buf: &[u8]) -> Vec<String> {
             Span::Whole => (200, size, None),
             Span::Part(start, end) => {
                 assert!(start < end && end <= size, "{start}..{end} of {size}");
-                (206, end - start, Some(format!("bytes {start}-{}/{size}", end - 1)))
+                (
+                    206,
+                    end - start,
+                    Some(format!("bytes {start}-{}/{size}", end - 1)),
+                )
             }
             Span::Unsatisfiable => (416, 0, Some(format!("bytes */{size}"))),
         };
@@ -143,7 +173,8 @@ fn random_and_mutated_requests_never_panic_and_every_answer_is_well_formed() {
     while started.elapsed() < Duration::from_secs(2) && runs < 300_000 {
         let req = request(&mut rng);
         let outcome = std::panic::catch_unwind(|| answers(&req));
-        let heads = outcome.unwrap_or_else(|_| panic!("panicked on {:?}", String::from_utf8_lossy(&req)));
+        let heads =
+            outcome.unwrap_or_else(|_| panic!("panicked on {:?}", String::from_utf8_lossy(&req)));
         for head in heads {
             assert_well_formed(&head);
         }

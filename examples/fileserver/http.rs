@@ -277,7 +277,10 @@ pub fn parse_http_date(date: &str) -> Option<u64> {
     let (h, m, s) = (field(h, 23)?, field(m, 59)?, field(s, 60)?);
     let days = days_from_civil(i64::from(year), month, day);
     let time = u64::from(h * 3600 + m * 60 + s);
-    u64::try_from(days).ok()?.checked_mul(86_400)?.checked_add(time)
+    u64::try_from(days)
+        .ok()?
+        .checked_mul(86_400)?
+        .checked_add(time)
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -400,11 +403,26 @@ mod tests {
     #[test]
     fn a_bare_cr_controls_and_non_token_field_names_are_refused() {
         let bad = |req: &[u8]| parse_request(req, 8192).unwrap_err();
-        assert_eq!(bad(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Refusal::BadRequest);
-        assert_eq!(bad(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"), Refusal::BadRequest);
-        assert_eq!(bad(b"GET / HTTP/1.1\r\nX(y): 1\r\n\r\n"), Refusal::BadRequest);
-        assert_eq!(bad(b"GET / HTTP/1.1\r\nX y: 1\r\n\r\n"), Refusal::BadRequest);
-        assert_eq!(bad(b"GET / HTTP/1.1\r\n folded\r\n\r\n"), Refusal::BadRequest);
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nX(y): 1\r\n\r\n"),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nX y: 1\r\n\r\n"),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\n folded\r\n\r\n"),
+            Refusal::BadRequest
+        );
         assert_eq!(bad(b"GET /\r HTTP/1.1\r\n\r\n"), Refusal::BadRequest);
         assert!(parse_request(b"GET / HTTP/1.1\r\nX-Y_z.1~: a\tb\r\n\r\n", 8192).is_ok());
     }

@@ -61,6 +61,8 @@ const HIGH_WATER: usize = 256 << 10;
 /// How many idle timeouts a request may wait on the server's own file system before it gets
 /// 504 (a hung mount must not hold a client for ever).
 const FILE_WAIT_TIMEOUTS: u32 = 4;
+/// How long an open that finds the process out of fds is tried again before 503.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(5);
 
 struct Config {
     root: Dir,
@@ -519,10 +521,13 @@ fn start_response(base: &mut Base, server: &mut Server, id: ConnId, request: Req
     if method != "GET" && method != "HEAD" {
         return refuse(base, server, job, Refusal::MethodNotAllowed);
     }
-    let path = match path {
-        Ok(path) => path,
-        Err(refusal) => return refuse(base, server, job, refusal),
-    };
+    match path {
+        Ok(path) => open_file(base, server, job, path),
+        Err(refusal) => refuse(base, server, job, refusal),
+    }
+}
+
+fn open_file(base: &mut Base, server: &mut Server, job: Job, path: PathBuf) {
     let (root, direct) = (server.config.root.clone(), server.config.direct);
     let opened = base.open_beneath(&root, path.clone(), direct, move |base, server, file| {
         opened(base, server, job, path, file)
@@ -534,6 +539,26 @@ fn start_response(base: &mut Base, server: &mut Server, id: ConnId, request: Req
             respond_error(base, server, job, 503);
         }
     }
+}
+
+/// Out of fds: other responses will end and free some (the accept loop keeps a reserve for
+/// that), so the open is tried again, for a few seconds, before the client gets 503.
+fn retry_open(base: &mut Base, server: &mut Server, job: Job, path: PathBuf) -> bool {
+    let Some(r) = response(server, job) else {
+        return true;
+    };
+    let waited = r.started.elapsed();
+    if waited >= OPEN_RETRY_FOR {
+        return false;
+    }
+    let delay = (waited / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    r.waiting.get_or_insert_with(Instant::now);
+    base.add_timer(delay, move |base, server, _| {
+        if response(server, job).is_some() {
+            open_file(base, server, job, path);
+        }
+    });
+    true
 }
 
 /// The response now waits on the server's own file system.
@@ -572,6 +597,12 @@ fn opened(
     r.waiting = None;
     let file = match file {
         Ok(file) => file,
+        Err(e) if matches!(aioloop::os_error(&e), Some(libc::EMFILE | libc::ENFILE)) => {
+            if !retry_open(base, server, job, path.clone()) {
+                file_failed(base, server, job, &path, &e);
+            }
+            return;
+        }
         Err(e) => return file_failed(base, server, job, &path, &e),
     };
     let stat = base.file_metadata(&file.clone(), move |base, server, meta| {
