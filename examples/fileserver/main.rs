@@ -2,25 +2,40 @@
 //!
 //! ```text
 //! cargo run --release --example fileserver -- --addr 127.0.0.1:8080 --root DIR [--threads N]
-//!     [--direct] [--idle-timeout SECS] [--grace SECS] [--max-header BYTES] [--log FILE]
+//!     [--direct] [--idle-timeout SECS] [--header-timeout SECS] [--grace SECS]
+//!     [--max-header BYTES] [--fd-reserve N] [--log FILE]
 //! ```
 //!
 //! It prints `listening ADDR` on stdout once it accepts (port 0 picks a free port, and the
 //! line shows the real one), then serves `GET` and `HEAD` of the files under DIR: keep-alive
 //! and pipelining, `Content-Length`, one `Range` per request (206, 416), `Last-Modified` and
-//! `If-Modified-Since` (304), and 400, 403, 404, 405, 431 with short bodies. A path never
+//! `If-Modified-Since` (304), and 400, 403, 404, 405, 414, 431, 505 with short bodies (a bare
+//! CR, a control character or a field name that is not a token is 400; a name too long for
+//! the file system is 414; what any client can cause is logged at debug, never as an error).
+//! A path never
 //! leaves DIR: `..` is refused, and files are opened with `openat2(RESOLVE_BENEATH)`
 //! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out.
 //!
 //! Every file operation goes through the library's non-blocking file API: opens and stats
 //! answered from the kernel's caches on the loop thread or else run on the helper threads,
 //! reads served from the page cache or by kernel AIO or the helpers (`--direct` uses
-//! `O_DIRECT`). Bodies stream through a writer ([`EventBase::add_writer`]) with back-pressure:
-//! a slow reader holds at most about 320 KiB of its file in the server's memory (the writer's
-//! 256 KiB high-water mark and one 64 KiB chunk). Files are served up to the size `fstat`
-//! gives them, so pseudo-files that claim size 0 (`/proc`) come out empty. Connections idle for
-//! `--idle-timeout` seconds (default 30) are closed, and so are downloads that make no
-//! progress for that long. A request head larger than `--max-header` (8192) gets 431.
+//! `O_DIRECT`). Each client is a connection the loop owns ([`EventBase::serve`]), with
+//! back-pressure: a slow reader holds at most about 320 KiB of its file in the server's memory
+//! (the queue's 256 KiB high mark and one 64 KiB chunk), and a client that pipelines requests
+//! without reading their answers is not read from while its queue is over that mark. Files are
+//! served up to the size `fstat` gives them, so pseudo-files that claim size 0 (`/proc`) come
+//! out empty. Connections that make no progress for `--idle-timeout` seconds (default 30:
+//! no byte read, none taken by the client) are closed, but not while their request waits on
+//! the server's own file system (a stalled mount), for up to four timeouts, then 504. A
+//! request head must arrive whole within `--header-timeout` seconds (default 10) of its first
+//! byte (slowloris); one larger than `--max-header` (8192) gets 431. After a `Connection:
+//! close` response the server shuts its write side and drops what the client still sends for
+//! a moment before closing (a lingering close), so that the response is not reset away.
+//!
+//! Under its fd limit the server keeps `--fd-reserve` fds (default 16) free for the files of
+//! the clients it accepted, and stops accepting meanwhile; an open that still finds no fd is
+//! tried again for a few seconds before the client gets 503. Access-log lines that cannot be
+//! written (a full disk) are counted, said once on stderr, and reported at exit.
 //!
 //! Signals: SIGTERM or SIGINT stops accepting, closes idle connections and lets responses in
 //! flight finish, for at most `--grace` seconds (default 10), then exits 0; SIGHUP reopens the
