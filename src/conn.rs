@@ -653,15 +653,15 @@ impl<S> EventBase<S> {
             };
             self.metrics.callbacks += 1;
             handler(self, state, id, ConnEvent::Data(&buf[..n]));
-            match self.conns.get(id) {
-                Some(c) if c.reads() => {}
-                _ => break None,
-            }
             // A short read drained the socket: data arriving later makes a new edge. Not
             // when the peer has also closed: its end of stream came in the same edge, and
             // only the next read (returning 0) reports it.
             if n < buf.len() && !ready.is_read_closed() {
                 break None;
+            }
+            match self.conns.get(id) {
+                Some(c) if c.reads() => {}
+                _ => break None,
             }
         };
         self.conns.calling = None;
