@@ -878,3 +878,78 @@ fn access_log_lines_dropped_on_a_full_disk_are_counted_and_said_once() {
     );
     assert!(log.contains("lines could not be written"), "{log}");
 }
+
+#[test]
+fn random_and_mutated_requests_over_the_wire_get_well_formed_answers_or_a_close() {
+    let server = Server::start(&["--idle-timeout", "2", "--header-timeout", "1"]);
+    let seeds: &[&[u8]] = &[
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HEAD /big.bin HTTP/1.1\r\nRange: bytes=5-9\r\n\r\n",
+        b"GET /sub/ HTTP/1.0\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+    ];
+    let pieces: &[&[u8]] = &[
+        b"\r",
+        b"\n",
+        b"\0",
+        b":",
+        b" ",
+        b"%",
+        b"/..",
+        b"99999999999999999999",
+        b"\xff",
+        b"Range: bytes=-0\r\n",
+        b"Content-Length: 7\r\n",
+        b"\r\n\r\n",
+    ];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as usize
+    };
+    let started = Instant::now();
+    let mut exchanges = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let mut request = seeds[next() % seeds.len()].to_vec();
+        for _ in 0..1 + next() % 3 {
+            let at = next() % (request.len() + 1);
+            let piece = pieces[next() % pieces.len()];
+            request.splice(at..at, piece.iter().copied());
+        }
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.write_all(&request);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut reply = Vec::new();
+        let read = stream.read_to_end(&mut reply);
+        assert!(
+            !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "no answer and no close for {:?}",
+            String::from_utf8_lossy(&request)
+        );
+        let text = String::from_utf8_lossy(&reply);
+        // Every answer, pipelined or not, starts with a status line and has a length.
+        for head in text.split("HTTP/1.1 ").skip(1) {
+            let code = &head[..3.min(head.len())];
+            assert!(code.bytes().all(|b| b.is_ascii_digit()), "{text}");
+        }
+        assert!(reply.is_empty() || text.starts_with("HTTP/1.1 "), "{text}");
+        assert!(
+            reply.is_empty() || text.contains("Content-Length: "),
+            "{text}"
+        );
+        exchanges += 1;
+    }
+    assert!(exchanges > 20, "only {exchanges} exchanges");
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 200 "),
+        "the server died: {reply}"
+    );
+}
