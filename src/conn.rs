@@ -163,8 +163,6 @@ pub enum ConnEvent<'a> {
 
 /// Reading paused by the owner ([`EventBase::conn_pause_reading`]).
 const PAUSED: u8 = 1;
-/// Reading paused by back-pressure (the queue went over the high mark).
-const FULL: u8 = 1 << 1;
 /// The peer's end of stream was read.
 const READ_CLOSED: u8 = 1 << 2;
 /// [`EventBase::conn_finish`] was called: no more writes, no more `Data`.
@@ -181,8 +179,9 @@ struct Conn<S> {
     options: ConnOptions,
     /// Taken out while it runs.
     handler: Option<Handler<S>>,
-    /// [`PAUSED`], [`FULL`], [`READ_CLOSED`], [`FINISHING`], [`LINGERING`]: one byte, so
-    /// that the read path tests them in one instruction.
+    /// [`PAUSED`], [`READ_CLOSED`], [`FINISHING`], [`LINGERING`]: one byte, so that the read
+    /// path tests them in one instruction. Back-pressure is the writer's state: over its high
+    /// mark until it has drained to its low mark.
     flags: u8,
     /// The handler cancelled the default action of the event it is being told.
     kept: bool,
@@ -212,9 +211,9 @@ pub(crate) struct Conns<S> {
 }
 
 impl<S> Conn<S> {
-    /// Whether reading goes on (not paused, not over the high mark, not finishing or done).
+    /// Whether reading goes on (not paused, not finishing or done), the queue aside.
     fn reads(&self) -> bool {
-        self.flags & (PAUSED | FULL | FINISHING | READ_CLOSED | LINGERING) == 0
+        self.flags & (PAUSED | FINISHING | READ_CLOSED | LINGERING) == 0
     }
 
     fn has(&self, flag: u8) -> bool {
@@ -406,9 +405,7 @@ impl<S> EventBase<S> {
     /// where failures arrive.
     pub fn conn_write(&mut self, id: ConnId, bytes: &[u8]) -> io::Result<WriteStatus> {
         let writer = self.writable(id)?;
-        let status = self.write(writer, bytes)?;
-        self.note_status(id, status);
-        Ok(status)
+        self.write(writer, bytes)
     }
 
     /// Like [`conn_write`](Self::conn_write) for bytes in pieces (a head and a body), sent in
@@ -419,9 +416,7 @@ impl<S> EventBase<S> {
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_vectored(&mut self, id: ConnId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
         let writer = self.writable(id)?;
-        let status = self.write_vectored(writer, parts)?;
-        self.note_status(id, status);
-        Ok(status)
+        self.write_vectored(writer, parts)
     }
 
     /// Like [`conn_write`](Self::conn_write) for a buffer the queue keeps instead of copying.
@@ -431,9 +426,7 @@ impl<S> EventBase<S> {
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_owned(&mut self, id: ConnId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
         let writer = self.writable(id)?;
-        let status = self.write_owned(writer, bytes)?;
-        self.note_status(id, status);
-        Ok(status)
+        self.write_owned(writer, bytes)
     }
 
     #[inline]
@@ -445,15 +438,6 @@ impl<S> EventBase<S> {
             )),
             Some(c) => Ok(c.writer),
             None => Err(gone(id)),
-        }
-    }
-
-    #[inline]
-    fn note_status(&mut self, id: ConnId, status: WriteStatus) {
-        if status == WriteStatus::Full {
-            if let Some(c) = self.conns.get(id) {
-                c.set(FULL, true);
-            }
         }
     }
 
@@ -628,7 +612,7 @@ impl<S> EventBase<S> {
             return;
         };
         c.read_at = now;
-        if !c.reads() {
+        if !c.reads() || self.writers.is_full(c.writer) {
             // The data waits (an error shows in the next read or write), or is dropped.
             return self.not_reading(id, state);
         }
@@ -660,7 +644,7 @@ impl<S> EventBase<S> {
                 break None;
             }
             match self.conns.get(id) {
-                Some(c) if c.reads() => {}
+                Some(c) if c.reads() && !self.writers.is_full(c.writer) => {}
                 _ => break None,
             }
         };
@@ -749,10 +733,6 @@ impl<S> EventBase<S> {
     fn conn_writer_event(&mut self, id: ConnId, state: &mut S, event: WriterEvent) {
         match event {
             WriterEvent::Drained => {
-                let Some(c) = self.conns.get(id) else {
-                    return;
-                };
-                c.set(FULL, false);
                 if self.tell(id, state, ConnEvent::Drained) {
                     self.owe_read(id);
                 }
