@@ -201,8 +201,9 @@ struct Conn<S> {
 pub(crate) struct Conns<S> {
     slab: Slab<Conn<S>>,
     next_gen: u64,
-    /// The read buffer all connections share; empty while lent to a handler.
-    buf: Vec<u8>,
+    /// The read buffer all connections share; `None` while lent to a handler (and before the
+    /// first read).
+    buf: Option<Box<[u8; READ_BUFFER]>>,
     /// The listeners of [`EventBase::serve`], for [`EventBase::shut_down`].
     acceptors: Vec<Acceptor>,
     shutting_down: bool,
@@ -237,7 +238,7 @@ impl<S> Conns<S> {
         Conns {
             slab: Slab::new(),
             next_gen: 0,
-            buf: Vec::new(),
+            buf: None,
             acceptors: Vec::new(),
             shutting_down: false,
             calling: None,
@@ -253,8 +254,10 @@ impl<S> Conns<S> {
 }
 
 #[cold]
-fn first_buffer() -> Vec<u8> {
-    vec![0; READ_BUFFER]
+fn first_buffer() -> Box<[u8; READ_BUFFER]> {
+    let buf = vec![0; READ_BUFFER].into_boxed_slice();
+    buf.try_into()
+        .unwrap_or_else(|_| unreachable!("READ_BUFFER bytes"))
 }
 
 fn gone(id: ConnId) -> io::Error {
@@ -620,15 +623,15 @@ impl<S> EventBase<S> {
         let Some(mut handler) = c.handler.take() else {
             return;
         };
-        let mut buf = std::mem::take(&mut self.conns.buf);
-        if buf.is_empty() {
-            buf = first_buffer();
-        }
+        let mut buf = match self.conns.buf.take() {
+            Some(buf) => buf,
+            None => first_buffer(),
+        };
         // The handler runs without a catch_unwind of its own, for speed: if it panics, the
         // run's catch closes the connection named here (`recover_from_panic`).
         self.conns.calling = Some(id);
         let end = loop {
-            let n = match sys::net::recv(fd, &mut buf) {
+            let n = match sys::net::recv(fd, &mut buf[..]) {
                 Ok(0) => break Some(Ok(())),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
@@ -649,8 +652,7 @@ impl<S> EventBase<S> {
             }
         };
         self.conns.calling = None;
-        // The buffer left in its place is empty: nothing to drop.
-        std::mem::forget(std::mem::replace(&mut self.conns.buf, buf));
+        self.conns.buf = Some(buf);
         if let Some(c) = self.conns.get(id) {
             c.handler = Some(handler);
         }
@@ -785,6 +787,9 @@ impl<S> EventBase<S> {
             return;
         };
         c.idle_timer = None;
+        if c.has(LINGERING) {
+            return; // the linger timer ends it
+        }
         let (Some(idle), read_at, writer) = (c.options.idle, c.read_at, c.writer) else {
             return;
         };
