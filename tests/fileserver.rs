@@ -778,6 +778,22 @@ fn a_request_waiting_on_a_stalled_file_system_is_not_timed_out_as_idle() {
 }
 
 #[test]
+fn a_request_stuck_on_the_file_system_for_four_idle_timeouts_gets_504() {
+    let fs = slowfs::SlowFs::mount("fileserver-504", &[("hung.bin", 100_000)]).unwrap();
+    let server = Server::start_in(&fs.root, &["--idle-timeout", "1"], None, None);
+    fs.set_stall(Duration::from_secs(8));
+    let started = Instant::now();
+    let reply = raw_exchange(server.addr, b"GET /hung.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let took = started.elapsed();
+    fs.set_stall(Duration::ZERO);
+    assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
+}
+
+#[test]
 fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
     let root = scratch("odd-root");
     let _ = std::fs::remove_dir_all(&root);
