@@ -457,11 +457,13 @@ impl<S> EventBase<S> {
         self.poll_ticks += self.now - started;
         self.harvested.clear();
         self.cursor = 0;
-        self.harvested.extend(self.events.iter().map(|e| Harvested {
-            token: e.token(),
-            ready: Readiness::from_event(e),
-            todo: u8::MAX,
-        }));
+        for e in self.events.iter() {
+            self.harvested.push(Harvested {
+                token: e.token(),
+                ready: Readiness::from_event(e),
+                todo: u8::MAX,
+            });
+        }
         log::trace!("poll: {} events", self.harvested.len());
         Ok(())
     }

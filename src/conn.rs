@@ -100,7 +100,7 @@ impl ConnOptions {
     }
 
     /// After `idle` without progress (no byte read, no byte of the queue taken by the
-    /// socket), the handler gets [`ConnEvent::Timeout`]`(`[`ConnTimeout::Idle`]`)`. A slow but
+    /// socket, no byte of the socket's send buffer taken by the peer), the handler gets [`ConnEvent::Timeout`]`(`[`ConnTimeout::Idle`]`)`. A slow but
     /// steady reader of a long answer is progress, not idleness.
     pub fn idle_timeout(mut self, idle: Duration) -> ConnOptions {
         self.idle = Some(idle);
@@ -163,8 +163,6 @@ pub enum ConnEvent<'a> {
 
 /// Reading paused by the owner ([`EventBase::conn_pause_reading`]).
 const PAUSED: u8 = 1;
-/// Reading paused by back-pressure (the queue went over the high mark).
-const FULL: u8 = 1 << 1;
 /// The peer's end of stream was read.
 const READ_CLOSED: u8 = 1 << 2;
 /// [`EventBase::conn_finish`] was called: no more writes, no more `Data`.
@@ -181,13 +179,16 @@ struct Conn<S> {
     options: ConnOptions,
     /// Taken out while it runs.
     handler: Option<Handler<S>>,
-    /// [`PAUSED`], [`FULL`], [`READ_CLOSED`], [`FINISHING`], [`LINGERING`]: one byte, so
-    /// that the read path tests them in one instruction.
+    /// [`PAUSED`], [`READ_CLOSED`], [`FINISHING`], [`LINGERING`]: one byte, so that the read
+    /// path tests them in one instruction. Back-pressure is the writer's state: over its high
+    /// mark until it has drained to its low mark.
     flags: u8,
     /// The handler cancelled the default action of the event it is being told.
     kept: bool,
     /// The peer's IP address, for a connection accepted by [`EventBase::serve`].
     peer: Option<SocketAddr>,
+    /// Bytes queued or unsent in the kernel at the last idle check (progress, when fewer).
+    pending: usize,
     /// Loop time of the last read event (progress, for the idle timeout).
     read_at: Tick,
     idle_timer: Option<TimerId>,
@@ -200,8 +201,9 @@ struct Conn<S> {
 pub(crate) struct Conns<S> {
     slab: Slab<Conn<S>>,
     next_gen: u64,
-    /// The read buffer all connections share; empty while lent to a handler.
-    buf: Vec<u8>,
+    /// The read buffer all connections share; `None` while lent to a handler (and before the
+    /// first read).
+    buf: Option<Box<[u8; READ_BUFFER]>>,
     /// The listeners of [`EventBase::serve`], for [`EventBase::shut_down`].
     acceptors: Vec<Acceptor>,
     shutting_down: bool,
@@ -210,9 +212,9 @@ pub(crate) struct Conns<S> {
 }
 
 impl<S> Conn<S> {
-    /// Whether reading goes on (not paused, not over the high mark, not finishing or done).
+    /// Whether reading goes on (not paused, not finishing or done), the queue aside.
     fn reads(&self) -> bool {
-        self.flags & (PAUSED | FULL | FINISHING | READ_CLOSED | LINGERING) == 0
+        self.flags & (PAUSED | FINISHING | READ_CLOSED | LINGERING) == 0
     }
 
     fn has(&self, flag: u8) -> bool {
@@ -236,7 +238,7 @@ impl<S> Conns<S> {
         Conns {
             slab: Slab::new(),
             next_gen: 0,
-            buf: Vec::new(),
+            buf: None,
             acceptors: Vec::new(),
             shutting_down: false,
             calling: None,
@@ -252,8 +254,10 @@ impl<S> Conns<S> {
 }
 
 #[cold]
-fn first_buffer() -> Vec<u8> {
-    vec![0; READ_BUFFER]
+fn first_buffer() -> Box<[u8; READ_BUFFER]> {
+    let buf = vec![0; READ_BUFFER].into_boxed_slice();
+    buf.try_into()
+        .unwrap_or_else(|_| unreachable!("READ_BUFFER bytes"))
 }
 
 fn gone(id: ConnId) -> io::Error {
@@ -345,6 +349,7 @@ impl<S> EventBase<S> {
             handler: Some(handler),
             flags: 0,
             peer: None,
+            pending: 0,
             kept: false,
             read_at: self.now,
             idle_timer: None,
@@ -403,9 +408,7 @@ impl<S> EventBase<S> {
     /// where failures arrive.
     pub fn conn_write(&mut self, id: ConnId, bytes: &[u8]) -> io::Result<WriteStatus> {
         let writer = self.writable(id)?;
-        let status = self.write(writer, bytes)?;
-        self.note_status(id, status);
-        Ok(status)
+        self.write(writer, bytes)
     }
 
     /// Like [`conn_write`](Self::conn_write) for bytes in pieces (a head and a body), sent in
@@ -416,9 +419,7 @@ impl<S> EventBase<S> {
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_vectored(&mut self, id: ConnId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
         let writer = self.writable(id)?;
-        let status = self.write_vectored(writer, parts)?;
-        self.note_status(id, status);
-        Ok(status)
+        self.write_vectored(writer, parts)
     }
 
     /// Like [`conn_write`](Self::conn_write) for a buffer the queue keeps instead of copying.
@@ -428,9 +429,7 @@ impl<S> EventBase<S> {
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_owned(&mut self, id: ConnId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
         let writer = self.writable(id)?;
-        let status = self.write_owned(writer, bytes)?;
-        self.note_status(id, status);
-        Ok(status)
+        self.write_owned(writer, bytes)
     }
 
     #[inline]
@@ -442,15 +441,6 @@ impl<S> EventBase<S> {
             )),
             Some(c) => Ok(c.writer),
             None => Err(gone(id)),
-        }
-    }
-
-    #[inline]
-    fn note_status(&mut self, id: ConnId, status: WriteStatus) {
-        if status == WriteStatus::Full {
-            if let Some(c) = self.conns.get(id) {
-                c.set(FULL, true);
-            }
         }
     }
 
@@ -625,7 +615,7 @@ impl<S> EventBase<S> {
             return;
         };
         c.read_at = now;
-        if !c.reads() {
+        if !c.reads() || self.writers.is_full(c.writer) {
             // The data waits (an error shows in the next read or write), or is dropped.
             return self.not_reading(id, state);
         }
@@ -633,15 +623,15 @@ impl<S> EventBase<S> {
         let Some(mut handler) = c.handler.take() else {
             return;
         };
-        let mut buf = std::mem::take(&mut self.conns.buf);
-        if buf.is_empty() {
-            buf = first_buffer();
-        }
+        let mut buf = match self.conns.buf.take() {
+            Some(buf) => buf,
+            None => first_buffer(),
+        };
         // The handler runs without a catch_unwind of its own, for speed: if it panics, the
         // run's catch closes the connection named here (`recover_from_panic`).
         self.conns.calling = Some(id);
         let end = loop {
-            let n = match sys::net::recv(fd, &mut buf) {
+            let n = match sys::net::recv(fd, &mut buf[..]) {
                 Ok(0) => break Some(Ok(())),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
@@ -650,20 +640,19 @@ impl<S> EventBase<S> {
             };
             self.metrics.callbacks += 1;
             handler(self, state, id, ConnEvent::Data(&buf[..n]));
-            match self.conns.get(id) {
-                Some(c) if c.reads() => {}
-                _ => break None,
-            }
             // A short read drained the socket: data arriving later makes a new edge. Not
             // when the peer has also closed: its end of stream came in the same edge, and
             // only the next read (returning 0) reports it.
             if n < buf.len() && !ready.is_read_closed() {
                 break None;
             }
+            match self.conns.get(id) {
+                Some(c) if c.reads() && !self.writers.is_full(c.writer) => {}
+                _ => break None,
+            }
         };
         self.conns.calling = None;
-        // The buffer left in its place is empty: nothing to drop.
-        std::mem::forget(std::mem::replace(&mut self.conns.buf, buf));
+        self.conns.buf = Some(buf);
         if let Some(c) = self.conns.get(id) {
             c.handler = Some(handler);
         }
@@ -746,10 +735,6 @@ impl<S> EventBase<S> {
     fn conn_writer_event(&mut self, id: ConnId, state: &mut S, event: WriterEvent) {
         match event {
             WriterEvent::Drained => {
-                let Some(c) = self.conns.get(id) else {
-                    return;
-                };
-                c.set(FULL, false);
                 if self.tell(id, state, ConnEvent::Drained) {
                     self.owe_read(id);
                 }
@@ -802,11 +787,25 @@ impl<S> EventBase<S> {
             return;
         };
         c.idle_timer = None;
+        if c.has(LINGERING) {
+            return; // the linger timer ends it
+        }
         let (Some(idle), read_at, writer) = (c.options.idle, c.read_at, c.writer) else {
             return;
         };
+        let fd = c.fd.as_raw_fd();
+        // Bytes leaving the kernel's send buffer are progress too: the kernel tells of room
+        // only once a third of a large buffer is free, which a slow reader may take long to
+        // make, while it reads steadily.
+        let pending = self.writer_queued(writer) + sys::net::unsent(fd).unwrap_or(0);
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        let moved = pending < c.pending;
+        c.pending = pending;
         let sent_at = self.writer_sent_at(writer).unwrap_or(0);
-        let due = timer::deadline_after(read_at.max(sent_at), idle);
+        let last = if moved { now } else { read_at.max(sent_at) };
+        let due = timer::deadline_after(last, idle);
         if due > now {
             return self.arm_idle(id, Duration::from_nanos(due - now));
         }

@@ -154,6 +154,15 @@ impl<S> Writers<S> {
         self.by_fd[index] = key.map_or(0, |k| k as u32 + 1);
     }
 
+    /// Whether `writer` went over its high-water mark and has not drained to its low-water
+    /// mark since (`false` for a removed writer).
+    #[inline]
+    pub(crate) fn is_full(&self, writer: WriterId) -> bool {
+        self.slab
+            .get(writer.key as usize)
+            .is_some_and(|w| w.gen == writer.gen && w.full)
+    }
+
     /// The writer of `fd`, if it has one.
     pub(crate) fn of_fd(&self, fd: RawFd) -> Option<WriterId> {
         let key = *self.by_fd.get(usize::try_from(fd).ok()?)?;

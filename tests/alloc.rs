@@ -60,3 +60,36 @@ fn steady_state_dispatch_of_fds_and_timers_does_not_allocate() {
     );
     assert_eq!(allocations, 0, "allocations while dispatching");
 }
+
+#[test]
+fn steady_state_echo_on_a_connection_does_not_allocate() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let mut base = EventBase::<u64>::new().unwrap();
+    let options = aioloop::ConnOptions::new().idle_timeout(Duration::from_secs(60));
+    base.add_conn(ours, options, |base, n, id, event| {
+        if let aioloop::ConnEvent::Data(bytes) = event {
+            let _ = base.conn_write(id, bytes);
+            *n += 1;
+        }
+    })
+    .unwrap();
+    let mut n = 0;
+    let mut round_trip = |base: &mut EventBase<u64>, n: &mut u64| {
+        let mut echo = [0u8; 64];
+        theirs.write_all(&[7; 64]).unwrap();
+        base.run_once(n, Some(Duration::from_secs(1))).unwrap();
+        theirs.read_exact(&mut echo).unwrap();
+    };
+    for _ in 0..100 {
+        round_trip(&mut base, &mut n);
+    }
+    let ((), allocations) = count(|| {
+        for _ in 0..1000 {
+            round_trip(&mut base, &mut n);
+        }
+    });
+    assert_eq!(n, 1100);
+    assert_eq!(allocations, 0, "allocations while echoing");
+}

@@ -216,17 +216,12 @@ fn reading_resumes_at_the_low_mark_and_every_byte_is_echoed_in_order() {
 fn a_connection_that_never_reads_its_input_hears_the_peer_leave() {
     let (ours, theirs) = tcp_pair();
     let mut base = EventBase::<Log>::new().unwrap();
-    base.add_conn(
-        ours,
-        ConnOptions::new(),
-        |base, log, _, event| match event {
-            ConnEvent::PeerShutdown => {
-                log.events.push("peer shutdown".into());
-                base.exit();
-            }
-            _ => {}
-        },
-    )
+    base.add_conn(ours, ConnOptions::new(), |base, log, _, event| {
+        if let ConnEvent::PeerShutdown = event {
+            log.events.push("peer shutdown".into());
+            base.exit();
+        }
+    })
     .unwrap();
     drop(theirs);
     let mut log = Log::default();
@@ -512,20 +507,15 @@ fn shut_down_stops_accepting_finishes_every_connection_and_ends_the_run() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap();
     let mut base = EventBase::<Vec<ConnId>>::new().unwrap();
-    base.serve(
-        tcp,
-        ConnOptions::new(),
-        |base, open, id, event| match event {
-            ConnEvent::Opened => {
-                open.push(id);
-                let _ = base.conn_write(id, b"welcome\n");
-                if open.len() == 3 {
-                    base.shut_down(Duration::from_secs(10));
-                }
+    base.serve(tcp, ConnOptions::new(), |base, open, id, event| {
+        if let ConnEvent::Opened = event {
+            open.push(id);
+            let _ = base.conn_write(id, b"welcome\n");
+            if open.len() == 3 {
+                base.shut_down(Duration::from_secs(10));
             }
-            _ => {}
-        },
-    )
+        }
+    })
     .unwrap();
     let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let started = Instant::now();

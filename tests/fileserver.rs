@@ -74,15 +74,26 @@ impl Server {
 
     /// Starts the server on an ephemeral port, optionally under `RLIMIT_NOFILE` = `fd_limit`.
     fn start_with(extra: &[&str], fd_limit: Option<u64>) -> Server {
+        Server::start_in(site(), extra, fd_limit, None)
+    }
+
+    /// Starts the server on `root`, its stderr going to `stderr` (if given).
+    fn start_in(
+        root: &Path,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+        stderr: Option<&Path>,
+    ) -> Server {
         let mut command = Command::new(example_binary());
         command
             .args(["--addr", "127.0.0.1:0", "--root"])
-            .arg(site())
+            .arg(root)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(match std::env::var_os("FILESERVER_STDERR") {
-                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-                None => Stdio::null(),
+            .stderr(match (stderr, std::env::var_os("FILESERVER_STDERR")) {
+                (Some(path), _) => Stdio::from(std::fs::File::create(path).unwrap()),
+                (None, Some(path)) => Stdio::from(std::fs::File::create(path).unwrap()),
+                (None, None) => Stdio::null(),
             });
         if let Some(limit) = fd_limit {
             // SAFETY: setrlimit is async-signal-safe; the limit lives on the stack.
@@ -568,4 +579,314 @@ fn sighup_reopens_the_access_log_and_sigusr1_prints_each_threads_counters() {
     threads.sort();
     assert_eq!(threads, ["0", "1"]);
     assert!(server.stop(Duration::from_secs(10)).success());
+}
+
+/// A connection with a small receive buffer (set before connecting, as the window scale is
+/// chosen then), so that what the client does not read stays in the server's queue.
+fn small_window_client(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("an IPv4 address, not {addr}")
+    };
+    let size: libc::c_int = 4096;
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a new socket, owned by the TcpStream made of it; the option value and the
+    // address outlive the calls that read them, with their sizes.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let p = (&size as *const libc::c_int).cast();
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, 4);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+#[test]
+fn a_client_pipelining_mibs_of_heads_and_never_reading_costs_bounded_memory() {
+    let server = Server::start(&[]);
+    let before = server.rss_kib();
+    let client = small_window_client(server.addr);
+    client.set_nonblocking(true).unwrap();
+    let request = b"HEAD /small.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1024);
+    let (mut sent, mut stuck_since) = (0usize, None::<Instant>);
+    // 16 MiB of requests, or until the server stops taking them for half a second.
+    while sent < 16 << 20 {
+        match (&client).write(&request) {
+            Ok(n) => {
+                sent += n;
+                stuck_since = None;
+            }
+            Err(_) => {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(sent < 16 << 20, "the server read all 16 MiB of requests");
+    assert!(grown < 8 << 10, "the server grew by {grown} KiB");
+}
+
+#[test]
+fn a_request_head_trickling_in_is_cut_off_by_the_header_timeout() {
+    let server = Server::start(&["--idle-timeout", "2", "--header-timeout", "1"]);
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    let started = Instant::now();
+    // One byte every 200 ms: never idle for 2 s, never a whole head. Writing fails once the
+    // server has closed (the first write after its FIN draws a reset).
+    let head =
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let cut_at = head.iter().find_map(|byte| {
+        std::thread::sleep(Duration::from_millis(200));
+        client.write_all(&[*byte]).err().map(|_| started.elapsed())
+    });
+    let cut_at = cut_at.expect("the server held a head trickling in for 10 s");
+    assert!(
+        cut_at < Duration::from_secs(5),
+        "cut off only after {cut_at:?}"
+    );
+}
+
+#[test]
+fn an_if_modified_since_with_huge_numbers_gets_an_answer_and_the_server_lives_on() {
+    let server = Server::start(&[]);
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.1\r\nIf-Modified-Since: Sun, 06 Nov 1994 99999999999999999:00:00 GMT\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.1\r\nIf-Modified-Since: Sun, 06 Nov 99999999999999999 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+}
+
+#[test]
+fn a_slow_but_steady_download_is_progress_not_idleness() {
+    const BODY: usize = 4 << 20;
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut client = small_window_client(server.addr);
+    let request = format!(
+        "GET /big.bin HTTP/1.1\r\nRange: bytes=0-{}\r\nConnection: close\r\n\r\n",
+        BODY - 1
+    );
+    client.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut read = |reply: &mut Vec<u8>| match client.read(&mut buf) {
+        Ok(n) => {
+            reply.extend_from_slice(&buf[..n]);
+            n
+        }
+        Err(e) => panic!("after {} bytes: {e}", reply.len()),
+    };
+    // Fast for 1.5 MiB, so that the kernel's buffers (over 1 MiB on loopback) are the
+    // queue's only outlet; then ~40 KiB/s for 4 s: the queue's 256 KiB stay above its low
+    // mark all along, but bytes leave it all the time; then fast again to the end.
+    while reply.len() < 3 << 19 {
+        read(&mut reply);
+    }
+    let slow = Instant::now();
+    while slow.elapsed() < Duration::from_secs(4) {
+        read(&mut reply);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while read(&mut reply) > 0 {}
+    let head_end = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(reply.len() - head_end, BODY, "the download was cut off");
+}
+
+#[test]
+fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
+    let root = scratch("odd-root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("dir")).unwrap();
+    std::fs::write(root.join("dir/file"), "x").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap();
+    let stderr = scratch("odd-root.stderr");
+    for extra in [&[][..], &["--direct"][..]] {
+        let server = Server::start_in(&root, extra, None, Some(&stderr));
+        let long_segment = format!("/{}", "a".repeat(300));
+        let long_path = format!("/{}", "abcdefgh/".repeat(560));
+        let mut cases = vec![
+            (long_segment.as_str(), "414"),
+            (long_path.as_str(), "414"),
+            ("/socket", "404"),
+        ];
+        if !extra.is_empty() {
+            cases.push(("/dir", "404")); // O_DIRECT on a directory: EINVAL
+        }
+        for (path, status) in cases {
+            let request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let reply = raw_exchange(server.addr, request.as_bytes());
+            assert!(
+                reply.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{extra:?} {}: {reply}",
+                &path[..path.len().min(40)]
+            );
+        }
+        drop(server);
+        let log = std::fs::read_to_string(&stderr).unwrap();
+        assert!(!log.contains("ERROR"), "{extra:?}: {log}");
+    }
+}
+
+#[test]
+fn a_client_that_pipelines_after_connection_close_still_gets_the_whole_response() {
+    let server = Server::start(&[]);
+    let mut client = small_window_client(server.addr);
+    let mut request =
+        b"GET /big.bin HTTP/1.1\r\nRange: bytes=0-2097151\r\nConnection: close\r\n\r\n".to_vec();
+    request.extend(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(500));
+    client.write_all(&request).unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // the server is done writing by now
+    let mut reply = Vec::new();
+    client
+        .read_to_end(&mut reply)
+        .expect("the connection was reset");
+    let head_end = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(reply.starts_with(b"HTTP/1.1 206 "));
+    assert_eq!(reply.len() - head_end, 2 << 20);
+}
+
+#[test]
+fn under_rlimit_nofile_64_a_burst_of_500_clients_is_served_not_refused() {
+    let server = Server::start_with(&[], Some(64));
+    let clients: Vec<TcpStream> = (0..500)
+        .map(|_| {
+            let mut c = TcpStream::connect(server.addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c.write_all(b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for mut c in clients {
+        let mut reply = Vec::new();
+        let outcome = match c.read_to_end(&mut reply) {
+            Err(e) => format!("{:?}", e.kind()),
+            Ok(_) => String::from_utf8_lossy(&reply[..reply.len().min(12)]).into_owned(),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let ok = outcomes.get("HTTP/1.1 200").copied().unwrap_or(0);
+    assert!(
+        ok >= 490,
+        "only {ok} of 500 clients were served: {outcomes:?}"
+    );
+}
+
+#[test]
+fn access_log_lines_dropped_on_a_full_disk_are_counted_and_said_once() {
+    let stderr = scratch("full-log.stderr");
+    let server = Server::start_in(site(), &["--log", "/dev/full"], None, Some(&stderr));
+    for _ in 0..3 {
+        let reply = raw_exchange(
+            server.addr,
+            b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    }
+    assert!(server.stop(Duration::from_secs(10)).success());
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(
+        log.matches("cannot write the access log").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("lines could not be written"), "{log}");
+}
+
+#[test]
+fn random_and_mutated_requests_over_the_wire_get_well_formed_answers_or_a_close() {
+    let server = Server::start(&["--idle-timeout", "2", "--header-timeout", "1"]);
+    let seeds: &[&[u8]] = &[
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HEAD /big.bin HTTP/1.1\r\nRange: bytes=5-9\r\n\r\n",
+        b"GET /sub/ HTTP/1.0\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+    ];
+    let pieces: &[&[u8]] = &[
+        b"\r",
+        b"\n",
+        b"\0",
+        b":",
+        b" ",
+        b"%",
+        b"/..",
+        b"99999999999999999999",
+        b"\xff",
+        b"Range: bytes=-0\r\n",
+        b"Content-Length: 7\r\n",
+        b"\r\n\r\n",
+    ];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as usize
+    };
+    let started = Instant::now();
+    let mut exchanges = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let mut request = seeds[next() % seeds.len()].to_vec();
+        for _ in 0..1 + next() % 3 {
+            let at = next() % (request.len() + 1);
+            let piece = pieces[next() % pieces.len()];
+            request.splice(at..at, piece.iter().copied());
+        }
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.write_all(&request);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut reply = Vec::new();
+        let read = stream.read_to_end(&mut reply);
+        assert!(
+            !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "no answer and no close for {:?}",
+            String::from_utf8_lossy(&request)
+        );
+        let text = String::from_utf8_lossy(&reply);
+        // Every answer, pipelined or not, starts with a status line and has a length.
+        for head in text.split("HTTP/1.1 ").skip(1) {
+            let code = &head[..3.min(head.len())];
+            assert!(code.bytes().all(|b| b.is_ascii_digit()), "{text}");
+        }
+        assert!(reply.is_empty() || text.starts_with("HTTP/1.1 "), "{text}");
+        assert!(
+            reply.is_empty() || text.contains("Content-Length: "),
+            "{text}"
+        );
+        exchanges += 1;
+    }
+    assert!(exchanges > 20, "only {exchanges} exchanges");
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 200 "),
+        "the server died: {reply}"
+    );
 }

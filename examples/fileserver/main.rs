@@ -2,25 +2,40 @@
 //!
 //! ```text
 //! cargo run --release --example fileserver -- --addr 127.0.0.1:8080 --root DIR [--threads N]
-//!     [--direct] [--idle-timeout SECS] [--grace SECS] [--max-header BYTES] [--log FILE]
+//!     [--direct] [--idle-timeout SECS] [--header-timeout SECS] [--grace SECS]
+//!     [--max-header BYTES] [--fd-reserve N] [--log FILE]
 //! ```
 //!
 //! It prints `listening ADDR` on stdout once it accepts (port 0 picks a free port, and the
 //! line shows the real one), then serves `GET` and `HEAD` of the files under DIR: keep-alive
 //! and pipelining, `Content-Length`, one `Range` per request (206, 416), `Last-Modified` and
-//! `If-Modified-Since` (304), and 400, 403, 404, 405, 431 with short bodies. A path never
+//! `If-Modified-Since` (304), and 400, 403, 404, 405, 414, 431, 505 with short bodies (a bare
+//! CR, a control character or a field name that is not a token is 400; a name too long for
+//! the file system is 414; what any client can cause is logged at debug, never as an error).
+//! A path never
 //! leaves DIR: `..` is refused, and files are opened with `openat2(RESOLVE_BENEATH)`
 //! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out.
 //!
 //! Every file operation goes through the library's non-blocking file API: opens and stats
 //! answered from the kernel's caches on the loop thread or else run on the helper threads,
 //! reads served from the page cache or by kernel AIO or the helpers (`--direct` uses
-//! `O_DIRECT`). Bodies stream through a writer ([`EventBase::add_writer`]) with back-pressure:
-//! a slow reader holds at most about 320 KiB of its file in the server's memory (the writer's
-//! 256 KiB high-water mark and one 64 KiB chunk). Files are served up to the size `fstat`
-//! gives them, so pseudo-files that claim size 0 (`/proc`) come out empty. Connections idle for
-//! `--idle-timeout` seconds (default 30) are closed, and so are downloads that make no
-//! progress for that long. A request head larger than `--max-header` (8192) gets 431.
+//! `O_DIRECT`). Each client is a connection the loop owns ([`EventBase::serve`]), with
+//! back-pressure: a slow reader holds at most about 320 KiB of its file in the server's memory
+//! (the queue's 256 KiB high mark and one 64 KiB chunk), and a client that pipelines requests
+//! without reading their answers is not read from while its queue is over that mark. Files are
+//! served up to the size `fstat` gives them, so pseudo-files that claim size 0 (`/proc`) come
+//! out empty. Connections that make no progress for `--idle-timeout` seconds (default 30:
+//! no byte read, none taken by the client) are closed, but not while their request waits on
+//! the server's own file system (a stalled mount), for up to four timeouts, then 504. A
+//! request head must arrive whole within `--header-timeout` seconds (default 10) of its first
+//! byte (slowloris); one larger than `--max-header` (8192) gets 431. After a `Connection:
+//! close` response the server shuts its write side and drops what the client still sends for
+//! a moment before closing (a lingering close), so that the response is not reset away.
+//!
+//! Under its fd limit the server keeps `--fd-reserve` fds (default 16) free for the files of
+//! the clients it accepted, and stops accepting meanwhile; an open that still finds no fd is
+//! tried again for a few seconds before the client gets 503. Access-log lines that cannot be
+//! written (a full disk) are counted, said once on stderr, and reported at exit.
 //!
 //! Signals: SIGTERM or SIGINT stops accepting, closes idle connections and lets responses in
 //! flight finish, for at most `--grace` seconds (default 10), then exits 0; SIGHUP reopens the
@@ -61,6 +76,8 @@ const HIGH_WATER: usize = 256 << 10;
 /// How many idle timeouts a request may wait on the server's own file system before it gets
 /// 504 (a hung mount must not hold a client for ever).
 const FILE_WAIT_TIMEOUTS: u32 = 4;
+/// How long an open that finds the process out of fds is tried again before 503.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(5);
 
 struct Config {
     root: Dir,
@@ -519,10 +536,13 @@ fn start_response(base: &mut Base, server: &mut Server, id: ConnId, request: Req
     if method != "GET" && method != "HEAD" {
         return refuse(base, server, job, Refusal::MethodNotAllowed);
     }
-    let path = match path {
-        Ok(path) => path,
-        Err(refusal) => return refuse(base, server, job, refusal),
-    };
+    match path {
+        Ok(path) => open_file(base, server, job, path),
+        Err(refusal) => refuse(base, server, job, refusal),
+    }
+}
+
+fn open_file(base: &mut Base, server: &mut Server, job: Job, path: PathBuf) {
     let (root, direct) = (server.config.root.clone(), server.config.direct);
     let opened = base.open_beneath(&root, path.clone(), direct, move |base, server, file| {
         opened(base, server, job, path, file)
@@ -534,6 +554,26 @@ fn start_response(base: &mut Base, server: &mut Server, id: ConnId, request: Req
             respond_error(base, server, job, 503);
         }
     }
+}
+
+/// Out of fds: other responses will end and free some (the accept loop keeps a reserve for
+/// that), so the open is tried again, for a few seconds, before the client gets 503.
+fn retry_open(base: &mut Base, server: &mut Server, job: Job, path: PathBuf) -> bool {
+    let Some(r) = response(server, job) else {
+        return true;
+    };
+    let waited = r.started.elapsed();
+    if waited >= OPEN_RETRY_FOR {
+        return false;
+    }
+    let delay = (waited / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    r.waiting.get_or_insert_with(Instant::now);
+    base.add_timer(delay, move |base, server, _| {
+        if response(server, job).is_some() {
+            open_file(base, server, job, path);
+        }
+    });
+    true
 }
 
 /// The response now waits on the server's own file system.
@@ -572,6 +612,12 @@ fn opened(
     r.waiting = None;
     let file = match file {
         Ok(file) => file,
+        Err(e) if matches!(aioloop::os_error(&e), Some(libc::EMFILE | libc::ENFILE)) => {
+            if !retry_open(base, server, job, path.clone()) {
+                file_failed(base, server, job, &path, &e);
+            }
+            return;
+        }
         Err(e) => return file_failed(base, server, job, &path, &e),
     };
     let stat = base.file_metadata(&file.clone(), move |base, server, meta| {

@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod slowfs;
@@ -116,6 +116,28 @@ fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
+/// Starts `examples/fileserver` on `root` with `extra` arguments, on an ephemeral port.
+fn start_fileserver(root: &Path, extra: &[&str]) -> (Child, SocketAddr) {
+    let mut command = Command::new(example("fileserver"));
+    command
+        .args(["--addr", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
 /// The mission's story, end to end: a download from a file system that stalls 2 s per request
 /// (like a disk spinning up) does not hold the server's other clients.
 #[test]
@@ -123,22 +145,7 @@ fn a_download_from_a_stalling_file_system_does_not_hold_other_clients() {
     let Some(fs) = SlowFs::mount_or_skip("fileserver", &[("slow.bin", 300_000)]) else {
         return;
     };
-    let mut command = Command::new(example("fileserver"));
-    command
-        .args(["--addr", "127.0.0.1:0", "--root"])
-        .arg(&fs.root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut child, addr) = start_fileserver(&fs.root, &[]);
     fs.set_stall(Duration::from_secs(2));
     let url = format!("http://{addr}/slow.bin");
     let slow = std::thread::spawn(move || {
@@ -166,6 +173,44 @@ fn a_download_from_a_stalling_file_system_does_not_hold_other_clients() {
         "the file system did not stall: {took:?}"
     );
     fs.set_stall(Duration::ZERO);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waiting on the server's own file system is not client idleness: a request whose file
+/// stalls longer than the idle timeout is still answered.
+#[test]
+fn a_request_waiting_on_a_stalled_file_system_is_not_timed_out_as_idle() {
+    let Some(fs) = SlowFs::mount_or_skip("fileserver-idle", &[("slow.bin", 100_000)]) else {
+        return;
+    };
+    let (mut child, addr) = start_fileserver(&fs.root, &["--idle-timeout", "1"]);
+    fs.set_stall(Duration::from_millis(2500));
+    let url = format!("http://{addr}/slow.bin");
+    let out = curl(&["-w", "%{http_code}", "-o", "/dev/null", &url]);
+    fs.set_stall(Duration::ZERO);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A request stuck on the file system for four idle timeouts is answered 504, not dropped.
+#[test]
+fn a_request_stuck_on_the_file_system_for_four_idle_timeouts_gets_504() {
+    let Some(fs) = SlowFs::mount_or_skip("fileserver-504", &[("hung.bin", 100_000)]) else {
+        return;
+    };
+    let (mut child, addr) = start_fileserver(&fs.root, &["--idle-timeout", "1"]);
+    fs.set_stall(Duration::from_secs(8));
+    let started = Instant::now();
+    let reply = raw_exchange(addr, b"GET /hung.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let took = started.elapsed();
+    fs.set_stall(Duration::ZERO);
+    assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -18,10 +18,21 @@ impl<S> EventBase<S> {
     pub(crate) fn dispatch_io(&mut self, index: usize, state: &mut S) {
         let event = self.harvested[index];
         let (fd, gen) = decode(event.token);
+        let batch_mark = self.fds.batch_mark;
         let Some(entry) = self.fds.current(fd, gen) else {
             self.harvested[index].todo = 0;
             return;
         };
+        // A connection with nothing queued has only its read handler: straight to it.
+        if let ([Some(read), None, None], u8::MAX) = (&entry.handlers, event.todo) {
+            if let (Some(conn), true) = (read.conn, read.install < batch_mark) {
+                self.harvested[index].todo = 0;
+                if event.ready.concerns(HandlerKind::Read) {
+                    self.conn_readable(conn, state, event.ready);
+                }
+                return;
+            }
+        }
         if event.todo == u8::MAX {
             self.harvested[index].todo =
                 HandlerKind::Read.bit() | HandlerKind::Write.bit() | HandlerKind::Error.bit();

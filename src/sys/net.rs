@@ -172,3 +172,12 @@ pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     };
     check(ret.into()).map(drop)
 }
+
+/// The bytes in the send queue of the socket `fd` that its peer has not acknowledged yet
+/// (`ioctl(SIOCOUTQ)`).
+pub(crate) fn unsent(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int, which outlives the call.
+    check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) }.into())?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -48,7 +48,7 @@ pub fn section(ctx: &Ctx) -> Section {
             (b - a) / (long - short) as f64
         })
         .collect();
-    let raw = per_trip[2];
+    let raw = per_trip[1];
     let mut table = Table::new(&["server", "instructions per round trip", "vs raw mio"]);
     for ((name, _, _), n) in SERVERS.iter().zip(&per_trip) {
         table.row(&[name.to_string(), thousands(*n, 0), ratio(*n, raw)]);
@@ -71,7 +71,7 @@ pub fn section(ctx: &Ctx) -> Section {
     let allocs = result_fields(&output(
         Command::new(ctx.tool("allocs")).arg(data_file(ctx)),
     ));
-    let best_peer = per_trip[3].min(per_trip[4]);
+    let best_peer = per_trip[2].min(per_trip[3]);
     let headlines = vec![format!(
         "Dispatch: {} user-space instructions per echo round trip, {} the raw mio loop and \
          {} the leaner of tokio and calloop; 0 heap allocations per readiness event.",

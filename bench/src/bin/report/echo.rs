@@ -94,17 +94,17 @@ pub fn section(ctx: &Ctx) -> Section {
         );
         rate_groups.push(rate.group(&label));
         cpu_groups.push(cpu.group(&label));
-        let ours = cpu.median("aioloop, edge");
+        let ours = cpu.median("aioloop");
         let leanest_peer = ["tokio", "calloop"]
             .into_iter()
             .min_by(|a, b| cpu.median(a).total_cmp(&cpu.median(b)))
             .unwrap();
         headlines.push(format!(
-            "Echo, {label}: aioloop (edge) uses {} the raw mio loop's server CPU per round \
+            "Echo, {label}: aioloop uses {} the raw mio loop's server CPU per round \
              trip and {} {leanest_peer}'s (the leaner peer), at {} its rate.",
             ratio(ours, raw_cpu),
             ratio(ours, cpu.median(leanest_peer)),
-            ratio(rate.median("aioloop, edge"), rate.median(leanest_peer)),
+            ratio(rate.median("aioloop"), rate.median(leanest_peer)),
         ));
     }
     let rate_svg = chart::bars(
