@@ -123,6 +123,14 @@ impl<S> Timers<S> {
         self.refd
     }
 
+    /// Makes room for `additional` more timers than are live, so that adding them allocates
+    /// nothing.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let spare = self.entries.len() - self.live;
+        self.entries.reserve(additional.saturating_sub(spare));
+        self.wheel.allocate();
+    }
+
     /// Adds a timer due at `deadline` and returns its id.
     pub(crate) fn insert(&mut self, deadline: Tick, refd: bool, action: Action<S>) -> TimerId {
         let (kind, payload) = match action {
