@@ -154,7 +154,8 @@ pub fn section(ctx: &Ctx) -> Section {
          Why: in both wheels adding is a list append and cancelling an unlink; aioloop's \
          entry holds the callback inline (no box for a closure of one word, as here) and its \
          `TimerId` is 8 bytes, so the memory column is its 40-byte entry plus the 8-byte id \
-         the benchmark keeps per timer, and about 1 MB fixed. Cancelling in random order is \
+         the benchmark keeps per timer (at small counts the resident size moves in steps of \
+         the allocator's heap growth). Cancelling in random order is \
          cache misses in both: aioloop touches the entry and its two list neighbours. To \
          fire, aioloop moves one 65 µs slot at a time into a heap of a few hundred timers, \
          in cache, and fires them in exact deadline order; `DelayQueue` hands out each 1 ms \
