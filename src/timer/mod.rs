@@ -10,14 +10,15 @@
 //! the exact earliest deadline for the timerfd and fires in exact order; the rest sit in a
 //! hierarchical timing wheel of intrusive lists ([`wheel`]): 4096 slots of 65.5 µs, then six
 //! levels of 64 slots each 64 times coarser, up to 2^64 ns. Adding or cancelling a timer is
-//! `O(1)` (a list append or unlink); the wheel moves a slot into the heap only when the heap
-//! runs dry, so each timer is moved at most a few times, and the heap holds one slot's worth
-//! of timers, in cache, whatever their number. Why this and not a heap of every timer, or a
+//! `O(1)` (a list append or unlink; a heap operation for one due within the heap's span); the
+//! wheel moves a slot into the heap only when the heap runs dry, so each timer is moved at most
+//! a few times, and the heap normally holds one slot's worth of timers, in cache, whatever
+//! their number (see [`near`] for when it holds more). Why this and not a heap of every timer, or a
 //! plain wheel: a heap of a million timers pays `O(log n)` cache misses to add and to fire
-//! (this crate's earlier 4-ary heap: 1.4× tokio's `DelayQueue` to add and to fire); a plain
-//! timing wheel rounds deadlines to its slots, which loses the microsecond precision and the
-//! exact timerfd wake-up this loop promises; Linux's wheel, which never cascades, even fires
-//! late by up to 12%. Here the wheel only sorts timers coarsely, lists keep each deadline
+//! (this crate's earlier 4-ary heap: 1.3 to 1.6 times tokio's `DelayQueue` to add and to fire
+//! at a million timers); a plain timing wheel rounds deadlines to its slots, which loses the
+//! microsecond precision and the exact timerfd wake-up this loop promises; Linux's wheel, which
+//! never cascades, even fires up to an eighth of the delay late. Here the wheel only sorts timers coarsely, lists keep each deadline
 //! exact, and the heap restores exact order for the few timers about to fire; equal deadlines
 //! fire first in, first out because the wheel keeps every timer due at one instant in one list
 //! in scheduling order (see [`wheel`]). Measured against `DelayQueue` in `docs/benchmarks.md`.
@@ -143,43 +144,92 @@ pub(crate) fn next_deadline(
     }
 }
 
-/// The clock of a base: ticks since its creation, on `Instant`'s own timeline, so that
-/// `base.now()` is the very instant the loop read (`Instant` is `CLOCK_MONOTONIC` on Linux).
+/// The clock of a base: nanoseconds of `CLOCK_MONOTONIC` (the clock of `Instant` on Linux) since
+/// an `Instant` taken when the base was made, so that `base.now()` is the very instant the loop
+/// read, on the timeline of every other `Instant`.
 #[derive(Clone, Copy)]
 pub(crate) struct Clock {
     /// Tick 0: when the base was made.
     epoch: Instant,
-    /// `CLOCK_MONOTONIC` read just after `epoch`: at or a few tens of ns after tick 0 (the two
-    /// reads cannot be one), so a timerfd armed at `epoch_ns + tick` never expires before
-    /// `tick`, and at worst that much after it.
+    /// `CLOCK_MONOTONIC` at `epoch`, to the nanosecond. A raw reading taken next to `epoch`
+    /// would differ from it by the time between the two reads, and every tick with it.
     epoch_ns: u64,
 }
 
 impl Clock {
     pub(crate) fn new() -> Self {
+        let before = crate::sys::monotonic_ns();
         let epoch = Instant::now();
-        Clock {
-            epoch,
-            epoch_ns: crate::sys::monotonic_ns(),
-        }
+        let after = crate::sys::monotonic_ns();
+        // Should the standard library ever stop showing its reading (see `instant_ns`), fall
+        // back to the reading taken before: ticks then run at most that gap ahead of the
+        // `Instant` timeline, so no timer can fire before a deadline a caller computed from
+        // `Instant::now()`, and the timerfd stays on the ticks' own timeline.
+        let epoch_ns = instant_ns(&epoch)
+            .filter(|ns| (before..=after).contains(ns))
+            .unwrap_or(before);
+        Clock { epoch, epoch_ns }
     }
 
-    /// Nanoseconds since the base was made: one `clock_gettime` through the vDSO. Measured
-    /// from the `Instant` itself rather than from a raw `CLOCK_MONOTONIC` reading taken next to
-    /// it, which would put every tick a gap early on the `Instant` timeline.
+    /// Nanoseconds since the base was made: one `clock_gettime` through the vDSO, cheaper
+    /// than `Instant::elapsed` (whose checked arithmetic costs more than the call itself).
     pub(crate) fn now(&self) -> Tick {
-        let elapsed = Instant::now().saturating_duration_since(self.epoch);
-        (elapsed.as_secs().saturating_mul(1_000_000_000))
-            .saturating_add(elapsed.subsec_nanos().into())
+        crate::sys::monotonic_ns().saturating_sub(self.epoch_ns)
     }
 
     pub(crate) fn instant(&self, tick: Tick) -> Instant {
         self.epoch + Duration::from_nanos(tick)
     }
 
-    /// The absolute `CLOCK_MONOTONIC` time of `tick`, for a timerfd: never before it.
+    /// The absolute `CLOCK_MONOTONIC` time of `tick`, for a timerfd.
     pub(crate) fn monotonic_ns(&self, tick: Tick) -> u64 {
         self.epoch_ns.saturating_add(tick)
+    }
+}
+
+/// The `CLOCK_MONOTONIC` reading an `Instant` holds, in nanoseconds. The standard library has
+/// no accessor for it, but on Linux an `Instant` is that reading, seconds (`i64`) then
+/// nanoseconds (`u32`), and hashes as exactly these two fields: a hasher that keeps what it is
+/// given reads them back. Anything else (another representation) gives `None`; the caller
+/// also checks the answer against clock readings taken around the `Instant`.
+fn instant_ns(instant: &Instant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+
+    /// Keeps the fields hashed into it, in order, if they are `i64` seconds then `u32`
+    /// nanoseconds.
+    #[derive(Default)]
+    struct Fields {
+        secs: Option<u64>,
+        nanos: Option<u32>,
+        unexpected: bool,
+    }
+
+    impl Hasher for Fields {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {
+            self.unexpected = true;
+        }
+        fn write_i64(&mut self, secs: i64) {
+            self.unexpected |= self.secs.is_some();
+            self.secs = u64::try_from(secs).ok();
+        }
+        fn write_u32(&mut self, nanos: u32) {
+            self.unexpected |= self.secs.is_none() || self.nanos.is_some();
+            self.nanos = Some(nanos);
+        }
+    }
+
+    let mut fields = Fields::default();
+    instant.hash(&mut fields);
+    match fields {
+        Fields {
+            secs: Some(secs),
+            nanos: Some(nanos),
+            unexpected: false,
+        } if nanos < 1_000_000_000 => secs.checked_mul(1_000_000_000)?.checked_add(nanos.into()),
+        _ => None,
     }
 }
 
@@ -322,6 +372,13 @@ impl<S> EventBase<S> {
         ))
     }
 
+    /// Makes room for at least `additional` more timers than are pending, so that adding them
+    /// allocates nothing (beyond the boxes of closures larger than a word). For a program that
+    /// knows its scale, like `Vec::reserve`; timers never need it.
+    pub fn reserve_timers(&mut self, additional: usize) {
+        self.timers.reserve(additional);
+    }
+
     /// Chooses whether a timer keeps the loop alive (default: yes; `exit_after` timers: no).
     /// See [`set_exit_when_empty`](EventBase::set_exit_when_empty). Returns `false` if the timer
     /// is not pending.
@@ -333,6 +390,17 @@ impl<S> EventBase<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_shows_its_clock_reading() {
+        let before = crate::sys::monotonic_ns();
+        let instant = Instant::now();
+        let after = crate::sys::monotonic_ns();
+        let ns = instant_ns(&instant).expect("the Instant's fields");
+        assert!(before <= ns && ns <= after, "{before} <= {ns} <= {after}");
+        let later = instant + Duration::new(3, 5);
+        assert_eq!(instant_ns(&later), Some(ns + 3_000_000_005));
+    }
 
     #[test]
     fn clock_ticks_are_the_instants_it_read() {

@@ -4,7 +4,10 @@
 //! It normally holds one level-0 slot of the wheel (65 µs of deadlines) and whatever is added
 //! for earlier than that, so it stays small and in cache whatever the number of timers; `seq`
 //! is given as timers enter it, in the order the wheel keeps (scheduling order among equal
-//! deadlines), so equal deadlines leave it first in, first out.
+//! deadlines), so equal deadlines leave it first in, first out. When the loop has found its
+//! earliest timer far ahead (the wheel's cursor then moves there, so the timerfd can be armed
+//! for it exactly), timers added for earlier than that also come here until it drains; they
+//! then cost what a heap costs, `O(log n)`, as every timer did before the wheel.
 
 use super::table::{Entry, NEAR};
 use super::Tick;

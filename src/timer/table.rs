@@ -123,6 +123,14 @@ impl<S> Timers<S> {
         self.refd
     }
 
+    /// Makes room for `additional` more timers than are live, so that adding them allocates
+    /// nothing.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let spare = self.entries.len() - self.live;
+        self.entries.reserve(additional.saturating_sub(spare));
+        self.wheel.allocate();
+    }
+
     /// Adds a timer due at `deadline` and returns its id.
     pub(crate) fn insert(&mut self, deadline: Tick, refd: bool, action: Action<S>) -> TimerId {
         let (kind, payload) = match action {
@@ -370,7 +378,9 @@ impl<S> Timers<S> {
         }
     }
 
-    /// Ends the firing pass, if one is open: timers it deferred join the schedule.
+    /// Ends the firing pass, if one is open: timers it deferred join the schedule, and the
+    /// near-term heap is refilled as the next poll would, so that `next_deadline` between runs
+    /// (an embedding loop's `next_timeout`) need not read through a wheel slot.
     pub(crate) fn end_pass(&mut self) {
         if self.pass.take().is_none() {
             return;
@@ -378,12 +388,13 @@ impl<S> Timers<S> {
         loop {
             let key = self.wheel.head(DEFERRED_LIST);
             if key == NIL {
-                return;
+                break;
             }
             self.wheel.unlink(&mut self.entries, key);
             let deadline = self.entries[key as usize].deadline;
             self.place(key, deadline);
         }
+        while self.near.is_empty() && self.refill() {}
     }
 
     /// Takes a firing timer's action out (see [`Fired`]). One-shot and exit timers are removed.
@@ -427,7 +438,7 @@ impl<S> Timers<S> {
         true
     }
 
-    /// Entry, heap and slab capacities, for the churn test.
+    /// Entry and near-term heap capacities, for the churn test.
     #[cfg(test)]
     fn capacities(&self) -> (usize, usize) {
         (self.entries.capacity(), self.near.capacity())

@@ -92,7 +92,7 @@ impl<S> EventBase<S> {
     /// timers of one such slot fire in one iteration. Default: 0, each timer on its own
     /// deadline. Like Linux's timer slack and libev's timeout collect interval, it is for
     /// programs with many timers that need no sub-millisecond precision: 100,000 timers spread
-    /// over 100 ms cost about a fifth of the CPU to fire with 1 ms of slack (`timers_1m` in the
+    /// over 100 ms cost about an eighth of the CPU to fire with 1 ms of slack (`timers_1m` in the
     /// bench member).
     ///
     /// ```

@@ -138,11 +138,16 @@ impl Wheel {
         self.lists.get(list as usize).map_or(NIL, |l| l.head)
     }
 
-    /// Appends timer `key` to `list`.
-    pub(super) fn push_back<S>(&mut self, entries: &mut [Entry<S>], list: u16, key: u32) {
+    /// Allocates the lists, if not yet done.
+    pub(super) fn allocate(&mut self) {
         if self.lists.is_empty() {
             self.lists = vec![EMPTY; LISTS];
         }
+    }
+
+    /// Appends timer `key` to `list`.
+    pub(super) fn push_back<S>(&mut self, entries: &mut [Entry<S>], list: u16, key: u32) {
+        self.allocate();
         let l = &mut self.lists[list as usize];
         let tail = l.tail;
         l.tail = key;

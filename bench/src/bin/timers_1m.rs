@@ -107,6 +107,7 @@ fn aioloop_slack_1ms(plan: &Plan, churn: usize) -> Outcome {
 fn aioloop_with_slack(plan: &Plan, churn: usize, slack: Duration) -> Outcome {
     let n = plan.delays.len();
     let mut base = EventBase::<u64>::new().unwrap();
+    base.reserve_timers(n); // as DelayQueue::with_capacity below
     base.set_timer_slack(slack);
     base.set_exit_when_empty(true);
     rounds(churn, || {

@@ -118,13 +118,15 @@ pub fn section(ctx: &Ctx) -> Section {
     }
     md.push_str(
         "Heap allocations per event in steady state, counted by a global allocator \
-         (`allocs`; `tests/alloc.rs` pins the first row at 0):\n\n",
+         (`allocs`; `tests/alloc.rs` pins the first two rows at 0):\n\n",
     );
     md.push_str(&allocations.render());
     md.push_str(
-        "A one-shot timer or a file request stores its callback in a box (one allocation \
-         unless the closure captures nothing), because each callback has its own type; \
-         persistent handlers and repeating timers are boxed once, when they are set.\n\n",
+        "A one-shot timer stores its callback in its table entry when the closure fits in \
+         a word (it captures one integer, index or pointer, as here), and in a box otherwise; \
+         a file request stores its callback in a box (one allocation unless the closure \
+         captures nothing), because each callback has its own type; persistent handlers and \
+         repeating timers are boxed once, when they are set.\n\n",
     );
     Section {
         markdown: md,
