@@ -17,7 +17,9 @@
 //! # Coalescing
 //!
 //! Standard signals coalesce: two `SIGCHLD` sent before the loop reads them arrive as one.
-//! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered.
+//! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered, in the
+//! order the kernel queued it (see `docs/architecture.md`, "Signals", for the one bound: what
+//! the forwarding pipe holds).
 
 mod mask;
 pub mod numbers;
@@ -295,12 +297,15 @@ impl<S> EventBase<S> {
     ///   in `main`, before spawning threads) for the loop to see it.
     /// * **Standard signals coalesce**: two `SIGCHLD` sent before the loop reads them arrive
     ///   as one, so count events, not signals. Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue,
-    ///   and each instance is delivered, in order.
+    ///   and each instance is delivered, in order. The one bound: instances taken by a thread
+    ///   that does not block the signal wait in a pipe that holds about 26,000 of them; past
+    ///   that they are lost and counted in [`Metrics::signals_dropped`](crate::Metrics).
     /// * When the last handler of the signal in this thread goes, it stays blocked if it was
-    ///   blocked before, if the program claimed it with `block_signals`, or if another base
-    ///   still handles it; otherwise it is unblocked, and pending instances go to the program's
-    ///   own handler if it has one, or are discarded first if the default action would
-    ///   terminate the process.
+    ///   blocked before or if the program claimed it with `block_signals`. Otherwise it is
+    ///   unblocked, even while another base still handles it (what this thread then takes is
+    ///   forwarded to that base); pending instances go to that base, or to the program's own
+    ///   handler if it has one, or are discarded first if the default action would terminate
+    ///   the process.
     /// * Children inherit the blocked mask of the thread that spawns them (`std::process`
     ///   does not reset it).
     ///

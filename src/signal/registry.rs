@@ -6,7 +6,9 @@
 //! wants that signal: into the base's inbox, then a write to the base's own eventfd, which its
 //! loop harvests as [`Source::ForwardedSignals`](crate::source::Source). Each base therefore
 //! sees each instance exactly once, from its own read or from its inbox, whatever thread it
-//! runs on, and bases coming and going in other threads only join or leave the list.
+//! runs on, and bases coming and going in other threads only join or leave the list. Reading
+//! and forwarding happen under the registry's one lock, and a base empties its inbox before it
+//! reads, so that every base sees the instances in the order the kernel queued them.
 //!
 //! A signal only waits for a signalfd while every thread blocks it. A thread that does not
 //! (`main`, say, when the loop runs on another thread) would take it the old way: the default
