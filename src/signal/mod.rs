@@ -18,8 +18,8 @@
 //!
 //! Standard signals coalesce: two `SIGCHLD` sent before the loop reads them arrive as one.
 //! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered, in the
-//! order the kernel queued it (see `docs/architecture.md`, "Signals", for the one bound: what
-//! the forwarding pipe holds).
+//! order the kernel queued it (see "Signals and child processes" in `docs/architecture.md` for
+//! the one bound: what the forwarding pipe holds).
 
 mod mask;
 pub mod numbers;
