@@ -184,19 +184,21 @@ impl<S> Signals<S> {
         self.handlers.iter().any(|(_, h)| h.signo == signo)
     }
 
-    /// Takes every signal that reached this base into the owed queue, in order: what other
-    /// bases forwarded, what the forwarding handler caught, and all the signalfd holds (it is
+    /// Takes into the owed queue, in order, what other bases forwarded here and then either
+    /// what the forwarding handler caught (`from_pipe`) or all the signalfd holds (it is
     /// edge-triggered), forwarding each instance read to the other bases that want it.
-    fn harvest(&mut self) {
+    fn harvest(&mut self, from_pipe: bool) {
         let Some(reader) = &self.reader else {
             return;
         };
         let owed = &mut self.owed;
-        let result = reader
-            .member
-            .harvest(reader.fd.as_fd(), reader.caught, |arrived| {
-                owed.push_back(Owed::new(arrived))
-            });
+        let (caught, signalfd) = match from_pipe {
+            true => (Some(reader.caught), None),
+            false => (None, Some(reader.fd.as_fd())),
+        };
+        let result = reader.member.harvest(caught, signalfd, |arrived| {
+            owed.push_back(Owed::new(arrived))
+        });
         if let Err(e) = result {
             log::error!("reading the signalfd failed: {e}");
         }
@@ -473,17 +475,16 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// The signalfd is readable: take every signal that reached this base (see
-    /// `Signals::harvest`).
+    /// The signalfd is readable: take what it holds, after what other bases forwarded here
+    /// (which the kernel queued earlier).
     pub(crate) fn harvest_signals(&mut self) {
-        self.signals.harvest();
+        self.signals.harvest(false);
     }
 
     /// Signals came another way than this base's signalfd: forwarded by another base, or
-    /// caught by the forwarding handler in a thread that did not block them. They are taken
-    /// with the signalfd's, in one pass, so that their order holds.
+    /// caught by the forwarding handler in a thread that did not block them.
     pub(crate) fn harvest_forwarded_signals(&mut self) {
-        self.signals.harvest();
+        self.signals.harvest(true);
     }
 
     /// Runs the handlers owed each signal read, in order; stops early on `exit`, remembering

@@ -201,10 +201,11 @@ impl Membership {
     }
 
     /// Takes every instance that reached this base, in order, and gives each to `mine` with
-    /// when it arrived: first what other bases forwarded, then what the forwarding handler
-    /// caught (from the pipe `caught`; only the signals this base wants), then what its
+    /// when it arrived: first what other bases forwarded, then, from `caught` (the forwarding
+    /// pipe), what the forwarding handler caught of the signals this base wants, then all that
     /// `signalfd` holds. Each instance taken from the kernel here is forwarded to every other
-    /// base that wants it.
+    /// base that wants it. The loop passes the pipe when the pipe's or the eventfd's token fired
+    /// (and the eventfd is reset then), the signalfd when its token did.
     ///
     /// All of this runs under the registry's lock, which every base takes to read from the
     /// kernel: so the instances read by different bases reach each base in the order the
@@ -212,36 +213,44 @@ impl Membership {
     /// and forwarded to it.
     pub(crate) fn harvest(
         &self,
-        signalfd: BorrowedFd<'_>,
-        caught: RawFd,
+        caught: Option<RawFd>,
+        signalfd: Option<BorrowedFd<'_>>,
         mut mine: impl FnMut(Arrived),
     ) -> io::Result<()> {
         let mut registry = registry();
         let Some(me) = registry.members.iter().position(|m| m.id == self.id) else {
             return Ok(());
         };
-        // Reset the eventfd before draining: a forward after the drain wakes the loop again.
-        sys::eventfd_take(self.eventfd.as_fd());
+        if caught.is_some() {
+            // Reset before draining: a forward after the drain wakes the loop again. (A
+            // signalfd harvest drains without resetting: the eventfd's own event follows.)
+            sys::eventfd_take(self.eventfd.as_fd());
+        }
         let mut inbox = mem::take(&mut registry.members[me].inbox);
         inbox.drain(..).for_each(&mut mine);
         registry.members[me].inbox = inbox; // keeps its capacity: no allocation per signal
         let wants = registry.members[me].wants;
 
-        let mut batch = [sys::CaughtSignal::default(); READ_BATCH];
-        loop {
-            let n = sys::read_caught(caught, &mut batch);
-            for caught in &batch[..n] {
-                let arrived = (SignalInfo::from_caught(caught), caught.stamp);
-                registry.forward(self.id, arrived);
-                if wants.contains(caught.signo) {
-                    mine(arrived);
+        if let Some(pipe) = caught {
+            let mut batch = [sys::CaughtSignal::default(); READ_BATCH];
+            loop {
+                let n = sys::read_caught(pipe, &mut batch);
+                for caught in &batch[..n] {
+                    let arrived = (SignalInfo::from_caught(caught), caught.stamp);
+                    registry.forward(self.id, arrived);
+                    if wants.contains(caught.signo) {
+                        mine(arrived);
+                    }
                 }
-            }
-            if n < batch.len() {
-                break;
+                if n < batch.len() {
+                    break;
+                }
             }
         }
 
+        let Some(signalfd) = signalfd else {
+            return Ok(());
+        };
         let mut buf = sys::siginfo_batch::<READ_BATCH>();
         loop {
             let n = sys::signalfd_read(signalfd, &mut buf)?;
