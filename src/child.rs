@@ -274,20 +274,24 @@ impl<S> EventBase<S> {
     /// ```
     /// use std::io::Read;
     /// use std::process::{Command, Stdio};
-    /// use aioloop::{Direction, EventBase, IoOptions};
+    /// use std::os::fd::AsRawFd;
+    /// use aioloop::{Direction, EventBase, Handlers, IoOptions};
     ///
     /// let mut base = EventBase::<Vec<u8>>::new()?;
     /// let mut command = Command::new("echo");
     /// command.arg("hello").stdout(Stdio::piped());
     /// let child = base.spawn_child(&mut command, |_, _, _| {})?;
     /// let mut stdout = child.take_stdout().unwrap();
-    /// let fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
-    /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, out, _| {
+    /// let fd = stdout.as_raw_fd();
+    /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, out, _| loop {
     ///     let mut chunk = [0; 512];
     ///     match stdout.read(&mut chunk) {
-    ///         Ok(0) => base.remove_fd_handlers(&fd, aioloop::Handlers::ALL).then_some(()).unwrap_or(()),
+    ///         Ok(0) => {
+    ///             base.remove_fd_handlers(&fd, Handlers::ALL); // EOF: the child closed it
+    ///             return;
+    ///         }
     ///         Ok(n) => out.extend_from_slice(&chunk[..n]),
-    ///         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    ///         Err(_) => return, // WouldBlock: wait for the next event
     ///     }
     /// })?;
     /// base.set_exit_when_empty(true);

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub helper_run_time: Duration,
     /// Signal instances lost, process-wide since the start: taken by a thread that does not
     /// block them, while the forwarding pipe that carries such instances to the loops was
-    /// full (about 26,000 instances waiting unread; see `docs/architecture.md`, "Signals").
+    /// full (about 26,000 instances waiting unread; see "Signals and child processes" in
+    /// `docs/architecture.md`).
     pub signals_dropped: u64,
 }

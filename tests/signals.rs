@@ -499,13 +499,46 @@ fn thread_that_lets_go_of_a_signal_handled_elsewhere_unblocks_it_and_forwards_wh
         let mut base = EventBase::<()>::new().unwrap();
         base.add_signal_handler(libc::SIGUSR2, |_, _, _| {})
             .unwrap();
+        // SAFETY: a thread-directed signal to this thread, pending while blocked.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
         drop(base);
         assert!(!thread_blocks(libc::SIGUSR2), "the thread's mask was kept");
-        // SAFETY: a thread-directed signal to this thread, which does not block it.
+        // SAFETY: a thread-directed signal to this thread, which does not block it now.
         unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
     });
     let mut n = 0;
-    run_until(&mut main_base, &mut n, |n| *n == 1);
+    run_until(&mut main_base, &mut n, |n| *n == 2); // the pending one, then the later one
+}
+
+/// A thread that blocked the signal before its first handler came keeps it blocked after its
+/// last handler goes, without claiming it through `block_signals`.
+fn signal_blocked_in_a_thread_before_its_first_handler_stays_blocked() {
+    assert!(thread_blocks(libc::SIGHUP));
+    std::thread::spawn(|| {
+        assert!(thread_blocks(libc::SIGHUP), "inherited from main");
+        let mut base = EventBase::<()>::new().unwrap();
+        base.add_signal_handler(libc::SIGHUP, |_, _, _| {}).unwrap();
+        drop(base);
+        assert!(
+            thread_blocks(libc::SIGHUP),
+            "the thread's own block was undone"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+/// A signal the program ignores keeps `SIG_IGN`: aioloop never replaces it.
+fn ignored_signal_keeps_sig_ign_while_handled_and_after() {
+    set_disposition(libc::SIGUSR2, libc::SIG_IGN);
+    let mut base = EventBase::<()>::new().unwrap();
+    let id = base
+        .add_signal_handler(libc::SIGUSR2, |_, _, _| {})
+        .unwrap();
+    assert_eq!(current_handler(libc::SIGUSR2), libc::SIG_IGN);
+    base.remove_signal_handler(id);
+    assert_eq!(current_handler(libc::SIGUSR2), libc::SIG_IGN);
+    set_disposition(libc::SIGUSR2, libc::SIG_DFL);
 }
 
 /// A block aioloop kept in a thread is aioloop's: once no base of the process handles the
@@ -551,6 +584,23 @@ fn thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewher
 fn realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048() {
     let (seen, dropped) = send_while_the_loop_waits(rt() + 1, 3000);
     assert_eq!((seen, dropped), (3000, 0));
+}
+
+/// Blocked in every thread, real-time instances queue in the kernel (up to
+/// `RLIMIT_SIGPENDING`), far past the forwarding pipe's bound, and none is lost.
+fn realtime_signals_blocked_in_every_thread_all_arrive_past_the_pipes_bound() {
+    const COUNT: u64 = 30_000;
+    let mut base = EventBase::<Vec<u64>>::new().unwrap();
+    base.add_signal_handler(rt(), |_, seen, info| seen.push(info.value))
+        .unwrap();
+    let dropped = base.metrics().signals_dropped;
+    for i in 0..COUNT {
+        sigqueue_self(rt(), i as i32);
+    }
+    let mut seen = Vec::new();
+    run_until(&mut base, &mut seen, |s| s.len() as u64 == COUNT);
+    assert!(seen.iter().copied().eq(0..COUNT), "out of order");
+    assert_eq!(base.metrics().signals_dropped, dropped);
 }
 
 /// Past the forwarding pipe's bound, each instance lost is counted in `Metrics`.
@@ -811,12 +861,24 @@ fn main() {
             thread_that_lets_go_of_a_signal_handled_elsewhere_unblocks_it_and_forwards_what_it_takes,
         ),
         (
+            "signal_blocked_in_a_thread_before_its_first_handler_stays_blocked",
+            signal_blocked_in_a_thread_before_its_first_handler_stays_blocked,
+        ),
+        (
+            "ignored_signal_keeps_sig_ign_while_handled_and_after",
+            ignored_signal_keeps_sig_ign_while_handled_and_after,
+        ),
+        (
             "thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewhere_did",
             thread_mask_is_restored_once_no_base_handles_the_signal_after_a_base_elsewhere_did,
         ),
         (
             "realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048",
             realtime_signals_caught_by_the_forwarding_handler_are_all_delivered_past_2048,
+        ),
+        (
+            "realtime_signals_blocked_in_every_thread_all_arrive_past_the_pipes_bound",
+            realtime_signals_blocked_in_every_thread_all_arrive_past_the_pipes_bound,
         ),
         (
             "forwarding_pipe_overflow_is_counted_in_metrics",

@@ -17,7 +17,9 @@
 //! # Coalescing
 //!
 //! Standard signals coalesce: two `SIGCHLD` sent before the loop reads them arrive as one.
-//! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered.
+//! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered, in the
+//! order the kernel queued it (see "Signals and child processes" in `docs/architecture.md` for
+//! the one bound: what the forwarding pipe holds).
 
 mod mask;
 pub mod numbers;
@@ -182,19 +184,21 @@ impl<S> Signals<S> {
         self.handlers.iter().any(|(_, h)| h.signo == signo)
     }
 
-    /// Takes every signal that reached this base into the owed queue, in order: what other
-    /// bases forwarded, what the forwarding handler caught, and all the signalfd holds (it is
+    /// Takes into the owed queue, in order, what other bases forwarded here and then either
+    /// what the forwarding handler caught (`from_pipe`) or all the signalfd holds (it is
     /// edge-triggered), forwarding each instance read to the other bases that want it.
-    fn harvest(&mut self) {
+    fn harvest(&mut self, from_pipe: bool) {
         let Some(reader) = &self.reader else {
             return;
         };
         let owed = &mut self.owed;
-        let result = reader
-            .member
-            .harvest(reader.fd.as_fd(), reader.caught, |arrived| {
-                owed.push_back(Owed::new(arrived))
-            });
+        let (caught, signalfd) = match from_pipe {
+            true => (Some(reader.caught), None),
+            false => (None, Some(reader.fd.as_fd())),
+        };
+        let result = reader.member.harvest(caught, signalfd, |arrived| {
+            owed.push_back(Owed::new(arrived))
+        });
         if let Err(e) = result {
             log::error!("reading the signalfd failed: {e}");
         }
@@ -295,12 +299,15 @@ impl<S> EventBase<S> {
     ///   in `main`, before spawning threads) for the loop to see it.
     /// * **Standard signals coalesce**: two `SIGCHLD` sent before the loop reads them arrive
     ///   as one, so count events, not signals. Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue,
-    ///   and each instance is delivered, in order.
+    ///   and each instance is delivered, in order. The one bound: instances taken by a thread
+    ///   that does not block the signal wait in a pipe that holds about 26,000 of them; past
+    ///   that they are lost and counted in [`Metrics::signals_dropped`](crate::Metrics).
     /// * When the last handler of the signal in this thread goes, it stays blocked if it was
-    ///   blocked before, if the program claimed it with `block_signals`, or if another base
-    ///   still handles it; otherwise it is unblocked, and pending instances go to the program's
-    ///   own handler if it has one, or are discarded first if the default action would
-    ///   terminate the process.
+    ///   blocked before or if the program claimed it with `block_signals`. Otherwise it is
+    ///   unblocked, even while another base still handles it (what this thread then takes is
+    ///   forwarded to that base); pending instances go to that base, or to the program's own
+    ///   handler if it has one, or are discarded first if the default action would terminate
+    ///   the process.
     /// * Children inherit the blocked mask of the thread that spawns them (`std::process`
     ///   does not reset it).
     ///
@@ -468,17 +475,16 @@ impl<S> EventBase<S> {
         }
     }
 
-    /// The signalfd is readable: take every signal that reached this base (see
-    /// `Signals::harvest`).
+    /// The signalfd is readable: take what it holds, after what other bases forwarded here
+    /// (which the kernel queued earlier).
     pub(crate) fn harvest_signals(&mut self) {
-        self.signals.harvest();
+        self.signals.harvest(false);
     }
 
     /// Signals came another way than this base's signalfd: forwarded by another base, or
-    /// caught by the forwarding handler in a thread that did not block them. They are taken
-    /// with the signalfd's, in one pass, so that their order holds.
+    /// caught by the forwarding handler in a thread that did not block them.
     pub(crate) fn harvest_forwarded_signals(&mut self) {
-        self.signals.harvest();
+        self.signals.harvest(true);
     }
 
     /// Runs the handlers owed each signal read, in order; stops early on `exit`, remembering

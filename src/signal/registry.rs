@@ -6,7 +6,9 @@
 //! wants that signal: into the base's inbox, then a write to the base's own eventfd, which its
 //! loop harvests as [`Source::ForwardedSignals`](crate::source::Source). Each base therefore
 //! sees each instance exactly once, from its own read or from its inbox, whatever thread it
-//! runs on, and bases coming and going in other threads only join or leave the list.
+//! runs on, and bases coming and going in other threads only join or leave the list. Reading
+//! and forwarding happen under the registry's one lock, and a base empties its inbox before it
+//! reads, so that every base sees the instances in the order the kernel queued them.
 //!
 //! A signal only waits for a signalfd while every thread blocks it. A thread that does not
 //! (`main`, say, when the loop runs on another thread) would take it the old way: the default
@@ -199,10 +201,11 @@ impl Membership {
     }
 
     /// Takes every instance that reached this base, in order, and gives each to `mine` with
-    /// when it arrived: first what other bases forwarded, then what the forwarding handler
-    /// caught (from the pipe `caught`; only the signals this base wants), then what its
+    /// when it arrived: first what other bases forwarded, then, from `caught` (the forwarding
+    /// pipe), what the forwarding handler caught of the signals this base wants, then all that
     /// `signalfd` holds. Each instance taken from the kernel here is forwarded to every other
-    /// base that wants it.
+    /// base that wants it. The loop passes the pipe when the pipe's or the eventfd's token fired
+    /// (and the eventfd is reset then), the signalfd when its token did.
     ///
     /// All of this runs under the registry's lock, which every base takes to read from the
     /// kernel: so the instances read by different bases reach each base in the order the
@@ -210,36 +213,44 @@ impl Membership {
     /// and forwarded to it.
     pub(crate) fn harvest(
         &self,
-        signalfd: BorrowedFd<'_>,
-        caught: RawFd,
+        caught: Option<RawFd>,
+        signalfd: Option<BorrowedFd<'_>>,
         mut mine: impl FnMut(Arrived),
     ) -> io::Result<()> {
         let mut registry = registry();
         let Some(me) = registry.members.iter().position(|m| m.id == self.id) else {
             return Ok(());
         };
-        // Reset the eventfd before draining: a forward after the drain wakes the loop again.
-        sys::eventfd_take(self.eventfd.as_fd());
+        if caught.is_some() {
+            // Reset before draining: a forward after the drain wakes the loop again. (A
+            // signalfd harvest drains without resetting: the eventfd's own event follows.)
+            sys::eventfd_take(self.eventfd.as_fd());
+        }
         let mut inbox = mem::take(&mut registry.members[me].inbox);
         inbox.drain(..).for_each(&mut mine);
         registry.members[me].inbox = inbox; // keeps its capacity: no allocation per signal
         let wants = registry.members[me].wants;
 
-        let mut batch = [sys::CaughtSignal::default(); READ_BATCH];
-        loop {
-            let n = sys::read_caught(caught, &mut batch);
-            for caught in &batch[..n] {
-                let arrived = (SignalInfo::from_caught(caught), caught.stamp);
-                registry.forward(self.id, arrived);
-                if wants.contains(caught.signo) {
-                    mine(arrived);
+        if let Some(pipe) = caught {
+            let mut batch = [sys::CaughtSignal::default(); READ_BATCH];
+            loop {
+                let n = sys::read_caught(pipe, &mut batch);
+                for caught in &batch[..n] {
+                    let arrived = (SignalInfo::from_caught(caught), caught.stamp);
+                    registry.forward(self.id, arrived);
+                    if wants.contains(caught.signo) {
+                        mine(arrived);
+                    }
                 }
-            }
-            if n < batch.len() {
-                break;
+                if n < batch.len() {
+                    break;
+                }
             }
         }
 
+        let Some(signalfd) = signalfd else {
+            return Ok(());
+        };
         let mut buf = sys::siginfo_batch::<READ_BATCH>();
         loop {
             let n = sys::signalfd_read(signalfd, &mut buf)?;
