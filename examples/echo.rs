@@ -45,7 +45,10 @@ fn run() -> io::Result<()> {
     }
     // Accepts (surviving running out of fds without spinning), and makes each a connection.
     base.serve(listener, options, on_event)?;
-    eprintln!("echo: idle timeout {:?}", args.idle_timeout);
+    match args.idle_timeout {
+        Some(idle) => eprintln!("echo: idle timeout {} s", idle.as_secs_f64()),
+        None => eprintln!("echo: no idle timeout"),
+    }
     println!("listening {addr}");
     io::stdout().flush()?;
     base.run(&mut ())
