@@ -41,12 +41,16 @@ pub struct ChildExit {
 /// process and never another that reuses its pid after it was reaped: the race that `kill(pid)`
 /// has. Clones share the pidfd, which closes with the last clone and the watch.
 ///
-/// A handle from [`spawn_child`](EventBase::spawn_child) also holds the child's end of the
-/// pipes asked for with `Stdio::piped()`, until taken ([`take_stdin`](Self::take_stdin)...).
+/// A handle from [`spawn_child`](EventBase::spawn_child) also holds the parent's ends of the
+/// pipes asked for with `Stdio::piped()`, until taken ([`take_stdin`](Self::take_stdin)...);
+/// those not taken close with the last clone, as a `std::process::Child`'s do, so a child
+/// reading its stdin sees its end.
 #[derive(Clone, Debug)]
 pub struct ChildHandle {
     pid: u32,
     watched: Rc<Watched>,
+    /// Held by the handles only: the watch keeps no pipe open.
+    stdio: Rc<RefCell<Stdio>>,
 }
 
 /// What a watch and its handles share.
@@ -56,7 +60,6 @@ struct Watched {
     /// Whether the watch still answers for reaping the child: cleared once its callback
     /// reaped it, or by `unwatch_child`.
     reaps: Cell<bool>,
-    stdio: RefCell<Stdio>,
 }
 
 /// The parent's ends of a spawned child's pipes, non-blocking.
@@ -99,19 +102,19 @@ impl ChildHandle {
     /// and close-on-exec: watch it with [`set_io_handler`](EventBase::set_io_handler), or give
     /// it to a writer ([`add_writer`](EventBase::add_writer)); drop it to close the child's stdin.
     pub fn take_stdin(&self) -> Option<ChildStdin> {
-        self.watched.stdio.borrow_mut().stdin.take()
+        self.stdio.borrow_mut().stdin.take()
     }
 
     /// Takes the read end of the child's stdout pipe, as [`take_stdin`](Self::take_stdin) does
     /// for stdin: non-blocking and close-on-exec, for an fd handler that reads until
     /// `WouldBlock`.
     pub fn take_stdout(&self) -> Option<ChildStdout> {
-        self.watched.stdio.borrow_mut().stdout.take()
+        self.stdio.borrow_mut().stdout.take()
     }
 
     /// Takes the read end of the child's stderr pipe, as [`take_stdout`](Self::take_stdout).
     pub fn take_stderr(&self) -> Option<ChildStderr> {
-        self.watched.stdio.borrow_mut().stderr.take()
+        self.stdio.borrow_mut().stderr.take()
     }
 }
 
@@ -353,7 +356,7 @@ impl<S> EventBase<S> {
             ));
         }
         let handle = self.watch_child(child, callback)?;
-        *handle.watched.stdio.borrow_mut() = stdio;
+        *handle.stdio.borrow_mut() = stdio;
         Ok(handle)
     }
 
@@ -389,11 +392,11 @@ impl<S> EventBase<S> {
         let watched = Rc::new(Watched {
             pidfd,
             reaps: Cell::new(false),
-            stdio: RefCell::default(),
         });
         let handle = ChildHandle {
             pid,
             watched: watched.clone(),
+            stdio: Rc::default(),
         };
         let reaper = Reaper { pid, watched };
         let mut pending = Some((callback, child));

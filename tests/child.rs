@@ -346,3 +346,27 @@ fn drain(
         }
     }
 }
+
+/// A pipe the caller never took closes with the last `ChildHandle`, as it does with a
+/// `std::process::Child`: a child that reads its stdin to the end (`cat`) then exits, rather
+/// than waiting forever on a write end the watch kept open.
+#[test]
+fn dropping_the_child_handle_closes_the_stdin_pipe_nobody_took() {
+    let mut base = EventBase::<Option<i32>>::new().unwrap();
+    let mut command = Command::new("cat");
+    command.stdin(Stdio::piped()).stdout(Stdio::null());
+    let child = base
+        .spawn_child(&mut command, |_, code, exit| *code = exit.status.code())
+        .unwrap();
+    let pid = child.pid();
+    drop(child);
+    base.set_exit_when_empty(true);
+    base.exit_after(Duration::from_secs(5));
+    let mut code = None;
+    base.run(&mut code).unwrap();
+    if code.is_none() {
+        // SAFETY: `pid` is our unreaped child (its watch is still installed).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(code, Some(0), "cat never saw EOF on its stdin");
+}
