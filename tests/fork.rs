@@ -254,6 +254,61 @@ fn child_made_by_a_raw_clone_cannot_run_the_parents_base() {
     assert_eq!(n, 1, "the parent's base still runs");
 }
 
+/// A child made by a raw `clone` syscall shares the parent's forwarding pipe, and no
+/// `pthread_atfork` handler tells it so: a base of its own must read a pipe of its own, never
+/// take the instances waiting in the parent's.
+fn child_made_by_a_raw_clone_leaves_the_parents_forwarded_signals_alone() {
+    let mut base = EventBase::<u32>::new().unwrap();
+    base.add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
+        .unwrap();
+    // A thread that does not block SIGUSR2 takes one: the forwarding handler puts it in the
+    // pipe, where it waits for the parent's loop.
+    std::thread::spawn(|| {
+        // SAFETY: unblocking SIGUSR2 in this thread, then sending it to this thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(libc::SIGUSR2);
+        }
+    })
+    .join()
+    .unwrap();
+    // SAFETY: as in `child_made_by_a_raw_clone_cannot_run_the_parents_base`.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+    let code = match pid {
+        -1 => panic!("clone: {}", std::io::Error::last_os_error()),
+        0 => run_child(|| {
+            let mut own = EventBase::<u32>::new().unwrap();
+            own.add_signal_handler(libc::SIGUSR1, |_, n, _| *n += 1)
+                .unwrap();
+            for _ in 0..3 {
+                own.run_once(&mut 0, Some(Duration::from_millis(20)))
+                    .unwrap();
+            }
+            0
+        }),
+        pid => wait_bounded(pid as libc::pid_t),
+    };
+    assert!(
+        libc::WIFEXITED(code) && libc::WEXITSTATUS(code) == 0,
+        "child status {code:#x}"
+    );
+    let mut n = 0;
+    for _ in 0..100 {
+        if n == 1 {
+            break;
+        }
+        base.run_once(&mut n, Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    assert_eq!(
+        n, 1,
+        "the raw-clone child took the parent's forwarded signal"
+    );
+}
+
 fn main() {
     let tests: &[(&str, fn())] = &[
         (
@@ -275,6 +330,10 @@ fn main() {
         (
             "child_made_by_a_raw_clone_cannot_run_the_parents_base",
             child_made_by_a_raw_clone_cannot_run_the_parents_base,
+        ),
+        (
+            "child_made_by_a_raw_clone_leaves_the_parents_forwarded_signals_alone",
+            child_made_by_a_raw_clone_leaves_the_parents_forwarded_signals_alone,
         ),
     ];
     let filter: Vec<String> = std::env::args()

@@ -210,8 +210,10 @@ static FORWARD_FD: AtomicI32 = AtomicI32::new(-1);
 /// pipe, which it shares.
 static FORWARD_PID: AtomicI32 = AtomicI32::new(0);
 
-/// The forwarding pipe of the process that created it: (fork generation, read end, write end).
-pub(crate) struct ForwardingPipe(Option<(u64, OwnedFd, OwnedFd)>);
+/// The forwarding pipe of the process that created it: (fork generation, pid, read end, write
+/// end). The pid catches a child made by a raw `clone`/`fork` syscall, which runs no
+/// `pthread_atfork` handler and would otherwise read the parent's pipe.
+pub(crate) struct ForwardingPipe(Option<(u64, libc::pid_t, OwnedFd, OwnedFd)>);
 
 static PIPE: Mutex<ForwardingPipe> = Mutex::new(ForwardingPipe(None));
 
@@ -226,8 +228,10 @@ pub(crate) fn lock_forwarding_pipe() -> MutexGuard<'static, ForwardingPipe> {
 pub(crate) fn forwarding_pipe() -> io::Result<RawFd> {
     let mut pipe = lock_forwarding_pipe();
     let generation = fork_generation();
-    if let Some((gen, read, _)) = &pipe.0 {
-        if *gen == generation {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if let Some((gen, owner, read, _)) = &pipe.0 {
+        if (*gen, *owner) == (generation, pid) {
             return Ok(read.as_raw_fd());
         }
     }
@@ -244,11 +248,12 @@ pub(crate) fn forwarding_pipe() -> io::Result<RawFd> {
             io::Error::last_os_error()
         );
     }
-    // SAFETY: getpid has no preconditions.
-    FORWARD_PID.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+    // The fd before the pid: in a child, the handler that sees its own pid must already see
+    // its own pipe, never the parent's, which the next line closes here.
     FORWARD_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+    FORWARD_PID.store(pid, Ordering::SeqCst);
     let raw = read.as_raw_fd();
-    pipe.0 = Some((generation, read, write));
+    pipe.0 = Some((generation, pid, read, write));
     Ok(raw)
 }
 
