@@ -196,6 +196,19 @@ fn exit_status(end: sys::ChildEnd) -> ExitStatus {
     ExitStatus::from_raw(raw)
 }
 
+/// Refuses to watch children while the kernel reaps them itself: their exit status is lost,
+/// and a watch would never report it.
+fn refuse_if_children_reaped_by_kernel() -> io::Result<()> {
+    if !sys::children_reaped_by_kernel()? {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SIGCHLD is ignored (SIG_IGN or SA_NOCLDWAIT), so the kernel reaps children as they exit \
+         and their status is lost: give SIGCHLD its default disposition to watch children",
+    ))
+}
+
 fn open_error(err: io::Error, pid: u32) -> io::Error {
     let what = match err.raw_os_error() {
         Some(libc::ENOSYS) => "pidfd_open is unavailable (ENOSYS): watching children needs Linux \
@@ -244,7 +257,8 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// `ECHILD` if the process was already reaped; `ENOSYS` without `pidfd_open` (Linux older
-    /// than 5.3, or a seccomp policy); `EMFILE` when out of fds.
+    /// than 5.3, or a seccomp policy); `EMFILE` when out of fds; `Unsupported` while `SIGCHLD`
+    /// is ignored (`SIG_IGN` or `SA_NOCLDWAIT`), which makes the kernel discard exit statuses.
     pub fn watch_child<F>(&mut self, child: Child, callback: F) -> io::Result<ChildHandle>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
@@ -324,12 +338,15 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// What `Command::spawn` reports (the program is missing, ...), with the program's name;
-    /// then as for [`watch_child`](Self::watch_child).
+    /// then as for [`watch_child`](Self::watch_child). While `SIGCHLD` is ignored nothing is
+    /// spawned (`Unsupported`).
     pub fn spawn_child<F>(&mut self, command: &mut Command, callback: F) -> io::Result<ChildHandle>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
     {
         let program = command.get_program().to_string_lossy().into_owned();
+        refuse_if_children_reaped_by_kernel()
+            .map_err(|e| error::context(e, format!("cannot spawn {program}")))?;
         let mut child = reset_signals_on_exec(command)
             .spawn()
             .map_err(|e| error::context(e, format!("cannot spawn {program}")))?;
@@ -379,6 +396,7 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
     {
+        refuse_if_children_reaped_by_kernel().map_err(|e| open_error(e, pid))?;
         let raw_pid = libc::pid_t::try_from(pid).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -309,6 +309,39 @@ fn child_made_by_a_raw_clone_leaves_the_parents_forwarded_signals_alone() {
     );
 }
 
+/// With `SIGCHLD` ignored, the kernel reaps children itself and their status is lost: a child
+/// watch could never report its exit. `spawn_child` says so before spawning anything, rather
+/// than start a child whose callback never runs.
+fn spawn_child_refuses_to_watch_children_while_sigchld_is_ignored() {
+    let code = in_child(|| {
+        // SAFETY: setting a disposition in the single-threaded child.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        let mut base = EventBase::<Option<i32>>::new().unwrap();
+        let mut command = std::process::Command::new("sleep");
+        command.arg("0.1");
+        match base.spawn_child(&mut command, |_, code, exit| *code = exit.status.code()) {
+            Err(e) if e.to_string().contains("SIGCHLD") => return 0,
+            Err(e) => {
+                eprintln!("unexpected error: {e}");
+                return 1;
+            }
+            Ok(_) => {}
+        }
+        base.set_exit_when_empty(true);
+        base.exit_after(Duration::from_secs(3));
+        let mut code = None;
+        base.run(&mut code).unwrap();
+        match code {
+            Some(0) => 0, // reported after all
+            _ => 2,       // the watch never reported the exit
+        }
+    });
+    assert_eq!(
+        code, 0,
+        "a watch of a child whose status the kernel throws away"
+    );
+}
+
 fn main() {
     let tests: &[(&str, fn())] = &[
         (
@@ -334,6 +367,10 @@ fn main() {
         (
             "child_made_by_a_raw_clone_leaves_the_parents_forwarded_signals_alone",
             child_made_by_a_raw_clone_leaves_the_parents_forwarded_signals_alone,
+        ),
+        (
+            "spawn_child_refuses_to_watch_children_while_sigchld_is_ignored",
+            spawn_child_refuses_to_watch_children_while_sigchld_is_ignored,
         ),
     ];
     let filter: Vec<String> = std::env::args()

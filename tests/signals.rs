@@ -774,10 +774,71 @@ fn programs_own_handler_is_left_in_place() {
     set_disposition(libc::SIGUSR2, libc::SIG_DFL);
 }
 
+/// Real-time instances in bulk, while three bases on three threads run their loops and a
+/// fourth thread's base comes and goes: every base sees every instance once, in order.
+fn realtime_signals_in_bulk_reach_every_running_base_once_and_in_order() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const COUNT: u64 = 5000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let ready_tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                let mut base = EventBase::<Vec<u64>>::new().unwrap();
+                base.add_signal_handler(rt(), |_, seen, info| seen.push(info.value))
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                let mut seen = Vec::new();
+                let start = std::time::Instant::now();
+                while (seen.len() as u64) < COUNT && start.elapsed() < Duration::from_secs(20) {
+                    base.run_once(&mut seen, Some(Duration::from_millis(50)))
+                        .unwrap();
+                }
+                seen
+            })
+        })
+        .collect();
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let mut base = EventBase::<u32>::new().unwrap();
+                base.add_signal_handler(rt(), |_, n, _| *n += 1).unwrap();
+                base.run_once(&mut 0, Some(Duration::ZERO)).unwrap();
+            }
+        })
+    };
+    for _ in 0..3 {
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    for i in 0..COUNT {
+        sigqueue_self(rt(), i as i32);
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let seen: Vec<Vec<u64>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    stop.store(true, Ordering::SeqCst);
+    churn.join().unwrap();
+    for seen in seen {
+        assert_eq!(seen.len() as u64, COUNT);
+        assert!(
+            seen.iter().copied().eq(0..COUNT),
+            "out of order or duplicated"
+        );
+    }
+}
+
 fn main() {
     aioloop::block_signals(&TEST_SIGNALS).unwrap();
     aioloop::block_signals(&[rt()]).unwrap();
     let tests: &[(&str, fn())] = &[
+        (
+            "realtime_signals_in_bulk_reach_every_running_base_once_and_in_order",
+            realtime_signals_in_bulk_reach_every_running_base_once_and_in_order,
+        ),
         (
             "kill_to_self_reaches_the_handler_with_its_siginfo",
             kill_to_self_reaches_the_handler_with_its_siginfo,

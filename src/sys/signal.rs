@@ -164,6 +164,16 @@ pub(crate) fn disposition(signo: i32) -> io::Result<Disposition> {
     })
 }
 
+/// Whether the kernel reaps this process's children itself as they exit (`SIGCHLD` set to
+/// `SIG_IGN`, or handled with `SA_NOCLDWAIT`): `waitid` then never sees their status.
+pub(crate) fn children_reaped_by_kernel() -> io::Result<bool> {
+    // SAFETY: an all-zero sigaction is a valid value for the kernel to fill.
+    let mut old: libc::sigaction = unsafe { mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`, which outlives the call.
+    check(unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) }.into())?;
+    Ok(old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+}
+
 /// A signal caught by the forwarding handler, as it travels through the forwarding pipe. One
 /// record is written whole (it is far below `PIPE_BUF`), so a reader always gets whole records.
 #[repr(C)]
