@@ -342,8 +342,128 @@ fn spawn_child_refuses_to_watch_children_while_sigchld_is_ignored() {
     );
 }
 
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A base dropped with a running child hands it to a reaper thread; when no thread can start
+/// (`RLIMIT_NPROC` for a user that is not root), nothing panics and no fd is left open.
+fn base_dropped_with_a_running_child_when_no_thread_can_start_leaks_no_fd() {
+    let code = in_child(|| {
+        let before = open_fds();
+        let mut base = EventBase::<()>::new().unwrap();
+        let mut command = std::process::Command::new("sleep");
+        command.arg("0.3");
+        let child = base.spawn_child(&mut command, |_, _, _| {}).unwrap();
+        let pid = child.pid();
+        drop(child);
+        let limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain calls in the single-threaded child: no new thread or process as
+        // nobody from now on.
+        unsafe {
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return 3;
+            }
+        }
+        assert!(
+            std::thread::Builder::new().spawn(|| {}).is_err(),
+            "thread limit not hit"
+        );
+        drop(base);
+        if open_fds() != before {
+            eprintln!("fds before {before}, after {}", open_fds());
+            return 1;
+        }
+        // SAFETY: reaping our own child, which nothing else reaps now.
+        let reaped = unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+        i32::from(reaped != pid as i32) * 2
+    });
+    assert_eq!(code, 0);
+}
+/// Forks while another thread floods the forking thread with a signal a base handles (so the
+/// forwarding handler runs on the forking thread, also between the `fork` handlers that hold
+/// the registry's and the pipe's locks) and bases come and go: the handler takes no lock, so
+/// neither process deadlocks, and every child can handle signals of its own.
+fn child_forked_while_signals_flood_the_forking_thread_can_handle_signals_of_its_own() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let loop_thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut base = EventBase::<u64>::new().unwrap();
+            base.add_signal_handler(libc::SIGUSR1, |_, n, _| *n += 1)
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                base.run_once(&mut n, Some(Duration::from_millis(5)))
+                    .unwrap();
+                let mut b2 = EventBase::<()>::new().unwrap();
+                b2.add_signal_handler(libc::SIGUSR1, |_, _, _| {}).unwrap();
+            }
+            n
+        })
+    };
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // SAFETY: blocking SIGUSR1 in this thread, so that `main` (the forking thread, which
+            // does not block it) takes what this thread sends to the process.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            while !stop.load(Ordering::SeqCst) {
+                // SAFETY: a signal to our own process, which forwards it to the loop.
+                unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let mut failures = Vec::new();
+    for _ in 0..200 {
+        let status = in_child_status(|| {
+            let mut base = EventBase::<u32>::new().unwrap();
+            base.add_signal_handler(libc::SIGUSR2, |_, n, _| *n += 1)
+                .unwrap();
+            // SAFETY: a signal to this (single-threaded) child, which now blocks it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+            let mut n = 0;
+            while n == 0 {
+                base.run_once(&mut n, Some(Duration::from_millis(100)))
+                    .unwrap();
+            }
+            0
+        });
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failures.push(status);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    let n = loop_thread.join().unwrap();
+    assert!(failures.is_empty(), "child statuses {failures:#x?}");
+    assert!(n > 0, "the loop saw none of the forwarded signals");
+}
+
 fn main() {
     let tests: &[(&str, fn())] = &[
+        (
+            "child_forked_while_signals_flood_the_forking_thread_can_handle_signals_of_its_own",
+            child_forked_while_signals_flood_the_forking_thread_can_handle_signals_of_its_own,
+        ),
         (
             "forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion",
             forked_child_cannot_run_the_parents_base_and_the_parent_keeps_its_completion,
@@ -371,6 +491,10 @@ fn main() {
         (
             "spawn_child_refuses_to_watch_children_while_sigchld_is_ignored",
             spawn_child_refuses_to_watch_children_while_sigchld_is_ignored,
+        ),
+        (
+            "base_dropped_with_a_running_child_when_no_thread_can_start_leaks_no_fd",
+            base_dropped_with_a_running_child_when_no_thread_can_start_leaks_no_fd,
         ),
     ];
     let filter: Vec<String> = std::env::args()
