@@ -186,6 +186,13 @@ pub fn reset_signals_on_exec(command: &mut Command) -> &mut Command {
     command
 }
 
+/// Kills and reaps a child that `spawn_child` cannot hand out: nobody would hear of it, so it
+/// must not run on unwatched.
+fn end_unwatched(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The wait status `waitpid` would have reported, from a `waitid` result.
 fn exit_status(end: sys::ChildEnd) -> ExitStatus {
     let raw = match end.code {
@@ -339,7 +346,8 @@ impl<S> EventBase<S> {
     ///
     /// What `Command::spawn` reports (the program is missing, ...), with the program's name;
     /// then as for [`watch_child`](Self::watch_child). While `SIGCHLD` is ignored nothing is
-    /// spawned (`Unsupported`).
+    /// spawned (`Unsupported`). A child spawned but not watched (the pidfd could not be opened,
+    /// `EMFILE`...) is killed and reaped before the error returns.
     pub fn spawn_child<F>(&mut self, command: &mut Command, callback: F) -> io::Result<ChildHandle>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
@@ -364,17 +372,23 @@ impl<S> EventBase<S> {
         .flatten()
         .try_for_each(sys::set_nonblocking);
         if let Err(e) = nonblocking {
-            // Nobody will hear of this child: end it rather than leave it running unwatched.
-            let _ = child.kill();
-            let _ = child.wait();
+            end_unwatched(child);
             return Err(error::context(
                 e,
                 format!("cannot make the pipes to {program} non-blocking"),
             ));
         }
-        let handle = self.watch_child(child, callback)?;
-        *handle.stdio.borrow_mut() = stdio;
-        Ok(handle)
+        // The `Child` stays here until the watch is in place, to be ended if it cannot be.
+        match self.watch_process(child.id(), None, callback) {
+            Ok(handle) => {
+                *handle.stdio.borrow_mut() = stdio;
+                Ok(handle)
+            }
+            Err(e) => {
+                end_unwatched(child);
+                Err(e)
+            }
+        }
     }
 
     /// Stops watching `child`: its exit callback will not run, and returns whether it was

@@ -458,6 +458,57 @@ fn child_forked_while_signals_flood_the_forking_thread_can_handle_signals_of_its
     assert!(n > 0, "the loop saw none of the forwarded signals");
 }
 
+/// When the watch cannot be installed after the spawn (here: no fd left for the pidfd, the
+/// parent's `RLIMIT_NOFILE` lowered by the child before its `exec`), `spawn_child` fails and
+/// leaves no child behind: it is killed and reaped, not left running where nobody knows it.
+fn spawn_child_that_cannot_watch_its_child_leaves_no_child_behind() {
+    use std::os::unix::process::CommandExt;
+
+    let code = in_child(|| {
+        let mut base = EventBase::<()>::new().unwrap();
+        // The lowest free fd now is the lowest free fd after the spawn (no pipes asked for).
+        let lowest_free = {
+            let probe = std::fs::File::open("/dev/null").unwrap();
+            std::os::fd::AsRawFd::as_raw_fd(&probe) as libc::rlim_t
+        };
+        let mut command = std::process::Command::new("sleep");
+        command.arg("5");
+        // SAFETY: prlimit64 and getppid are raw syscalls, async-signal-safe; the limit
+        // lives on the child's stack across the call. The parent waits for the exec, so the
+        // limit is in place when `spawn` returns.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit64 {
+                    rlim_cur: lowest_free,
+                    rlim_max: lowest_free,
+                };
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    libc::getppid(),
+                    libc::RLIMIT_NOFILE,
+                    &limit,
+                    std::ptr::null_mut::<libc::rlimit64>(),
+                );
+                Ok(())
+            })
+        };
+        let spawned = base.spawn_child(&mut command, |_, _, _| {});
+        let Err(e) = spawned else {
+            return 3; // the limit did not bite: nothing tested
+        };
+        if aioloop::os_error(&e) != Some(libc::EMFILE) {
+            eprintln!("unexpected error: {e}");
+            return 4;
+        }
+        // SAFETY: a non-blocking wait for any child of this process.
+        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
+            -1 => 0, // ECHILD: no child left, running or zombie
+            _ => 1,
+        }
+    });
+    assert_eq!(code, 0, "spawn_child failed but left its child behind");
+}
+
 fn main() {
     let tests: &[(&str, fn())] = &[
         (
@@ -495,6 +546,10 @@ fn main() {
         (
             "base_dropped_with_a_running_child_when_no_thread_can_start_leaks_no_fd",
             base_dropped_with_a_running_child_when_no_thread_can_start_leaks_no_fd,
+        ),
+        (
+            "spawn_child_that_cannot_watch_its_child_leaves_no_child_behind",
+            spawn_child_that_cannot_watch_its_child_leaves_no_child_behind,
         ),
     ];
     let filter: Vec<String> = std::env::args()
