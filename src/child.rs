@@ -8,7 +8,8 @@
 //!
 //! A base reaps what it watches: a watch dropped with its base (or removed by fd number)
 //! before its child exited reaps the child at once if it has exited, and otherwise hands a
-//! duplicate of the pidfd to a small thread that waits for the exit and reaps it. Only
+//! duplicate of the pidfd to a small thread that waits for the exit and reaps it (if no thread
+//! can start, that is logged and the child stays a zombie once it exits). Only
 //! [`EventBase::unwatch_child`] gives the child back to the caller, unreaped.
 
 use std::cell::{Cell, RefCell};
@@ -241,7 +242,8 @@ impl<S> EventBase<S> {
     ///
     /// The base reaps what it watches: dropped before the child exits, it reaps the child at
     /// once if it has exited, and otherwise a small thread (`aioloop-reaper`) waits for the
-    /// exit and reaps it; the callback is not called. Only
+    /// exit and reaps it (if no thread can start, that is logged as an error and the child
+    /// stays a zombie once it exits); the callback is not called. Only
     /// [`unwatch_child`](Self::unwatch_child) leaves the child to the caller.
     ///
     /// Spawn the child with [`reset_signals_on_exec`], or use
