@@ -11,7 +11,9 @@
 //! in place if the disposition is `SIG_DFL` again, then carries each instance this thread
 //! takes to that base.
 //!
-//! Instances still pending at the unblock go where the disposition says: to the forwarding
+//! Instances still pending at the unblock go where the disposition says (read and acted on
+//! under the registry's lock, so that a base elsewhere cannot install the forwarding handler
+//! in between and see its instances discarded here): to the forwarding
 //! handler while another base handles the signal, to the program's own `sigaction` handler, or
 //! nowhere for an ignored signal. Only under the default disposition of a signal whose default
 //! action is not "ignore" are pending instances discarded first, since delivering them would
@@ -66,11 +68,8 @@ pub(super) fn release(signo: i32) {
             want.blocked_by_us = false;
             return;
         }
-        match registry::forward_if_wanted(signo) {
-            Ok(()) => {
-                want.blocked_by_us = false;
-                give_back(signo);
-            }
+        match registry::forward_if_wanted(signo, || give_back(signo)) {
+            Ok(()) => want.blocked_by_us = false,
             // Unblocking now could hand an instance to the default action while another base
             // handles the signal: keep the block, still as aioloop's, for the next handler of
             // this thread to give back.
