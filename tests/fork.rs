@@ -509,6 +509,48 @@ fn spawn_child_that_cannot_watch_its_child_leaves_no_child_behind() {
     assert_eq!(code, 0, "spawn_child failed but left its child behind");
 }
 
+/// In a child forked while a parent base handled SIGWINCH (so the forwarding handler is
+/// inherited), a SIGWINCH taken before the child has a base of its own gets its default action
+/// (nothing), which gives the disposition back to `SIG_DFL`. A base the child makes afterwards
+/// must still see the SIGWINCHes that a thread of the child not blocking it takes.
+fn child_that_took_a_signal_before_its_first_base_still_forwards_it_later() {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let parent_loop = std::thread::spawn(move || {
+        let mut base = EventBase::<()>::new().unwrap();
+        base.add_signal_handler(libc::SIGWINCH, |_, _, _| {})
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let code = in_child(|| {
+        // SAFETY: a signal to this thread, which does not block it.
+        unsafe { libc::raise(libc::SIGWINCH) };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut base = EventBase::<u32>::new().unwrap();
+            base.add_signal_handler(libc::SIGWINCH, |_, n, _| *n += 1)
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut n = 0;
+            let start = std::time::Instant::now();
+            while n == 0 && start.elapsed() < Duration::from_secs(3) {
+                base.run_once(&mut n, Some(Duration::from_millis(20)))
+                    .unwrap();
+            }
+            n
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        // SAFETY: a signal to this process; this thread does not block it.
+        unsafe { libc::kill(libc::getpid(), libc::SIGWINCH) };
+        i32::from(thread.join().unwrap() == 0)
+    });
+    done_tx.send(()).unwrap();
+    parent_loop.join().unwrap();
+    assert_eq!(code, 0, "the child's base never saw SIGWINCH");
+}
+
 fn main() {
     let tests: &[(&str, fn())] = &[
         (
@@ -550,6 +592,10 @@ fn main() {
         (
             "spawn_child_that_cannot_watch_its_child_leaves_no_child_behind",
             spawn_child_that_cannot_watch_its_child_leaves_no_child_behind,
+        ),
+        (
+            "child_that_took_a_signal_before_its_first_base_still_forwards_it_later",
+            child_that_took_a_signal_before_its_first_base_still_forwards_it_later,
         ),
     ];
     let filter: Vec<String> = std::env::args()

@@ -280,9 +280,11 @@ impl Drop for Membership {
     }
 }
 
-/// Puts the forwarding handler in place for `signo` if its disposition is `SIG_DFL`.
+/// Puts the forwarding handler in place for `signo` if its disposition is `SIG_DFL`. The
+/// disposition is read every time rather than trusted to `taken_over`: in a forked child, the
+/// inherited handler gives a signal it takes its default action, and `SIG_DFL` with it.
 fn take_over_default(registry: &mut Registry, signo: i32) -> io::Result<()> {
-    if !registry.taken_over.contains(signo) && sys::take_over_default(signo)? {
+    if sys::take_over_default(signo)? {
         registry.taken_over.set(signo, true);
     }
     Ok(())

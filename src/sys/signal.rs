@@ -334,10 +334,16 @@ extern "C" fn forward(signo: libc::c_int, info: *mut libc::siginfo_t, _: *mut c_
 }
 
 /// Installs the forwarding handler for `signo` if its disposition is `SIG_DFL`, and returns
-/// whether it did. A program's own handler, or `SIG_IGN`, is left alone.
+/// whether the forwarding handler is now its disposition (it may be already: inherited across
+/// `fork`, say). A program's own handler, or `SIG_IGN`, is left alone.
 pub(crate) fn take_over_default(signo: i32) -> io::Result<bool> {
-    if disposition(signo)? != Disposition::Default {
-        return Ok(false);
+    match disposition(signo)? {
+        Disposition::Default => {}
+        Disposition::Handler if is_forwarding(signo) => {
+            forwarding_pipe()?;
+            return Ok(true);
+        }
+        _ => return Ok(false),
     }
     forwarding_pipe()?;
     // SAFETY: a zeroed sigaction is "no flags, empty mask"; `forward` has the SA_SIGINFO
@@ -351,15 +357,22 @@ pub(crate) fn take_over_default(signo: i32) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Puts `SIG_DFL` back for `signo` if the forwarding handler is still its disposition.
-pub(crate) fn restore_default(signo: i32) {
-    // SAFETY: reading the current action into a zeroed sigaction, then writing SIG_DFL (a
-    // zeroed action) only if the current one is ours.
+/// Whether the forwarding handler is the disposition of `signo`.
+fn is_forwarding(signo: i32) -> bool {
+    // SAFETY: a null new action only reads the current one into a zeroed sigaction, which
+    // outlives the call.
     unsafe {
         let mut old: libc::sigaction = mem::zeroed();
-        if libc::sigaction(signo, std::ptr::null(), &mut old) == 0
+        libc::sigaction(signo, std::ptr::null(), &mut old) == 0
             && old.sa_sigaction == forward as *const () as libc::sighandler_t
-        {
+    }
+}
+
+/// Puts `SIG_DFL` back for `signo` if the forwarding handler is still its disposition.
+pub(crate) fn restore_default(signo: i32) {
+    if is_forwarding(signo) {
+        // SAFETY: a zeroed sigaction is SIG_DFL with no flags and an empty mask.
+        unsafe {
             let dfl: libc::sigaction = mem::zeroed();
             libc::sigaction(signo, &dfl, std::ptr::null_mut());
         }
