@@ -831,10 +831,35 @@ fn realtime_signals_in_bulk_reach_every_running_base_once_and_in_order() {
     }
 }
 
+/// A base that does not run while another base of the process reads a standard signal again
+/// and again keeps one instance of it, as the kernel would, instead of a queue that grows with
+/// every instance: standard signals coalesce.
+fn standard_signal_coalesces_for_a_base_that_does_not_run() {
+    let mut reader = EventBase::<u32>::new().unwrap();
+    let mut idle = EventBase::<u32>::new().unwrap();
+    reader
+        .add_signal_handler(libc::SIGUSR1, |_, n, _| *n += 1)
+        .unwrap();
+    idle.add_signal_handler(libc::SIGUSR1, |_, n, _| *n += 1)
+        .unwrap();
+    let mut read = 0;
+    for i in 1..=100 {
+        kill_self(libc::SIGUSR1);
+        run_until(&mut reader, &mut read, |n| *n == i);
+    }
+    let mut seen = 0;
+    idle.run_for(&mut seen, Duration::from_millis(50)).unwrap();
+    assert_eq!(seen, 1, "the idle base queued every instance");
+}
+
 fn main() {
     aioloop::block_signals(&TEST_SIGNALS).unwrap();
     aioloop::block_signals(&[rt()]).unwrap();
     let tests: &[(&str, fn())] = &[
+        (
+            "standard_signal_coalesces_for_a_base_that_does_not_run",
+            standard_signal_coalesces_for_a_base_that_does_not_run,
+        ),
         (
             "realtime_signals_in_bulk_reach_every_running_base_once_and_in_order",
             realtime_signals_in_bulk_reach_every_running_base_once_and_in_order,

@@ -5,7 +5,8 @@
 //! would never see it. So the reader forwards every instance it reads to each other base that
 //! wants that signal: into the base's inbox, then a write to the base's own eventfd, which its
 //! loop harvests as [`Source::ForwardedSignals`](crate::source::Source). Each base therefore
-//! sees each instance exactly once, from its own read or from its inbox, whatever thread it
+//! sees each instance exactly once, from its own read or from its inbox (a standard signal
+//! still waiting in an inbox coalesces with a newer one, as in the kernel), whatever thread it
 //! runs on, and bases coming and going in other threads only join or leave the list. Reading
 //! and forwarding happen under the registry's one lock, and a base empties its inbox before it
 //! reads, so that every base sees the instances in the order the kernel queued them.
@@ -61,6 +62,9 @@ struct Member {
     wants: Wants,
     /// What other bases read for this one, in the order they read it.
     inbox: Vec<Arrived>,
+    /// The standard signals in `inbox`: each is there once at most, since standard signals
+    /// coalesce (so a base that does not run keeps a bounded inbox of them).
+    standard_in_inbox: Wants,
     /// Written when the inbox stops being empty.
     eventfd: Arc<OwnedFd>,
 }
@@ -80,13 +84,22 @@ impl Registry {
     }
 
     /// Hands `arrived`, just taken from the kernel by member `from`, to every other member
-    /// that wants it.
+    /// that wants it. A standard signal already waiting in an inbox takes the new one's place
+    /// (and stamp, so a handler added between the two still gets it), as the kernel coalesces.
     fn forward(&mut self, from: u64, arrived: Arrived) {
         let signo = arrived.0.signo;
+        let standard = signo < libc::SIGRTMIN();
         for member in &mut self.members {
             if member.id == from || !member.wants.contains(signo) {
                 continue;
             }
+            if standard && member.standard_in_inbox.contains(signo) {
+                if let Some(waiting) = member.inbox.iter_mut().find(|(i, _)| i.signo == signo) {
+                    *waiting = arrived;
+                    continue;
+                }
+            }
+            member.standard_in_inbox.set(signo, standard);
             member.inbox.push(arrived);
             if member.inbox.len() == 1 {
                 sys::eventfd_add(member.eventfd.as_fd(), 1);
@@ -173,6 +186,7 @@ impl Membership {
                 id,
                 wants: Wants::default(),
                 inbox: Vec::new(),
+                standard_in_inbox: Wants::default(),
                 eventfd: eventfd.clone(),
             });
             mem::take(&mut registry.left_by_parent)
@@ -226,6 +240,7 @@ impl Membership {
             // signalfd harvest drains without resetting: the eventfd's own event follows.)
             sys::eventfd_take(self.eventfd.as_fd());
         }
+        registry.members[me].standard_in_inbox = Wants::default();
         let mut inbox = mem::take(&mut registry.members[me].inbox);
         inbox.drain(..).for_each(&mut mine);
         registry.members[me].inbox = inbox; // keeps its capacity: no allocation per signal
