@@ -142,16 +142,23 @@ impl Drop for Reaper {
     }
 }
 
-/// Reaps child `pid` on a thread of its own once it exits.
+/// Reaps child `pid` on a thread of its own once it exits. The thread blocks every signal (it
+/// inherits the mask of the thread that creates it, so the mask is filled around the spawn):
+/// with its small stack it must never run a handler of the program's.
 fn reap_later(pid: u32, pidfd: std::os::fd::BorrowedFd<'_>) {
     let spawned = sys::dup_cloexec(pidfd).and_then(|pidfd| {
-        std::thread::Builder::new()
+        let old = sys::thread_sigmask(libc::SIG_SETMASK, &sys::SigSet::full())?;
+        let spawned = std::thread::Builder::new()
             .name("aioloop-reaper".into())
             .stack_size(64 * 1024)
             .spawn(move || match sys::reap_pidfd(pidfd.as_fd()) {
                 Ok(()) => log::debug!("child {pid} reaped after its watch was dropped"),
                 Err(e) => log::error!("cannot reap child {pid}: {e}"),
-            })
+            });
+        if let Err(e) = sys::thread_sigmask(libc::SIG_SETMASK, &old) {
+            log::error!("cannot restore the thread's signal mask: {e}");
+        }
+        spawned
     });
     if let Err(e) = spawned {
         log::error!(

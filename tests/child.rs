@@ -370,3 +370,48 @@ fn dropping_the_child_handle_closes_the_stdin_pipe_nobody_took() {
     }
     assert_eq!(code, Some(0), "cat never saw EOF on its stdin");
 }
+
+/// The thread that reaps a running child after its base is dropped blocks every signal, as
+/// aioloop's helper threads do: with its small stack it must never run a signal handler of the
+/// program's, nor take a signal meant for another thread.
+#[test]
+fn reaper_thread_blocks_every_signal() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let mut command = Command::new("sleep");
+    command.arg("0.5");
+    let child = base.spawn_child(&mut command, |_, _, _| {}).unwrap();
+    let pid = child.pid();
+    drop(base);
+    let mut reaper_mask = None;
+    let start = std::time::Instant::now();
+    while reaper_mask.is_none() && start.elapsed() < Duration::from_secs(5) {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if name.trim() == "aioloop-reaper" {
+                let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+                reaper_mask = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigBlk:"))
+                    .map(|m| u64::from_str_radix(m.trim(), 16).unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let state = wait_for_state(pid, |s| s.is_none());
+    assert_eq!(state, None, "child {pid} left a zombie");
+    let mask = reaper_mask.expect("no aioloop-reaper thread");
+    // Every signal but the two that cannot be blocked (and the C library's own two, which
+    // pthread_sigmask leaves alone).
+    let unblockable = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+    assert_eq!(
+        mask & (1u64 << (libc::SIGTERM - 1)),
+        1u64 << (libc::SIGTERM - 1)
+    );
+    assert_eq!(mask & unblockable, 0);
+    assert_eq!(
+        mask.count_ones(),
+        64 - 2 - 2,
+        "SigBlk {mask:#x}: not every signal is blocked"
+    );
+}
