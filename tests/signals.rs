@@ -852,10 +852,43 @@ fn standard_signal_coalesces_for_a_base_that_does_not_run() {
     assert_eq!(seen, 1, "the idle base queued every instance");
 }
 
+/// A base that does not run while another base reads a flood of real-time instances keeps a
+/// bounded inbox (as many as the forwarding pipe holds), and counts the rest as dropped,
+/// rather than growing without limit at the pace of whoever sends signals.
+fn inbox_of_a_base_that_does_not_run_is_bounded_and_counts_what_it_drops() {
+    const COUNT: u64 = 30_000;
+    let signo = rt() + 3;
+    aioloop::block_signals(&[signo]).unwrap();
+    let mut reader = EventBase::<u64>::new().unwrap();
+    let mut idle = EventBase::<u64>::new().unwrap();
+    reader.add_signal_handler(signo, |_, n, _| *n += 1).unwrap();
+    idle.add_signal_handler(signo, |_, n, _| *n += 1).unwrap();
+    let dropped = idle.metrics().signals_dropped;
+    for i in 0..COUNT {
+        sigqueue_self(signo, i as i32);
+    }
+    let mut read = 0;
+    run_until(&mut reader, &mut read, |n| *n == COUNT);
+    let mut seen = 0;
+    run_until(&mut idle, &mut seen, |n| *n > 0);
+    idle.run_for(&mut seen, Duration::from_millis(50)).unwrap();
+    let lost = idle.metrics().signals_dropped - dropped;
+    assert!(seen < COUNT, "the inbox held all {seen}: it has no bound");
+    assert!(
+        seen >= 26_000,
+        "the inbox holds as much as the pipe: {seen}"
+    );
+    assert_eq!(seen + lost, COUNT, "each instance seen or counted");
+}
+
 fn main() {
     aioloop::block_signals(&TEST_SIGNALS).unwrap();
     aioloop::block_signals(&[rt()]).unwrap();
     let tests: &[(&str, fn())] = &[
+        (
+            "inbox_of_a_base_that_does_not_run_is_bounded_and_counts_what_it_drops",
+            inbox_of_a_base_that_does_not_run_is_bounded_and_counts_what_it_drops,
+        ),
         (
             "standard_signal_coalesces_for_a_base_that_does_not_run",
             standard_signal_coalesces_for_a_base_that_does_not_run,

@@ -85,7 +85,8 @@ impl Registry {
 
     /// Hands `arrived`, just taken from the kernel by member `from`, to every other member
     /// that wants it. A standard signal already waiting in an inbox takes the new one's place
-    /// (and stamp, so a handler added between the two still gets it), as the kernel coalesces.
+    /// (and stamp, so a handler added between the two still gets it), as the kernel coalesces;
+    /// an inbox holds as many instances as the forwarding pipe, and drops (and counts) more.
     fn forward(&mut self, from: u64, arrived: Arrived) {
         let signo = arrived.0.signo;
         let standard = signo < libc::SIGRTMIN();
@@ -98,6 +99,11 @@ impl Registry {
                     *waiting = arrived;
                     continue;
                 }
+            }
+            if member.inbox.len() >= sys::SIGNALS_WAITING_MAX {
+                // A base that does not run: lost, and counted (`Metrics::signals_dropped`).
+                sys::count_dropped();
+                continue;
             }
             member.standard_in_inbox.set(signo, standard);
             member.inbox.push(arrived);

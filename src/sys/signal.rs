@@ -195,7 +195,8 @@ pub(crate) struct CaughtSignal {
 /// the forwarding handler, or read from a signalfd).
 static SIGNAL_CLOCK: AtomicU64 = AtomicU64::new(0);
 
-/// Instances the forwarding handler caught but could not write: the pipe was full.
+/// Instances lost: the forwarding handler caught them but the pipe was full, or a base's inbox
+/// was (`count_dropped`).
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// The next tick of the signal clock (the first is 1). Async-signal-safe: one atomic add.
@@ -203,11 +204,20 @@ pub(crate) fn signal_clock() -> u64 {
     SIGNAL_CLOCK.fetch_add(1, Ordering::SeqCst) + 1
 }
 
-/// How many signal instances the forwarding handler dropped because the forwarding pipe was
+/// How many signal instances were lost because the forwarding pipe or a base's inbox was
 /// full, since the process started.
 pub(crate) fn signals_dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
+
+/// Counts one instance lost to a full inbox.
+pub(crate) fn count_dropped() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many instances the forwarding pipe holds (see `FORWARD_PIPE_BYTES`): also the bound of
+/// a base's inbox, so that one figure bounds what waits for a loop.
+pub(crate) const SIGNALS_WAITING_MAX: usize = 26_112;
 
 /// The size asked for the forwarding pipe: the default `fs.pipe-max-size`, the most an
 /// unprivileged process may ask for. A 40-byte record never straddles a page, so it holds
