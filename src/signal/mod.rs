@@ -310,7 +310,8 @@ impl<S> EventBase<S> {
     ///   handler if it has one, or are discarded first if the default action would terminate
     ///   the process.
     /// * Children inherit the blocked mask of the thread that spawns them (`std::process`
-    ///   does not reset it).
+    ///   does not reset it), and so do threads: one spawned while this thread handles the
+    ///   signal keeps it blocked, as if the program had blocked it there.
     ///
     /// # Errors
     ///
