@@ -300,9 +300,10 @@ impl<S> EventBase<S> {
     /// * **Standard signals coalesce**: two `SIGCHLD` sent before the loop reads them arrive
     ///   as one, so count events, not signals. Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue,
     ///   and each instance is delivered, in order. The bounds: instances taken by a thread
-    ///   that does not block the signal wait in a pipe that holds about 26,000 of them, and a
-    ///   base that does not run keeps as many forwarded to it by other bases; past that they
-    ///   are lost and counted in [`Metrics::signals_dropped`](crate::Metrics).
+    ///   that does not block the signal wait in a pipe that holds about 26,000 of them, and
+    ///   a base keeps as many instances read for it by other bases as the kernel queues
+    ///   (`RLIMIT_SIGPENDING`) until it runs; past that they are lost and counted in
+    ///   [`Metrics::signals_dropped`](crate::Metrics).
     /// * When the last handler of the signal in this thread goes, it stays blocked if it was
     ///   blocked before or if the program claimed it with `block_signals`. Otherwise it is
     ///   unblocked, even while another base still handles it (what this thread then takes is

@@ -65,6 +65,9 @@ struct Member {
     /// The standard signals in `inbox`: each is there once at most, since standard signals
     /// coalesce (so a base that does not run keeps a bounded inbox of them).
     standard_in_inbox: Wants,
+    /// What the kernel would queue for the process (`RLIMIT_SIGPENDING` when the base joined):
+    /// the instances past it are lost, as the kernel would lose them for a reader that lags.
+    inbox_bound: usize,
     /// Written when the inbox stops being empty.
     eventfd: Arc<OwnedFd>,
 }
@@ -86,7 +89,7 @@ impl Registry {
     /// Hands `arrived`, just taken from the kernel by member `from`, to every other member
     /// that wants it. A standard signal already waiting in an inbox takes the new one's place
     /// (and stamp, so a handler added between the two still gets it), as the kernel coalesces;
-    /// an inbox holds as many instances as the forwarding pipe, and drops (and counts) more.
+    /// an inbox holds as many instances as the kernel would queue, and drops (and counts) more.
     fn forward(&mut self, from: u64, arrived: Arrived) {
         let signo = arrived.0.signo;
         let standard = signo < libc::SIGRTMIN();
@@ -100,7 +103,7 @@ impl Registry {
                     continue;
                 }
             }
-            if member.inbox.len() >= sys::SIGNALS_WAITING_MAX {
+            if member.inbox.len() >= member.inbox_bound {
                 // A base that does not run: lost, and counted (`Metrics::signals_dropped`).
                 sys::count_dropped();
                 continue;
@@ -186,6 +189,7 @@ impl Membership {
             crate::error::context(e, "cannot create the eventfd for forwarded signals")
         })?);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let inbox_bound = sys::pending_signals_limit();
         let left_by_parent = {
             let mut registry = registry();
             registry.members.push(Member {
@@ -193,6 +197,7 @@ impl Membership {
                 wants: Wants::default(),
                 inbox: Vec::new(),
                 standard_in_inbox: Wants::default(),
+                inbox_bound,
                 eventfd: eventfd.clone(),
             });
             mem::take(&mut registry.left_by_parent)

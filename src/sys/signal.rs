@@ -215,9 +215,20 @@ pub(crate) fn count_dropped() {
     DROPPED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// How many instances the forwarding pipe holds (see `FORWARD_PIPE_BYTES`): also the bound of
-/// a base's inbox, so that one figure bounds what waits for a loop.
-pub(crate) const SIGNALS_WAITING_MAX: usize = 26_112;
+/// How many signals the kernel queues for this process (`RLIMIT_SIGPENDING`, its soft limit):
+/// the bound of what waits for a base in other bases' reads, as it is of what waits in the
+/// kernel. `usize::MAX` when unlimited.
+pub(crate) fn pending_signals_limit() -> usize {
+    // SAFETY: an all-zero rlimit is a valid value for getrlimit to fill; it outlives the call.
+    let mut limit: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: getrlimit writes into `limit`, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return usize::MAX;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
 
 /// The size asked for the forwarding pipe: the default `fs.pipe-max-size`, the most an
 /// unprivileged process may ask for. A 40-byte record never straddles a page, so it holds
