@@ -415,3 +415,38 @@ fn reaper_thread_blocks_every_signal() {
         "SigBlk {mask:#x}: not every signal is blocked"
     );
 }
+
+/// A base that handles SIGCHLD and spawns children through `spawn_child` gets both: every
+/// exit callback, and SIGCHLD (at least one: standard signals coalesce), whichever thread the
+/// kernel hands it to.
+#[test]
+fn sigchld_handler_and_child_watches_work_together() {
+    #[derive(Default)]
+    struct Seen {
+        sigchld: u32,
+        exits: HashMap<u32, i32>,
+    }
+    let mut base = EventBase::<Seen>::new().unwrap();
+    base.add_signal_handler(libc::SIGCHLD, |_, seen, _| seen.sigchld += 1)
+        .unwrap();
+    let mut expected = HashMap::new();
+    for code in 0..20 {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("exit {code}")]);
+        let child = base
+            .spawn_child(&mut command, |_, seen: &mut Seen, exit| {
+                seen.exits.insert(exit.pid, exit.status.code().unwrap());
+            })
+            .unwrap();
+        expected.insert(child.pid(), code);
+    }
+    let mut seen = Seen::default();
+    let start = std::time::Instant::now();
+    while (seen.exits.len() < 20 || seen.sigchld == 0) && start.elapsed() < Duration::from_secs(20)
+    {
+        base.run_once(&mut seen, Some(Duration::from_millis(50)))
+            .unwrap();
+    }
+    assert_eq!(seen.exits, expected);
+    assert!(seen.sigchld >= 1, "no SIGCHLD reached the handler");
+}
