@@ -330,13 +330,13 @@ fn release_unwanted(registry: &mut Registry) {
 /// base of the process still handles it, makes sure that an instance the kernel hands this
 /// thread (once it unblocks the signal) reaches the forwarding handler rather than the default
 /// action, by installing the handler if the disposition is `SIG_DFL` again. Then runs
-/// `unblock` under the registry's lock, so that no base elsewhere installs the handler between
-/// the disposition `unblock` reads and the pending instances it discards for it.
-pub(crate) fn forward_if_wanted(signo: i32, unblock: impl FnOnce()) -> io::Result<()> {
+/// `discard` under the registry's lock, so that no base elsewhere installs the handler between
+/// the disposition `discard` reads and the pending instances it takes.
+pub(crate) fn forward_if_wanted(signo: i32, discard: impl FnOnce()) -> io::Result<()> {
     let mut registry = registry();
     if registry.wanted(signo) {
         take_over_default(&mut registry, signo)?;
     }
-    unblock();
+    discard();
     Ok(())
 }
