@@ -8,7 +8,8 @@
 //!
 //! A base reaps what it watches: a watch dropped with its base (or removed by fd number)
 //! before its child exited reaps the child at once if it has exited, and otherwise hands a
-//! duplicate of the pidfd to a small thread that waits for the exit and reaps it. Only
+//! duplicate of the pidfd to a small thread that waits for the exit and reaps it (if no thread
+//! can start, that is logged and the child stays a zombie once it exits). Only
 //! [`EventBase::unwatch_child`] gives the child back to the caller, unreaped.
 
 use std::cell::{Cell, RefCell};
@@ -41,12 +42,16 @@ pub struct ChildExit {
 /// process and never another that reuses its pid after it was reaped: the race that `kill(pid)`
 /// has. Clones share the pidfd, which closes with the last clone and the watch.
 ///
-/// A handle from [`spawn_child`](EventBase::spawn_child) also holds the child's end of the
-/// pipes asked for with `Stdio::piped()`, until taken ([`take_stdin`](Self::take_stdin)...).
+/// A handle from [`spawn_child`](EventBase::spawn_child) also holds the parent's ends of the
+/// pipes asked for with `Stdio::piped()`, until taken ([`take_stdin`](Self::take_stdin)...);
+/// those not taken close with the last clone, as a `std::process::Child`'s do, so a child
+/// reading its stdin sees its end.
 #[derive(Clone, Debug)]
 pub struct ChildHandle {
     pid: u32,
     watched: Rc<Watched>,
+    /// Held by the handles only: the watch keeps no pipe open.
+    stdio: Rc<RefCell<Stdio>>,
 }
 
 /// What a watch and its handles share.
@@ -56,7 +61,6 @@ struct Watched {
     /// Whether the watch still answers for reaping the child: cleared once its callback
     /// reaped it, or by `unwatch_child`.
     reaps: Cell<bool>,
-    stdio: RefCell<Stdio>,
 }
 
 /// The parent's ends of a spawned child's pipes, non-blocking.
@@ -99,19 +103,19 @@ impl ChildHandle {
     /// and close-on-exec: watch it with [`set_io_handler`](EventBase::set_io_handler), or give
     /// it to a writer ([`add_writer`](EventBase::add_writer)); drop it to close the child's stdin.
     pub fn take_stdin(&self) -> Option<ChildStdin> {
-        self.watched.stdio.borrow_mut().stdin.take()
+        self.stdio.borrow_mut().stdin.take()
     }
 
     /// Takes the read end of the child's stdout pipe, as [`take_stdin`](Self::take_stdin) does
     /// for stdin: non-blocking and close-on-exec, for an fd handler that reads until
     /// `WouldBlock`.
     pub fn take_stdout(&self) -> Option<ChildStdout> {
-        self.watched.stdio.borrow_mut().stdout.take()
+        self.stdio.borrow_mut().stdout.take()
     }
 
     /// Takes the read end of the child's stderr pipe, as [`take_stdout`](Self::take_stdout).
     pub fn take_stderr(&self) -> Option<ChildStderr> {
-        self.watched.stdio.borrow_mut().stderr.take()
+        self.stdio.borrow_mut().stderr.take()
     }
 }
 
@@ -138,16 +142,23 @@ impl Drop for Reaper {
     }
 }
 
-/// Reaps child `pid` on a thread of its own once it exits.
+/// Reaps child `pid` on a thread of its own once it exits. The thread blocks every signal (it
+/// inherits the mask of the thread that creates it, so the mask is filled around the spawn):
+/// with its small stack it must never run a handler of the program's.
 fn reap_later(pid: u32, pidfd: std::os::fd::BorrowedFd<'_>) {
     let spawned = sys::dup_cloexec(pidfd).and_then(|pidfd| {
-        std::thread::Builder::new()
+        let old = sys::thread_sigmask(libc::SIG_SETMASK, &sys::SigSet::full())?;
+        let spawned = std::thread::Builder::new()
             .name("aioloop-reaper".into())
             .stack_size(64 * 1024)
             .spawn(move || match sys::reap_pidfd(pidfd.as_fd()) {
                 Ok(()) => log::debug!("child {pid} reaped after its watch was dropped"),
                 Err(e) => log::error!("cannot reap child {pid}: {e}"),
-            })
+            });
+        if let Err(e) = sys::thread_sigmask(libc::SIG_SETMASK, &old) {
+            log::error!("cannot restore the thread's signal mask: {e}");
+        }
+        spawned
     });
     if let Err(e) = spawned {
         log::error!(
@@ -183,6 +194,13 @@ pub fn reset_signals_on_exec(command: &mut Command) -> &mut Command {
     command
 }
 
+/// Kills and reaps a child that `spawn_child` cannot hand out: nobody would hear of it, so it
+/// must not run on unwatched.
+fn end_unwatched(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The wait status `waitpid` would have reported, from a `waitid` result.
 fn exit_status(end: sys::ChildEnd) -> ExitStatus {
     let raw = match end.code {
@@ -191,6 +209,19 @@ fn exit_status(end: sys::ChildEnd) -> ExitStatus {
         _ => end.status,
     };
     ExitStatus::from_raw(raw)
+}
+
+/// Refuses to watch children while the kernel reaps them itself: their exit status is lost,
+/// and a watch would never report it.
+fn refuse_if_children_reaped_by_kernel() -> io::Result<()> {
+    if !sys::children_reaped_by_kernel()? {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SIGCHLD is ignored (SIG_IGN or SA_NOCLDWAIT), so the kernel reaps children as they exit \
+         and their status is lost: give SIGCHLD its default disposition to watch children",
+    ))
 }
 
 fn open_error(err: io::Error, pid: u32) -> io::Error {
@@ -218,7 +249,8 @@ impl<S> EventBase<S> {
     ///
     /// The base reaps what it watches: dropped before the child exits, it reaps the child at
     /// once if it has exited, and otherwise a small thread (`aioloop-reaper`) waits for the
-    /// exit and reaps it; the callback is not called. Only
+    /// exit and reaps it (if no thread can start, that is logged as an error and the child
+    /// stays a zombie once it exits); the callback is not called. Only
     /// [`unwatch_child`](Self::unwatch_child) leaves the child to the caller.
     ///
     /// Spawn the child with [`reset_signals_on_exec`], or use
@@ -241,7 +273,8 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// `ECHILD` if the process was already reaped; `ENOSYS` without `pidfd_open` (Linux older
-    /// than 5.3, or a seccomp policy); `EMFILE` when out of fds.
+    /// than 5.3, or a seccomp policy); `EMFILE` when out of fds; `Unsupported` while `SIGCHLD`
+    /// is ignored (`SIG_IGN` or `SA_NOCLDWAIT`), which makes the kernel discard exit statuses.
     pub fn watch_child<F>(&mut self, child: Child, callback: F) -> io::Result<ChildHandle>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
@@ -321,12 +354,16 @@ impl<S> EventBase<S> {
     /// # Errors
     ///
     /// What `Command::spawn` reports (the program is missing, ...), with the program's name;
-    /// then as for [`watch_child`](Self::watch_child).
+    /// then as for [`watch_child`](Self::watch_child). While `SIGCHLD` is ignored nothing is
+    /// spawned (`Unsupported`). A child spawned but not watched (the pidfd could not be opened,
+    /// `EMFILE`...) is killed and reaped before the error returns.
     pub fn spawn_child<F>(&mut self, command: &mut Command, callback: F) -> io::Result<ChildHandle>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
     {
         let program = command.get_program().to_string_lossy().into_owned();
+        refuse_if_children_reaped_by_kernel()
+            .map_err(|e| error::context(e, format!("cannot spawn {program}")))?;
         let mut child = reset_signals_on_exec(command)
             .spawn()
             .map_err(|e| error::context(e, format!("cannot spawn {program}")))?;
@@ -344,17 +381,23 @@ impl<S> EventBase<S> {
         .flatten()
         .try_for_each(sys::set_nonblocking);
         if let Err(e) = nonblocking {
-            // Nobody will hear of this child: end it rather than leave it running unwatched.
-            let _ = child.kill();
-            let _ = child.wait();
+            end_unwatched(child);
             return Err(error::context(
                 e,
                 format!("cannot make the pipes to {program} non-blocking"),
             ));
         }
-        let handle = self.watch_child(child, callback)?;
-        *handle.watched.stdio.borrow_mut() = stdio;
-        Ok(handle)
+        // The `Child` stays here until the watch is in place, to be ended if it cannot be.
+        match self.watch_process(child.id(), None, callback) {
+            Ok(handle) => {
+                *handle.stdio.borrow_mut() = stdio;
+                Ok(handle)
+            }
+            Err(e) => {
+                end_unwatched(child);
+                Err(e)
+            }
+        }
     }
 
     /// Stops watching `child`: its exit callback will not run, and returns whether it was
@@ -376,6 +419,7 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, ChildExit) + 'static,
     {
+        refuse_if_children_reaped_by_kernel().map_err(|e| open_error(e, pid))?;
         let raw_pid = libc::pid_t::try_from(pid).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -389,11 +433,11 @@ impl<S> EventBase<S> {
         let watched = Rc::new(Watched {
             pidfd,
             reaps: Cell::new(false),
-            stdio: RefCell::default(),
         });
         let handle = ChildHandle {
             pid,
             watched: watched.clone(),
+            stdio: Rc::default(),
         };
         let reaper = Reaper { pid, watched };
         let mut pending = Some((callback, child));

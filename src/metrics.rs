@@ -61,7 +61,8 @@ pub struct Metrics {
     pub helper_run_time: Duration,
     /// Signal instances lost, process-wide since the start: taken by a thread that does not
     /// block them, while the forwarding pipe that carries such instances to the loops was
-    /// full (about 26,000 instances waiting unread; see "Signals and child processes" in
-    /// `docs/architecture.md`).
+    /// full (about 26,000 instances waiting unread), or forwarded to a base that does not run
+    /// while as many as the kernel queues (`RLIMIT_SIGPENDING`) waited for it already (see
+    /// "Signals and child processes" in `docs/architecture.md`).
     pub signals_dropped: u64,
 }

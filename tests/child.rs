@@ -346,3 +346,107 @@ fn drain(
         }
     }
 }
+
+/// A pipe the caller never took closes with the last `ChildHandle`, as it does with a
+/// `std::process::Child`: a child that reads its stdin to the end (`cat`) then exits, rather
+/// than waiting forever on a write end the watch kept open.
+#[test]
+fn dropping_the_child_handle_closes_the_stdin_pipe_nobody_took() {
+    let mut base = EventBase::<Option<i32>>::new().unwrap();
+    let mut command = Command::new("cat");
+    command.stdin(Stdio::piped()).stdout(Stdio::null());
+    let child = base
+        .spawn_child(&mut command, |_, code, exit| *code = exit.status.code())
+        .unwrap();
+    let pid = child.pid();
+    drop(child);
+    base.set_exit_when_empty(true);
+    base.exit_after(Duration::from_secs(5));
+    let mut code = None;
+    base.run(&mut code).unwrap();
+    if code.is_none() {
+        // SAFETY: `pid` is our unreaped child (its watch is still installed).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(code, Some(0), "cat never saw EOF on its stdin");
+}
+
+/// The thread that reaps a running child after its base is dropped blocks every signal, as
+/// aioloop's helper threads do: with its small stack it must never run a signal handler of the
+/// program's, nor take a signal meant for another thread.
+#[test]
+fn reaper_thread_blocks_every_signal() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let mut command = Command::new("sleep");
+    command.arg("0.5");
+    let child = base.spawn_child(&mut command, |_, _, _| {}).unwrap();
+    let pid = child.pid();
+    drop(base);
+    let mut reaper_mask = None;
+    let start = std::time::Instant::now();
+    while reaper_mask.is_none() && start.elapsed() < Duration::from_secs(5) {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if name.trim() == "aioloop-reaper" {
+                let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+                reaper_mask = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigBlk:"))
+                    .map(|m| u64::from_str_radix(m.trim(), 16).unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let state = wait_for_state(pid, |s| s.is_none());
+    assert_eq!(state, None, "child {pid} left a zombie");
+    let mask = reaper_mask.expect("no aioloop-reaper thread");
+    // Every signal but the two that cannot be blocked (and the C library's own two, which
+    // pthread_sigmask leaves alone).
+    let unblockable = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+    assert_eq!(
+        mask & (1u64 << (libc::SIGTERM - 1)),
+        1u64 << (libc::SIGTERM - 1)
+    );
+    assert_eq!(mask & unblockable, 0);
+    assert_eq!(
+        mask.count_ones(),
+        64 - 2 - 2,
+        "SigBlk {mask:#x}: not every signal is blocked"
+    );
+}
+
+/// A base that handles SIGCHLD and spawns children through `spawn_child` gets both: every
+/// exit callback, and SIGCHLD (at least one: standard signals coalesce), whichever thread the
+/// kernel hands it to.
+#[test]
+fn sigchld_handler_and_child_watches_work_together() {
+    #[derive(Default)]
+    struct Seen {
+        sigchld: u32,
+        exits: HashMap<u32, i32>,
+    }
+    let mut base = EventBase::<Seen>::new().unwrap();
+    base.add_signal_handler(libc::SIGCHLD, |_, seen, _| seen.sigchld += 1)
+        .unwrap();
+    let mut expected = HashMap::new();
+    for code in 0..20 {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("exit {code}")]);
+        let child = base
+            .spawn_child(&mut command, |_, seen: &mut Seen, exit| {
+                seen.exits.insert(exit.pid, exit.status.code().unwrap());
+            })
+            .unwrap();
+        expected.insert(child.pid(), code);
+    }
+    let mut seen = Seen::default();
+    let start = std::time::Instant::now();
+    while (seen.exits.len() < 20 || seen.sigchld == 0) && start.elapsed() < Duration::from_secs(20)
+    {
+        base.run_once(&mut seen, Some(Duration::from_millis(50)))
+            .unwrap();
+    }
+    assert_eq!(seen.exits, expected);
+    assert!(seen.sigchld >= 1, "no SIGCHLD reached the handler");
+}

@@ -11,7 +11,9 @@
 //! in place if the disposition is `SIG_DFL` again, then carries each instance this thread
 //! takes to that base.
 //!
-//! Instances still pending at the unblock go where the disposition says: to the forwarding
+//! Instances still pending at the unblock go where the disposition says (read, and the fatal
+//! ones discarded, under the registry's lock, so that a base elsewhere cannot install the
+//! forwarding handler in between and see its instances discarded here): to the forwarding
 //! handler while another base handles the signal, to the program's own `sigaction` handler, or
 //! nowhere for an ignored signal. Only under the default disposition of a signal whose default
 //! action is not "ignore" are pending instances discarded first, since delivering them would
@@ -66,10 +68,10 @@ pub(super) fn release(signo: i32) {
             want.blocked_by_us = false;
             return;
         }
-        match registry::forward_if_wanted(signo) {
+        match registry::forward_if_wanted(signo, || discard_if_fatal(signo)) {
             Ok(()) => {
                 want.blocked_by_us = false;
-                give_back(signo);
+                unblock(signo);
             }
             // Unblocking now could hand an instance to the default action while another base
             // handles the signal: keep the block, still as aioloop's, for the next handler of
@@ -84,7 +86,9 @@ pub(super) fn claim(signo: i32) {
     WANTS.with(|wants| wants.borrow_mut()[signo as usize].claimed = true);
 }
 
-fn give_back(signo: i32) {
+/// Takes the pending instances of `signo` that its disposition would let terminate (or stop)
+/// the process once this thread unblocks it.
+fn discard_if_fatal(signo: i32) {
     let disposition = match sys::disposition(signo) {
         Ok(d) => d,
         Err(e) => return log::error!("signal {signo}: cannot read its disposition: {e}"),
@@ -98,6 +102,9 @@ fn give_back(signo: i32) {
             log::debug!("signal {signo}: discarded {discarded} pending with its last handler");
         }
     }
+}
+
+fn unblock(signo: i32) {
     if let Err(e) = sys::thread_sigmask(libc::SIG_UNBLOCK, &SigSet::of(signo)) {
         log::error!("signal {signo}: cannot restore the thread's mask: {e}");
     }

@@ -19,7 +19,7 @@
 //! Standard signals coalesce: two `SIGCHLD` sent before the loop reads them arrive as one.
 //! Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue, and each instance is delivered, in the
 //! order the kernel queued it (see "Signals and child processes" in `docs/architecture.md` for
-//! the one bound: what the forwarding pipe holds).
+//! the bounds: what the forwarding pipe holds, and what waits for a base that does not run).
 
 mod mask;
 pub mod numbers;
@@ -299,9 +299,11 @@ impl<S> EventBase<S> {
     ///   in `main`, before spawning threads) for the loop to see it.
     /// * **Standard signals coalesce**: two `SIGCHLD` sent before the loop reads them arrive
     ///   as one, so count events, not signals. Real-time signals (`SIGRTMIN..=SIGRTMAX`) queue,
-    ///   and each instance is delivered, in order. The one bound: instances taken by a thread
-    ///   that does not block the signal wait in a pipe that holds about 26,000 of them; past
-    ///   that they are lost and counted in [`Metrics::signals_dropped`](crate::Metrics).
+    ///   and each instance is delivered, in order. The bounds: instances taken by a thread
+    ///   that does not block the signal wait in a pipe that holds about 26,000 of them, and
+    ///   a base keeps as many instances read for it by other bases as the kernel queues
+    ///   (`RLIMIT_SIGPENDING`) until it runs; past that they are lost and counted in
+    ///   [`Metrics::signals_dropped`](crate::Metrics).
     /// * When the last handler of the signal in this thread goes, it stays blocked if it was
     ///   blocked before or if the program claimed it with `block_signals`. Otherwise it is
     ///   unblocked, even while another base still handles it (what this thread then takes is
@@ -309,7 +311,8 @@ impl<S> EventBase<S> {
     ///   handler if it has one, or are discarded first if the default action would terminate
     ///   the process.
     /// * Children inherit the blocked mask of the thread that spawns them (`std::process`
-    ///   does not reset it).
+    ///   does not reset it), and so do threads: one spawned while this thread handles the
+    ///   signal keeps it blocked, as if the program had blocked it there.
     ///
     /// # Errors
     ///

@@ -5,7 +5,8 @@
 //! would never see it. So the reader forwards every instance it reads to each other base that
 //! wants that signal: into the base's inbox, then a write to the base's own eventfd, which its
 //! loop harvests as [`Source::ForwardedSignals`](crate::source::Source). Each base therefore
-//! sees each instance exactly once, from its own read or from its inbox, whatever thread it
+//! sees each instance exactly once, from its own read or from its inbox (a standard signal
+//! still waiting in an inbox coalesces with a newer one, as in the kernel), whatever thread it
 //! runs on, and bases coming and going in other threads only join or leave the list. Reading
 //! and forwarding happen under the registry's one lock, and a base empties its inbox before it
 //! reads, so that every base sees the instances in the order the kernel queued them.
@@ -61,6 +62,12 @@ struct Member {
     wants: Wants,
     /// What other bases read for this one, in the order they read it.
     inbox: Vec<Arrived>,
+    /// The standard signals in `inbox`: each is there once at most, since standard signals
+    /// coalesce (so a base that does not run keeps a bounded inbox of them).
+    standard_in_inbox: Wants,
+    /// What the kernel would queue for the process (`RLIMIT_SIGPENDING` when the base joined):
+    /// the instances past it are lost, as the kernel would lose them for a reader that lags.
+    inbox_bound: usize,
     /// Written when the inbox stops being empty.
     eventfd: Arc<OwnedFd>,
 }
@@ -80,13 +87,28 @@ impl Registry {
     }
 
     /// Hands `arrived`, just taken from the kernel by member `from`, to every other member
-    /// that wants it.
+    /// that wants it. A standard signal already waiting in an inbox takes the new one's place
+    /// (and stamp, so a handler added between the two still gets it), as the kernel coalesces;
+    /// an inbox holds as many instances as the kernel would queue, and drops (and counts) more.
     fn forward(&mut self, from: u64, arrived: Arrived) {
         let signo = arrived.0.signo;
+        let standard = signo < libc::SIGRTMIN();
         for member in &mut self.members {
             if member.id == from || !member.wants.contains(signo) {
                 continue;
             }
+            if standard && member.standard_in_inbox.contains(signo) {
+                if let Some(waiting) = member.inbox.iter_mut().find(|(i, _)| i.signo == signo) {
+                    *waiting = arrived;
+                    continue;
+                }
+            }
+            if member.inbox.len() >= member.inbox_bound {
+                // A base that does not run: lost, and counted (`Metrics::signals_dropped`).
+                sys::count_dropped();
+                continue;
+            }
+            member.standard_in_inbox.set(signo, standard);
             member.inbox.push(arrived);
             if member.inbox.len() == 1 {
                 sys::eventfd_add(member.eventfd.as_fd(), 1);
@@ -167,12 +189,15 @@ impl Membership {
             crate::error::context(e, "cannot create the eventfd for forwarded signals")
         })?);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let inbox_bound = sys::pending_signals_limit();
         let left_by_parent = {
             let mut registry = registry();
             registry.members.push(Member {
                 id,
                 wants: Wants::default(),
                 inbox: Vec::new(),
+                standard_in_inbox: Wants::default(),
+                inbox_bound,
                 eventfd: eventfd.clone(),
             });
             mem::take(&mut registry.left_by_parent)
@@ -226,6 +251,7 @@ impl Membership {
             // signalfd harvest drains without resetting: the eventfd's own event follows.)
             sys::eventfd_take(self.eventfd.as_fd());
         }
+        registry.members[me].standard_in_inbox = Wants::default();
         let mut inbox = mem::take(&mut registry.members[me].inbox);
         inbox.drain(..).for_each(&mut mine);
         registry.members[me].inbox = inbox; // keeps its capacity: no allocation per signal
@@ -280,9 +306,11 @@ impl Drop for Membership {
     }
 }
 
-/// Puts the forwarding handler in place for `signo` if its disposition is `SIG_DFL`.
+/// Puts the forwarding handler in place for `signo` if its disposition is `SIG_DFL`. The
+/// disposition is read every time rather than trusted to `taken_over`: in a forked child, the
+/// inherited handler gives a signal it takes its default action, and `SIG_DFL` with it.
 fn take_over_default(registry: &mut Registry, signo: i32) -> io::Result<()> {
-    if !registry.taken_over.contains(signo) && sys::take_over_default(signo)? {
+    if sys::take_over_default(signo)? {
         registry.taken_over.set(signo, true);
     }
     Ok(())
@@ -301,11 +329,14 @@ fn release_unwanted(registry: &mut Registry) {
 /// Called when a thread lets go of `signo` while it may still be handled elsewhere: if another
 /// base of the process still handles it, makes sure that an instance the kernel hands this
 /// thread (once it unblocks the signal) reaches the forwarding handler rather than the default
-/// action, by installing the handler if the disposition is `SIG_DFL` again.
-pub(crate) fn forward_if_wanted(signo: i32) -> io::Result<()> {
+/// action, by installing the handler if the disposition is `SIG_DFL` again. Then runs
+/// `discard` under the registry's lock, so that no base elsewhere installs the handler between
+/// the disposition `discard` reads and the pending instances it takes.
+pub(crate) fn forward_if_wanted(signo: i32, discard: impl FnOnce()) -> io::Result<()> {
     let mut registry = registry();
     if registry.wanted(signo) {
         take_over_default(&mut registry, signo)?;
     }
+    discard();
     Ok(())
 }

@@ -164,6 +164,16 @@ pub(crate) fn disposition(signo: i32) -> io::Result<Disposition> {
     })
 }
 
+/// Whether the kernel reaps this process's children itself as they exit (`SIGCHLD` set to
+/// `SIG_IGN`, or handled with `SA_NOCLDWAIT`): `waitid` then never sees their status.
+pub(crate) fn children_reaped_by_kernel() -> io::Result<bool> {
+    // SAFETY: an all-zero sigaction is a valid value for the kernel to fill.
+    let mut old: libc::sigaction = unsafe { mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`, which outlives the call.
+    check(unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) }.into())?;
+    Ok(old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+}
+
 /// A signal caught by the forwarding handler, as it travels through the forwarding pipe. One
 /// record is written whole (it is far below `PIPE_BUF`), so a reader always gets whole records.
 #[repr(C)]
@@ -185,7 +195,8 @@ pub(crate) struct CaughtSignal {
 /// the forwarding handler, or read from a signalfd).
 static SIGNAL_CLOCK: AtomicU64 = AtomicU64::new(0);
 
-/// Instances the forwarding handler caught but could not write: the pipe was full.
+/// Instances lost: the forwarding handler caught them but the pipe was full, or a base's inbox
+/// was (`count_dropped`).
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// The next tick of the signal clock (the first is 1). Async-signal-safe: one atomic add.
@@ -193,10 +204,30 @@ pub(crate) fn signal_clock() -> u64 {
     SIGNAL_CLOCK.fetch_add(1, Ordering::SeqCst) + 1
 }
 
-/// How many signal instances the forwarding handler dropped because the forwarding pipe was
+/// How many signal instances were lost because the forwarding pipe or a base's inbox was
 /// full, since the process started.
 pub(crate) fn signals_dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+/// Counts one instance lost to a full inbox.
+pub(crate) fn count_dropped() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many signals the kernel queues for this process (`RLIMIT_SIGPENDING`, its soft limit):
+/// the bound of what waits for a base in other bases' reads, as it is of what waits in the
+/// kernel. `usize::MAX` when unlimited.
+pub(crate) fn pending_signals_limit() -> usize {
+    // SAFETY: an all-zero rlimit is a valid value for getrlimit to fill; it outlives the call.
+    let mut limit: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: getrlimit writes into `limit`, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return usize::MAX;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
 /// The size asked for the forwarding pipe: the default `fs.pipe-max-size`, the most an
@@ -210,8 +241,10 @@ static FORWARD_FD: AtomicI32 = AtomicI32::new(-1);
 /// pipe, which it shares.
 static FORWARD_PID: AtomicI32 = AtomicI32::new(0);
 
-/// The forwarding pipe of the process that created it: (fork generation, read end, write end).
-pub(crate) struct ForwardingPipe(Option<(u64, OwnedFd, OwnedFd)>);
+/// The forwarding pipe of the process that created it: (fork generation, pid, read end, write
+/// end). The pid catches a child made by a raw `clone`/`fork` syscall, which runs no
+/// `pthread_atfork` handler and would otherwise read the parent's pipe.
+pub(crate) struct ForwardingPipe(Option<(u64, libc::pid_t, OwnedFd, OwnedFd)>);
 
 static PIPE: Mutex<ForwardingPipe> = Mutex::new(ForwardingPipe(None));
 
@@ -226,8 +259,10 @@ pub(crate) fn lock_forwarding_pipe() -> MutexGuard<'static, ForwardingPipe> {
 pub(crate) fn forwarding_pipe() -> io::Result<RawFd> {
     let mut pipe = lock_forwarding_pipe();
     let generation = fork_generation();
-    if let Some((gen, read, _)) = &pipe.0 {
-        if *gen == generation {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if let Some((gen, owner, read, _)) = &pipe.0 {
+        if (*gen, *owner) == (generation, pid) {
             return Ok(read.as_raw_fd());
         }
     }
@@ -244,11 +279,12 @@ pub(crate) fn forwarding_pipe() -> io::Result<RawFd> {
             io::Error::last_os_error()
         );
     }
-    // SAFETY: getpid has no preconditions.
-    FORWARD_PID.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+    // The fd before the pid: in a child, the handler that sees its own pid must already see
+    // its own pipe, never the parent's, which the next line closes here.
     FORWARD_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+    FORWARD_PID.store(pid, Ordering::SeqCst);
     let raw = read.as_raw_fd();
-    pipe.0 = Some((generation, read, write));
+    pipe.0 = Some((generation, pid, read, write));
     Ok(raw)
 }
 
@@ -319,10 +355,16 @@ extern "C" fn forward(signo: libc::c_int, info: *mut libc::siginfo_t, _: *mut c_
 }
 
 /// Installs the forwarding handler for `signo` if its disposition is `SIG_DFL`, and returns
-/// whether it did. A program's own handler, or `SIG_IGN`, is left alone.
+/// whether the forwarding handler is now its disposition (it may be already: inherited across
+/// `fork`, say). A program's own handler, or `SIG_IGN`, is left alone.
 pub(crate) fn take_over_default(signo: i32) -> io::Result<bool> {
-    if disposition(signo)? != Disposition::Default {
-        return Ok(false);
+    match disposition(signo)? {
+        Disposition::Default => {}
+        Disposition::Handler if is_forwarding(signo) => {
+            forwarding_pipe()?;
+            return Ok(true);
+        }
+        _ => return Ok(false),
     }
     forwarding_pipe()?;
     // SAFETY: a zeroed sigaction is "no flags, empty mask"; `forward` has the SA_SIGINFO
@@ -336,15 +378,22 @@ pub(crate) fn take_over_default(signo: i32) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Puts `SIG_DFL` back for `signo` if the forwarding handler is still its disposition.
-pub(crate) fn restore_default(signo: i32) {
-    // SAFETY: reading the current action into a zeroed sigaction, then writing SIG_DFL (a
-    // zeroed action) only if the current one is ours.
+/// Whether the forwarding handler is the disposition of `signo`.
+fn is_forwarding(signo: i32) -> bool {
+    // SAFETY: a null new action only reads the current one into a zeroed sigaction, which
+    // outlives the call.
     unsafe {
         let mut old: libc::sigaction = mem::zeroed();
-        if libc::sigaction(signo, std::ptr::null(), &mut old) == 0
+        libc::sigaction(signo, std::ptr::null(), &mut old) == 0
             && old.sa_sigaction == forward as *const () as libc::sighandler_t
-        {
+    }
+}
+
+/// Puts `SIG_DFL` back for `signo` if the forwarding handler is still its disposition.
+pub(crate) fn restore_default(signo: i32) {
+    if is_forwarding(signo) {
+        // SAFETY: a zeroed sigaction is SIG_DFL with no flags and an empty mask.
+        unsafe {
             let dfl: libc::sigaction = mem::zeroed();
             libc::sigaction(signo, &dfl, std::ptr::null_mut());
         }
