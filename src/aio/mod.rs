@@ -297,6 +297,8 @@ struct Op<S> {
     state: OpState,
     /// Its place in the file's request order.
     ticket: u64,
+    /// A part of a whole-span transfer: the next part takes its place in the order.
+    span: bool,
     cancelled: bool,
     /// Bytes a `RWF_NOWAIT` try transferred before the rest went to a helper.
     done: u64,
@@ -358,6 +360,9 @@ pub(crate) struct Aio<S> {
     released: Vec<Start>,
     /// The context could not be made: helpers run what needed it.
     no_context: bool,
+    /// While a part of a whole-span transfer is called back: its file and ticket, the place
+    /// the next part of the span takes in the order.
+    carry: Option<(usize, u64)>,
 }
 
 impl<S> Aio<S> {
@@ -375,6 +380,7 @@ impl<S> Aio<S> {
             order: Order::default(),
             released: Vec::new(),
             no_context: false,
+            carry: None,
         }
     }
 

@@ -420,6 +420,9 @@ impl<S> EventBase<S> {
 /// What to do when a transfer completes. Closures qualify; so does [`Rest`], which the
 /// `*_exact`/`*_all` helpers use and can take apart again when a submission is refused.
 pub(super) trait OnTransfer<S, B>: 'static {
+    /// Part of a whole-span transfer, whose rest keeps its place in the file's order.
+    const SPAN: bool = false;
+
     fn done(self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>);
 }
 
@@ -476,6 +479,8 @@ impl<F> Rest<F> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>),
     {
+        // The span ends: a request the callback issues takes a place of its own.
+        base.aio.carry = None;
         let transferred = self.done;
         let result = error.map_or(Ok(()), |error| Err(TransferError { transferred, error }));
         (self.callback)(base, state, buf, result)
@@ -487,6 +492,8 @@ where
     B: 'static,
     F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>) + 'static,
 {
+    const SPAN: bool = true;
+
     fn done(mut self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>) {
         let len = self.span.1;
         match res {
