@@ -114,7 +114,7 @@ impl<S> EventBase<S> {
 
     /// Drops a request's clone of its file. If it is the last one, that closes the fd, and
     /// the `close` of a FUSE or network file waits for its server (a flush): a helper does it.
-    fn let_go(&mut self, file: super::AioFile) {
+    pub(super) fn let_go(&mut self, file: super::AioFile) {
         if file.is_local() || !self.pool.enabled() || !file.is_last_clone() {
             return;
         }
