@@ -128,7 +128,8 @@ impl AioOptions {
     }
 
     /// At most `n` helpers (at least 1) may work at once for the requests of one file
-    /// system (one device, `st_dev`); default: all helpers but one. Requests beyond
+    /// system (one device, `st_dev`); default: all helpers but one (with a single helper,
+    /// that one: a hung mount then holds it). Requests beyond
     /// it wait on the loop side, where other file systems' requests go past them: a FUSE or
     /// NFS mount that hangs holds `n` helpers, and the others keep serving the healthy disks,
     /// [`run_blocking`](EventBase::run_blocking) jobs (one class of their own) and the
