@@ -64,3 +64,27 @@ fn read_exact_at_is_not_overtaken_by_a_later_write_between_its_parts() {
     read_exact_at_end_of_file_is_not_overtaken("read-exact-helpers", 4);
     read_exact_at_end_of_file_is_not_overtaken("read-exact-no-helpers", 0);
 }
+
+#[test]
+fn a_panic_in_the_callback_of_a_span_leaves_the_requests_behind_it_free_to_run() {
+    let path = scratch("span-panic");
+    std::fs::write(&path, [b'a'; 4096]).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(&path);
+    let file = AioFile::new(file.unwrap()).unwrap();
+    let mut base = EventBase::<Vec<&'static str>>::new().unwrap();
+    base.read_exact_at(&file, 0, vec![0u8; 8192], |_, _, _, _| panic!("on purpose"))
+        .unwrap();
+    base.write_at(&file, 4096, vec![b'b'; 4096], |_, log, _, r| {
+        r.unwrap();
+        log.push("write");
+    })
+    .unwrap();
+    let mut log = Vec::new();
+    base.set_exit_when_empty(true);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| base.run(&mut log)));
+    assert!(ran.is_err(), "the callback's panic leaves the run");
+    let guard = base.exit_after(Duration::from_secs(20));
+    base.run(&mut log).unwrap();
+    assert!(base.cancel_timer(guard), "the write behind the span ran");
+    assert_eq!(log, ["write"]);
+}
