@@ -248,7 +248,8 @@ impl<S> EventBase<S> {
             .map_err(|(error, buf, _)| AioError { error, buf })
     }
 
-    /// Cancels a request that has not started, or a read not called back yet: it
+    /// Cancels a request that has not started, or a read that the page cache answered (in
+    /// whole or in part) and that has not been called back yet: it
     /// gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its `ErrorKind` is not
     /// a stable one: compare the errno) with its buffer, in this or the next iteration.
     /// Returns `true` then, and `true` always means `ECANCELED`, never a partial result.
