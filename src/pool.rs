@@ -610,7 +610,8 @@ impl<S> EventBase<S> {
     /// `op` shares the helpers with file operations: one that never returns keeps a helper
     /// forever (the base does not wait for it when dropped). `run_blocking` jobs hold at most
     /// [`helpers_per_device`](crate::AioOptions::helpers_per_device) helpers at once, so that
-    /// file operations always find some. A panic in `op` reaches `callback` as an error. With
+    /// file operations find one (with the default share, when there is more than one
+    /// helper). A panic in `op` reaches `callback` as an error. With
     /// helpers off (`AioOptions::helper_threads(0)`), `op` runs on the loop thread, inside
     /// this call, and a panic in it unwinds from here, leaving nothing behind.
     ///

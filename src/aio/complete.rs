@@ -80,8 +80,13 @@ impl<S> EventBase<S> {
             }
         }
         let op = self.aio.ops.remove(id.key as usize);
-        if op.ticket != 0 {
-            self.file_request_finished(op.file.identity(), op.ticket);
+        let place = (op.file.identity(), op.ticket);
+        // A part of a span leaves the order after its callback, which queues the next part
+        // in its place.
+        if op.span {
+            self.aio.carry = Some(place);
+        } else if op.ticket != 0 {
+            self.file_request_finished(place.0, place.1);
         }
         self.metrics.aio_completions += 1;
         let res = match op.cancelled {
@@ -95,14 +100,21 @@ impl<S> EventBase<S> {
             op.path,
             std::time::Duration::from_nanos(self.now.saturating_sub(op.made_at)),
         );
-        let (complete, file) = (op.complete, op.file);
-        self.guarded(|base| complete(base, state, res), |_| {});
+        let (complete, file, span) = (op.complete, op.file, op.span);
+        let end_span = move |base: &mut Self| {
+            if span {
+                base.aio.carry = None;
+                base.file_request_finished(place.0, place.1);
+            }
+        };
+        self.guarded(|base| complete(base, state, res), end_span);
+        end_span(self);
         self.let_go(file);
     }
 
     /// Drops a request's clone of its file. If it is the last one, that closes the fd, and
     /// the `close` of a FUSE or network file waits for its server (a flush): a helper does it.
-    fn let_go(&mut self, file: super::AioFile) {
+    pub(super) fn let_go(&mut self, file: super::AioFile) {
         if file.is_local() || !self.pool.enabled() || !file.is_last_clone() {
             return;
         }

@@ -128,7 +128,8 @@ impl AioOptions {
     }
 
     /// At most `n` helpers (at least 1) may work at once for the requests of one file
-    /// system (one device, `st_dev`); default: all helpers but one. Requests beyond
+    /// system (one device, `st_dev`); default: all helpers but one (with a single helper,
+    /// that one: a hung mount then holds it). Requests beyond
     /// it wait on the loop side, where other file systems' requests go past them: a FUSE or
     /// NFS mount that hangs holds `n` helpers, and the others keep serving the healthy disks,
     /// [`run_blocking`](EventBase::run_blocking) jobs (one class of their own) and the
@@ -297,6 +298,8 @@ struct Op<S> {
     state: OpState,
     /// Its place in the file's request order.
     ticket: u64,
+    /// A part of a whole-span transfer: the next part takes its place in the order.
+    span: bool,
     cancelled: bool,
     /// Bytes a `RWF_NOWAIT` try transferred before the rest went to a helper.
     done: u64,
@@ -358,6 +361,9 @@ pub(crate) struct Aio<S> {
     released: Vec<Start>,
     /// The context could not be made: helpers run what needed it.
     no_context: bool,
+    /// While a part of a whole-span transfer is called back: its file and ticket, the place
+    /// the next part of the span takes in the order.
+    carry: Option<(usize, u64)>,
 }
 
 impl<S> Aio<S> {
@@ -375,6 +381,7 @@ impl<S> Aio<S> {
             order: Order::default(),
             released: Vec::new(),
             no_context: false,
+            carry: None,
         }
     }
 

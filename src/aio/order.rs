@@ -140,6 +140,32 @@ impl Order {
         !held
     }
 
+    /// Enters the next part of a whole-span transfer in the place of its part `prev`, which is
+    /// still listed (it finishes after its callback, which issued this one): requests issued
+    /// after the span stay behind it. As [`admit`](Self::admit) if `prev` is not listed.
+    pub(crate) fn admit_in_place_of(
+        &mut self,
+        file: usize,
+        prev: u64,
+        access: Access,
+        start: Start,
+    ) -> (u64, bool) {
+        let ticket = self.ticket();
+        let entries = self.files.entry(file).or_default();
+        let Some(at) = entries.iter().position(|e| e.ticket == prev) else {
+            return (ticket, self.admit_ticket(file, ticket, access, start));
+        };
+        let held = entries[..at].iter().any(|e| e.access.holds_back(access));
+        let entry = Entry {
+            ticket,
+            access,
+            start,
+            held,
+        };
+        entries.insert(at, entry);
+        (ticket, !held)
+    }
+
     /// The request `ticket` of `file` has finished (or will never run): appends to `released`
     /// the held requests of the file that may start now.
     pub(crate) fn finish(&mut self, file: usize, ticket: u64, released: &mut Vec<Start>) {
@@ -265,5 +291,22 @@ mod tests {
         let mut released = Vec::new();
         order.finish(1, a, &mut released);
         assert_eq!(released, [job(2)], "in issue order, one at a time");
+    }
+
+    #[test]
+    fn the_rest_of_a_span_keeps_its_place_ahead_of_later_requests() {
+        let mut order = Order::default();
+        let (first, _) = order.admit(1, Access::Read(0, 8192), job(1));
+        let (_, go_write) = order.admit(1, Access::Write(4096, 8192), job(2));
+        let (rest, go_rest) = order.admit_in_place_of(1, first, Access::Read(4096, 8192), job(3));
+        assert!(!go_write && go_rest);
+        let mut released = Vec::new();
+        order.finish(1, first, &mut released);
+        assert!(
+            released.is_empty(),
+            "the write waits for the rest of the read"
+        );
+        order.finish(1, rest, &mut released);
+        assert_eq!(released, [job(2)]);
     }
 }

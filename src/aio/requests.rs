@@ -3,6 +3,7 @@
 use std::fs::Metadata;
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::order::Access;
 use super::{AioError, AioFile, AioId, AioOptions, IoBuf, IoBufMut, OpState, TransferError};
@@ -247,7 +248,8 @@ impl<S> EventBase<S> {
             .map_err(|(error, buf, _)| AioError { error, buf })
     }
 
-    /// Cancels a request that has not started, or a read not called back yet: it
+    /// Cancels a request that has not started, or a read that the page cache answered (in
+    /// whole or in part) and that has not been called back yet: it
     /// gets an error whose `raw_os_error()` is `Some(libc::ECANCELED)` (its `ErrorKind` is not
     /// a stable one: compare the errno) with its buffer, in this or the next iteration.
     /// Returns `true` then, and `true` always means `ECANCELED`, never a partial result.
@@ -340,12 +342,11 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
-        let barrier = file.clone();
-        let op = move || {
+        let op = |file: AioFile| {
             drop(file);
             Ok(())
         };
-        self.file_barrier(&barrier, op, callback)
+        self.file_barrier(&file, op, callback)
     }
 
     /// `fallocate(2)` on a helper thread: allocates `len` bytes at `offset` (with `mode` 0), so
@@ -370,9 +371,8 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
-        let (barrier, file) = (file, file.clone());
-        let op = move || sys::fallocate(file.file().as_fd(), mode, offset, len);
-        self.file_barrier(barrier, op, callback)
+        let op = move |file: AioFile| sys::fallocate(file.file().as_fd(), mode, offset, len);
+        self.file_barrier(file, op, callback)
     }
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
@@ -388,24 +388,36 @@ impl<S> EventBase<S> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
-        let (barrier, file) = (file, file.clone());
-        self.file_barrier(barrier, move || file.file().set_len(len), callback)
+        self.file_barrier(file, move |file| file.file().set_len(len), callback)
     }
 
-    /// Runs `op` on `file` in the file's request order ([`Access::Barrier`]: after every
-    /// earlier request of the file has finished, and before any later one starts).
+    /// Runs `op` on a clone of `file` in the file's request order ([`Access::Barrier`]: after
+    /// every earlier request of the file has finished, and before any later one starts).
+    ///
+    /// The job takes its clone out of a shared slot when it runs, and drops it on the helper.
+    /// A job that never runs (cancelled, refused) is dropped on the loop thread, where its
+    /// clone, if the last, would close a FUSE or network file and wait for the server: it
+    /// leaves the clone in the slot instead, for the loop to let go of off the loop thread.
     fn file_barrier<T, Op, F>(&mut self, file: &AioFile, op: Op, callback: F) -> io::Result<JobId>
     where
         T: Send + 'static,
-        Op: FnOnce() -> io::Result<T> + Send + 'static,
+        Op: FnOnce(AioFile) -> io::Result<T> + Send + 'static,
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<T>) + 'static,
     {
         let (identity, ticket) = (file.identity(), self.file_ticket());
+        let slot = Arc::new(Mutex::new(Some(file.clone())));
+        let theirs = Arc::clone(&slot);
         let complete: Complete<S> = Box::new(move |base, state, outcome| {
             base.file_request_finished(identity, ticket);
+            if let Some(file) = take(&slot) {
+                base.let_go(file);
+            }
             callback(base, state, result_of(outcome))
         });
-        let job: Job = Box::new(move || Box::new(op()) as Output);
+        let job: Job = Box::new(move || {
+            let file = take(&theirs).expect("a job runs once");
+            Box::new(op(file)) as Output
+        });
         self.ordered_job((file, ticket), Access::Barrier, job, complete)
     }
 
@@ -417,9 +429,17 @@ impl<S> EventBase<S> {
     }
 }
 
+/// The file a barrier job's slot holds, if still there.
+fn take(slot: &Mutex<Option<AioFile>>) -> Option<AioFile> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
 /// What to do when a transfer completes. Closures qualify; so does [`Rest`], which the
 /// `*_exact`/`*_all` helpers use and can take apart again when a submission is refused.
 pub(super) trait OnTransfer<S, B>: 'static {
+    /// Part of a whole-span transfer, whose rest keeps its place in the file's order.
+    const SPAN: bool = false;
+
     fn done(self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>);
 }
 
@@ -476,6 +496,8 @@ impl<F> Rest<F> {
     where
         F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>),
     {
+        // The span ends: a request the callback issues takes a place of its own.
+        base.aio.carry = None;
         let transferred = self.done;
         let result = error.map_or(Ok(()), |error| Err(TransferError { transferred, error }));
         (self.callback)(base, state, buf, result)
@@ -487,6 +509,8 @@ where
     B: 'static,
     F: FnOnce(&mut EventBase<S>, &mut S, B, Result<(), TransferError>) + 'static,
 {
+    const SPAN: bool = true;
+
     fn done(mut self, base: &mut EventBase<S>, state: &mut S, buf: B, res: io::Result<usize>) {
         let len = self.span.1;
         match res {

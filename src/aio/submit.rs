@@ -45,7 +45,7 @@ impl<S> EventBase<S> {
         let complete = move |base: &mut EventBase<S>, state: &mut S, res| {
             callback.done(base, state, buf, transfer_result(res))
         };
-        Ok(self.enqueue(file, iocb, Vec::new(), Box::new(complete)))
+        Ok(self.enqueue(file, iocb, Vec::new(), Box::new(complete), C::SPAN))
     }
 
     pub(super) fn submit_vectored<B, F>(
@@ -78,7 +78,7 @@ impl<S> EventBase<S> {
         let complete = move |base: &mut EventBase<S>, state: &mut S, res| {
             callback(base, state, bufs, transfer_result(res))
         };
-        Ok(self.enqueue(file, iocb, iovecs, Box::new(complete)))
+        Ok(self.enqueue(file, iocb, iovecs, Box::new(complete), false))
     }
 
     pub(super) fn submit_sync<F>(
@@ -98,7 +98,7 @@ impl<S> EventBase<S> {
         let complete = move |base: &mut EventBase<S>, state: &mut S, res| {
             callback(base, state, transfer_result(res).map(drop))
         };
-        Ok(self.enqueue(file, iocb, Vec::new(), Box::new(complete)))
+        Ok(self.enqueue(file, iocb, Vec::new(), Box::new(complete), false))
     }
 
     /// Puts a checked request in the table and the submission queue.
@@ -108,6 +108,7 @@ impl<S> EventBase<S> {
         mut iocb: Iocb,
         iovecs: Vec<libc::iovec>,
         complete: Complete<S>,
+        span: bool,
     ) -> AioId {
         let aio = &mut self.aio;
         let gen = aio.next_gen;
@@ -132,10 +133,16 @@ impl<S> EventBase<S> {
             iocb.aio_lio_opcode,
             abi::IOCB_CMD_PREAD | abi::IOCB_CMD_PREADV
         );
-        let quick = read && aio.order.is_idle(identity);
-        let (ticket, go) = match quick {
-            true => (0, true),
-            false => {
+        // A part of a span is listed from the start: the next part takes its place.
+        let quick = read && !span && aio.order.is_idle(identity);
+        let carried = (aio.carry.take()).filter(|&(f, _)| span && f == identity);
+        let (ticket, go) = match (quick, carried) {
+            (true, _) => (0, true),
+            (false, Some((_, prev))) => {
+                let access = access(file, &iocb, &iovecs);
+                (aio.order).admit_in_place_of(identity, prev, access, Start::Request(id))
+            }
+            (false, None) => {
                 let access = access(file, &iocb, &iovecs);
                 aio.order.admit(identity, access, Start::Request(id))
             }
@@ -147,6 +154,7 @@ impl<S> EventBase<S> {
             file: file.clone(),
             state: OpState::Held,
             ticket,
+            span,
             cancelled: false,
             done: 0,
             path: Path::Kernel,
