@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -731,9 +732,7 @@ fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
             (long_path.as_str(), "414"),
             ("/socket", "404"),
         ];
-        if !extra.is_empty() {
-            cases.push(("/dir", "404")); // O_DIRECT on a directory: EINVAL
-        }
+        cases.push(("/dir", "403"));
         for (path, status) in cases {
             let request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
             let reply = raw_exchange(server.addr, request.as_bytes());
@@ -747,6 +746,48 @@ fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
         let log = std::fs::read_to_string(&stderr).unwrap();
         assert!(!log.contains("ERROR"), "{extra:?}: {log}");
     }
+}
+
+#[test]
+fn a_fifo_in_the_root_is_never_opened_and_its_blocked_writer_stays_blocked() {
+    let root = scratch("fifo-root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let fifo = root.join("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o644) }, 0);
+    // A local writer, blocked in open(2) until a reader opens the FIFO.
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let w = std::fs::OpenOptions::new().write(true).open(&fifo);
+            let _ = opened_tx.send(());
+            drop(w);
+        })
+    };
+    for extra in [&[][..], &["--direct"][..]] {
+        let server = Server::start_in(&root, extra, None, None);
+        let reply = raw_exchange(
+            server.addr,
+            b"GET /fifo HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(reply.starts_with("HTTP/1.1 4"), "{extra:?}: {reply}");
+    }
+    let released = opened_rx.recv_timeout(Duration::from_millis(300)).is_ok();
+    // Release the writer for good (a reader that never blocks), whatever happened.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    opened_rx.recv_timeout(Duration::from_secs(10)).ok();
+    writer.join().unwrap();
+    assert!(
+        !released,
+        "a request opened the FIFO and released its writer"
+    );
 }
 
 #[test]

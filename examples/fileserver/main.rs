@@ -252,7 +252,9 @@ fn serve(args: Args) -> io::Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     aioloop::block_signals(&[SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     AccessLog::install(args.log.clone())?;
-    let root = Dir::open(&args.root)?;
+    // Regular files only: a request never opens a FIFO (which would release a local writer
+    // waiting on it) or a device (whose driver's open would run).
+    let root = Dir::open(&args.root)?.regular_files_only();
     let config = Arc::new(Config {
         root,
         direct: args.direct,
@@ -587,11 +589,13 @@ fn wait_on_files(server: &mut Server, job: Job) {
 fn refusal_of(e: &io::Error) -> Result<Refusal, u16> {
     match (e.kind(), aioloop::os_error(e)) {
         (io::ErrorKind::NotFound, _) | (_, Some(libc::ENOTDIR)) => Ok(Refusal::NotFound),
-        (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM)) => Ok(Refusal::Forbidden),
+        (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM | libc::EISDIR)) => {
+            Ok(Refusal::Forbidden)
+        }
         // A name segment over 255 bytes, or a path over PATH_MAX.
         (_, Some(libc::ENAMETOOLONG)) => Ok(Refusal::UriTooLong),
-        // A socket (ENXIO), a device without a driver (ENODEV), or, with O_DIRECT, a file
-        // that cannot be read that way (EINVAL: a directory, a FIFO, a device).
+        // Not a regular file (ENXIO: a FIFO, a socket, a device; the root opens regular
+        // files only), or a file O_DIRECT cannot read (EINVAL).
         (_, Some(libc::ENXIO | libc::ENODEV | libc::EINVAL)) => Ok(Refusal::NotFound),
         // Out of fds or memory for now: the client may retry.
         (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)) => Err(503),
