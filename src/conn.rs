@@ -299,8 +299,10 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// As for [`set_io_handler`](Self::set_io_handler) (a file epoll cannot watch, the fd
-    /// number already watched by another handler); the stream is closed then.
+    /// `InvalidInput` for a socket that is listening ([`serve`](Self::serve) takes those) or
+    /// not a stream (UDP); as for [`set_io_handler`](Self::set_io_handler) (a file epoll
+    /// cannot watch, the fd number already watched by another handler). The stream is closed
+    /// then.
     pub fn add_conn<F>(
         &mut self,
         stream: impl Into<OwnedFd>,
@@ -310,7 +312,9 @@ impl<S> EventBase<S> {
     where
         F: FnMut(&mut EventBase<S>, &mut S, ConnId, ConnEvent<'_>) + 'static,
     {
-        self.add_boxed_conn(stream.into(), options, Box::new(handler))
+        let fd = stream.into();
+        sys::net::check_stream(fd.as_raw_fd())?;
+        self.add_boxed_conn(fd, options, Box::new(handler))
     }
 
     fn add_boxed_conn(
@@ -520,10 +524,16 @@ impl<S> EventBase<S> {
     /// Sets (or with `None` clears) the connection's deadline: after `after` the handler gets
     /// [`ConnEvent::Timeout`]`(`[`ConnTimeout::Deadline`]`)`, activity or not (a deadline for
     /// a request head, for a whole exchange).
+    ///
+    /// Ignored once the connection lingers (its answer is out after
+    /// [`conn_finish`](Self::conn_finish)): the linger time ends it then.
     pub fn conn_set_deadline(&mut self, id: ConnId, after: Option<Duration>) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
+        if c.has(LINGERING) {
+            return; // `deadline` holds the linger timer
+        }
         if let Some(timer) = c.deadline.take() {
             self.cancel_timer(timer);
         }

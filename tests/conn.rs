@@ -584,3 +584,61 @@ fn a_handler_that_panics_on_data_closes_its_connection_and_the_base_goes_on() {
     other_peer.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"still served");
 }
+
+#[test]
+fn a_deadline_set_while_lingering_leaves_the_linger_time_in_charge() {
+    // The peer takes the answer but never closes: the linger time must end the connection,
+    // whatever the handler does with its deadline meanwhile.
+    for deadline in [None, Some(Duration::from_secs(60))] {
+        let (ours, mut theirs) = tcp_pair();
+        let mut base = EventBase::<Log>::new().unwrap();
+        let options = ConnOptions::new().linger(Duration::from_millis(100));
+        let id = base.add_conn(ours, options, echo).unwrap();
+        base.conn_write(id, b"answer").unwrap();
+        base.conn_finish(id).unwrap();
+        let mut answer = [0u8; 6];
+        theirs.read_exact(&mut answer).unwrap();
+        // The answer is out and the write side shut: the connection lingers now.
+        base.add_timer(Duration::from_millis(20), move |base, _, _| {
+            base.conn_set_deadline(id, deadline);
+        });
+        let mut log = Log::default();
+        base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+        assert_eq!(log.closed, Some(Ok(())), "{deadline:?}: {:?}", log.events);
+        assert!(!base.conn_is_open(id));
+    }
+}
+
+#[test]
+fn add_conn_refuses_a_listening_socket_and_a_datagram_socket_with_a_clear_error() {
+    let mut base = EventBase::<Log>::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = base
+        .add_conn(listener, ConnOptions::new(), echo)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("listening"), "{e}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let e = base.add_conn(udp, ConnOptions::new(), echo).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("stream"), "{e}");
+    assert_eq!((base.conn_count(), base.metrics().fd_handlers), (0, 0));
+    // Any stream fd that is not a socket (a pipe) is a connection.
+    let (read, mut write) = std::io::pipe().unwrap();
+    let reader = |base: &mut EventBase<Log>, log: &mut Log, id, event: ConnEvent<'_>| match event {
+        ConnEvent::Data(bytes) => log.data.extend_from_slice(bytes),
+        ConnEvent::PeerShutdown => {
+            log.events.push("peer shutdown".into());
+            base.conn_close(id);
+        }
+        _ => {}
+    };
+    base.add_conn(std::os::fd::OwnedFd::from(read), ConnOptions::new(), reader)
+        .unwrap();
+    write.write_all(b"through a pipe").unwrap();
+    drop(write);
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+    assert_eq!(log.data, b"through a pipe");
+    assert_eq!(log.events, ["peer shutdown"]);
+}
