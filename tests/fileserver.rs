@@ -488,7 +488,7 @@ fn at_its_fd_limit_the_server_idles_and_serves_all_200_clients_once_fds_free_up(
 }
 
 #[test]
-fn bad_arguments_get_a_clear_message_and_exit_1() {
+fn bad_arguments_exit_2_and_a_root_or_port_that_fails_exits_1_each_with_a_clear_message() {
     let root = site().to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["--root", root], "--addr is missing"),
@@ -516,10 +516,58 @@ fn bad_arguments_get_a_clear_message_and_exit_1() {
             "unknown argument --bogus",
         ),
     ];
-    for (args, expected) in cases {
-        let out = Command::new(example_binary()).args(*args).output().unwrap();
+    // Each number out of its range, negative, or past u64.
+    let limits = [
+        ("--idle-timeout", "0", "must be 1 to 86400 seconds"),
+        ("--header-timeout", "0", "must be 1 to 86400 seconds"),
+        ("--header-timeout", "86401", "must be 1 to 86400 seconds"),
+        ("--idle-timeout", "-5", "must be a number"),
+        ("--grace", "99999999999999999999", "must be a number"),
+        ("--fd-reserve", "4294967296", "--fd-reserve is too large"),
+        ("--max-header", "1", "--max-header must be"),
+    ];
+    let limits: Vec<(Vec<&str>, &str)> = limits
+        .iter()
+        .map(|&(flag, value, expected)| {
+            let args = vec!["--addr", "127.0.0.1:0", "--root", root, flag, value];
+            (args, expected)
+        })
+        .collect();
+    let cases = cases.iter().copied().chain(
+        limits
+            .iter()
+            .map(|(args, expected)| (args.as_slice(), *expected)),
+    );
+    let missing = [
+        "--addr",
+        "--root",
+        "--threads",
+        "--idle-timeout",
+        "--header-timeout",
+        "--grace",
+        "--max-header",
+        "--fd-reserve",
+        "--log",
+    ];
+    for flag in missing {
+        let out = Command::new(example_binary())
+            .args(["--addr", "127.0.0.1:0", "--root", root, flag])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} needs a value")),
+            "{stderr}"
+        );
+    }
+    for (args, expected) in cases {
+        let out = Command::new(example_binary()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let failed = expected.contains("cannot open") || expected.contains("Not a directory");
+        let code = if failed { 1 } else { 2 };
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     let taken = Server::start(&[]);

@@ -148,10 +148,10 @@ struct Job {
 type Base = EventBase<Server>;
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => fail(e),
-    };
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("fileserver: {e}");
+        std::process::exit(2)
+    });
     let result = serve(args);
     AccessLog::report_dropped();
     if let Err(e) = result {
