@@ -594,7 +594,7 @@ fn a_deadline_set_while_lingering_leaves_the_linger_time_in_charge() {
         let mut base = EventBase::<Log>::new().unwrap();
         let options = ConnOptions::new().linger(Duration::from_millis(100));
         let id = base.add_conn(ours, options, echo).unwrap();
-        base.conn_write(id, b"answer").unwrap();
+        assert_eq!(base.conn_write(id, b"answer").unwrap(), WriteStatus::Open);
         base.conn_finish(id).unwrap();
         let mut answer = [0u8; 6];
         theirs.read_exact(&mut answer).unwrap();
