@@ -566,7 +566,8 @@ impl<S> EventBase<S> {
     /// Ends the server gracefully: every listener of [`serve`](Self::serve) is closed, every
     /// connection is told [`ConnEvent::ShuttingDown`] (and finished, unless its handler keeps
     /// it), and the run ends ([`exit`](Self::exit)) once the last connection has closed, or
-    /// after `grace`, when those left are closed (`Closed(Err(TimedOut))`).
+    /// after `grace`, when those left are closed: `Closed(Err(TimedOut))`, or `Closed(Ok(()))`
+    /// for one whose answer is out and that only lingers.
     pub fn shut_down(&mut self, grace: Duration) {
         if std::mem::replace(&mut self.conns.shutting_down, true) {
             return;
@@ -587,9 +588,15 @@ impl<S> EventBase<S> {
         self.set_timer_ref(timer, false);
         let timer = self.add_timer(grace, |base, state, _| {
             for id in base.conn_ids() {
-                let e =
-                    io::Error::new(io::ErrorKind::TimedOut, "the shutdown's grace period ended");
-                base.end_conn(id, state, Err(e));
+                // A lingering connection's answer is out: only the peer's close was awaited.
+                let result = match base.conns.get(id).is_some_and(|c| c.has(LINGERING)) {
+                    true => Ok(()),
+                    false => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the shutdown's grace period ended",
+                    )),
+                };
+                base.end_conn(id, state, result);
             }
             base.exit();
         });

@@ -642,3 +642,23 @@ fn add_conn_refuses_a_listening_socket_and_a_datagram_socket_with_a_clear_error(
     assert_eq!(log.data, b"through a pipe");
     assert_eq!(log.events, ["peer shutdown"]);
 }
+
+#[test]
+fn a_connection_whose_answer_is_out_when_the_grace_period_ends_closes_ok() {
+    // Its answer is out and its write side shut; only the peer's close is awaited (lingering).
+    let (ours, mut theirs) = tcp_pair();
+    let mut base = EventBase::<Log>::new().unwrap();
+    let options = ConnOptions::new().linger(Duration::from_secs(60));
+    let id = base.add_conn(ours, options, echo).unwrap();
+    assert_eq!(base.conn_write(id, b"answer").unwrap(), WriteStatus::Open);
+    base.conn_finish(id).unwrap();
+    let mut answer = [0u8; 6];
+    theirs.read_exact(&mut answer).unwrap();
+    base.add_timer(Duration::from_millis(20), |base, _, _| {
+        base.shut_down(Duration::from_millis(100))
+    });
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(10)).unwrap();
+    assert_eq!(log.closed, Some(Ok(())));
+    assert_eq!(base.conn_count(), 0);
+}
