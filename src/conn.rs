@@ -631,11 +631,12 @@ impl<S> EventBase<S> {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        c.read_at = now;
         if !c.reads() || self.writers.is_full(c.writer) {
-            // The data waits (an error shows in the next read or write), or is dropped.
+            // The data waits (an error shows in the next read or write), or is dropped. Not
+            // progress: a peer that trickles bytes it knows are not read is idle.
             return self.not_reading(id, state);
         }
+        c.read_at = now;
         let fd = c.fd.as_raw_fd();
         let Some(mut handler) = c.handler.take() else {
             return;

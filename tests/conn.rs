@@ -662,3 +662,44 @@ fn a_connection_whose_answer_is_out_when_the_grace_period_ends_closes_ok() {
     assert_eq!(log.closed, Some(Ok(())));
     assert_eq!(base.conn_count(), 0);
 }
+
+#[test]
+fn a_peer_that_trickles_bytes_while_never_reading_its_answer_still_times_out() {
+    // Over the high mark the connection reads nothing: bytes waiting in the kernel are not
+    // progress, or a client could hold its fd and queue for ever, one byte at a time.
+    let (ours, theirs) = tcp_pair();
+    set_buffer(&ours, libc::SO_SNDBUF, 16 << 10);
+    set_buffer(&theirs, libc::SO_RCVBUF, 16 << 10);
+    let mut base = EventBase::<Log>::new().unwrap();
+    let options = ConnOptions::new()
+        .high_water(64 << 10)
+        .idle_timeout(Duration::from_millis(300));
+    let id = base.add_conn(ours, options, echo).unwrap();
+    assert_eq!(
+        base.conn_write_owned(id, vec![0u8; 4 << 20]).unwrap(),
+        WriteStatus::Full
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peer = theirs;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if peer.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert_eq!(
+        log.closed,
+        Some(Err(std::io::ErrorKind::TimedOut)),
+        "{:?}",
+        log.events
+    );
+}

@@ -14,7 +14,9 @@
 //! the file system is 414; what any client can cause is logged at debug, never as an error).
 //! A path never
 //! leaves DIR: `..` is refused, and files are opened with `openat2(RESOLVE_BENEATH)`
-//! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out.
+//! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out. Only
+//! regular files are opened ([`Dir::regular_files_only`]): a FIFO, a device or a socket is
+//! 404 without being opened (a local writer waiting on a FIFO stays waiting), a directory 403.
 //!
 //! Every file operation goes through the library's non-blocking file API: opens and stats
 //! answered from the kernel's caches on the loop thread or else run on the helper threads,
