@@ -187,8 +187,12 @@ struct Conn<S> {
     kept: bool,
     /// The peer's IP address, for a connection accepted by [`EventBase::serve`].
     peer: Option<SocketAddr>,
-    /// Bytes queued or unsent in the kernel at the last idle check (progress, when fewer).
-    pending: usize,
+    /// Bytes handed to [`EventBase::conn_write`] and its kin, all told.
+    handed: u64,
+    /// Of those, the bytes that had left the queue and the kernel's send buffer at the last
+    /// idle check (progress, when more): counted from the total, so that a queue refilled
+    /// meanwhile does not hide what left.
+    delivered: u64,
     /// Loop time of the last read event (progress, for the idle timeout).
     read_at: Tick,
     idle_timer: Option<TimerId>,
@@ -353,7 +357,8 @@ impl<S> EventBase<S> {
             handler: Some(handler),
             flags: 0,
             peer: None,
-            pending: 0,
+            handed: 0,
+            delivered: 0,
             kept: false,
             read_at: self.now,
             idle_timer: None,
@@ -411,7 +416,7 @@ impl<S> EventBase<S> {
     /// connection then closes, and its handler hears it as `Closed(Err(..))`, the one place
     /// where failures arrive.
     pub fn conn_write(&mut self, id: ConnId, bytes: &[u8]) -> io::Result<WriteStatus> {
-        let writer = self.writable(id)?;
+        let writer = self.writable(id, bytes.len())?;
         self.write(writer, bytes)
     }
 
@@ -422,7 +427,7 @@ impl<S> EventBase<S> {
     ///
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_vectored(&mut self, id: ConnId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
-        let writer = self.writable(id)?;
+        let writer = self.writable(id, parts.iter().map(|p| p.len()).sum())?;
         self.write_vectored(writer, parts)
     }
 
@@ -432,18 +437,22 @@ impl<S> EventBase<S> {
     ///
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_owned(&mut self, id: ConnId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
-        let writer = self.writable(id)?;
+        let writer = self.writable(id, bytes.len())?;
         self.write_owned(writer, bytes)
     }
 
+    /// The writer of `id`, about to be handed `len` bytes.
     #[inline]
-    fn writable(&mut self, id: ConnId) -> io::Result<WriterId> {
+    fn writable(&mut self, id: ConnId, len: usize) -> io::Result<WriterId> {
         match self.conns.get(id) {
             Some(c) if c.has(FINISHING) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{id:?}: write after conn_finish"),
             )),
-            Some(c) => Ok(c.writer),
+            Some(c) => {
+                c.handed += len as u64;
+                Ok(c.writer)
+            }
             None => Err(gone(id)),
         }
     }
@@ -819,8 +828,9 @@ impl<S> EventBase<S> {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        let moved = pending < c.pending;
-        c.pending = pending;
+        let delivered = c.handed.saturating_sub(pending as u64);
+        let moved = delivered > c.delivered;
+        c.delivered = delivered;
         let sent_at = self.writer_sent_at(writer).unwrap_or(0);
         let last = if moved { now } else { read_at.max(sent_at) };
         let due = timer::deadline_after(last, idle);

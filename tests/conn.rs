@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-use aioloop::{ConnEvent, ConnId, ConnOptions, ConnTimeout, EventBase, WriteStatus};
+use aioloop::{ConnEvent, ConnId, ConnOptions, ConnTimeout, EventBase, Schedule, WriteStatus};
 
 /// A connected TCP pair on 127.0.0.1: (ours, the peer's blocking end).
 fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -702,4 +702,44 @@ fn a_peer_that_trickles_bytes_while_never_reading_its_answer_still_times_out() {
         "{:?}",
         log.events
     );
+}
+
+#[test]
+fn a_steady_reader_is_progress_even_while_the_producer_refills_the_queue_faster() {
+    // The queue and the kernel's send buffer hold more at each idle check (the producer
+    // outpaces the reader, 800 against 400 KB/s), yet bytes leave all the time: that is
+    // progress, not idleness.
+    let (ours, theirs) = tcp_pair();
+    set_buffer(&ours, libc::SO_SNDBUF, 1 << 20);
+    set_buffer(&theirs, libc::SO_RCVBUF, 16 << 10);
+    let mut base = EventBase::<Log>::new().unwrap();
+    let options = ConnOptions::new()
+        .high_water(64 << 20)
+        .idle_timeout(Duration::from_millis(500));
+    let id = base.add_conn(ours, options, echo).unwrap();
+    let _ = base.conn_write_owned(id, vec![0u8; 8 << 20]);
+    let period = Duration::from_millis(10);
+    base.add_repeating_timer(period, Schedule::FixedRate, move |base, _, _| {
+        let _ = base.conn_write(id, &[1u8; 8 << 10]);
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut peer, mut chunk) = (theirs, [0u8; 4096]);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(peer.read(&mut chunk), Ok(0) | Err(_)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(2)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let open = base.conn_is_open(id);
+    drop(base);
+    reader.join().unwrap();
+    assert!(open, "closed as idle: {:?} {:?}", log.events, log.closed);
 }
