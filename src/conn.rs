@@ -211,6 +211,8 @@ pub(crate) struct Conns<S> {
     /// The listeners of [`EventBase::serve`], for [`EventBase::shut_down`].
     acceptors: Vec<Acceptor>,
     shutting_down: bool,
+    /// The timer that ends [`EventBase::shut_down`]'s grace period, while it runs.
+    grace: Option<TimerId>,
     /// The connection whose handler is being told `Data` (without a catch_unwind).
     calling: Option<ConnId>,
 }
@@ -245,6 +247,7 @@ impl<S> Conns<S> {
             buf: None,
             acceptors: Vec::new(),
             shutting_down: false,
+            grace: None,
             calling: None,
         }
     }
@@ -585,6 +588,9 @@ impl<S> EventBase<S> {
             close_listener(self, &acceptor.shared);
         }
         let timer = self.add_timer(Duration::ZERO, |base, state, _| {
+            if !base.conns.shutting_down {
+                return; // already done (the last connection closed first)
+            }
             for id in base.conn_ids() {
                 if base.conns.get(id).is_some_and(|c| !c.has(FINISHING))
                     && base.tell_default(id, state, ConnEvent::ShuttingDown)
@@ -596,6 +602,7 @@ impl<S> EventBase<S> {
         });
         self.set_timer_ref(timer, false);
         let timer = self.add_timer(grace, |base, state, _| {
+            (base.conns.grace, base.conns.shutting_down) = (None, false);
             for id in base.conn_ids() {
                 // A lingering connection's answer is out: only the peer's close was awaited.
                 let result = match base.conns.get(id).is_some_and(|c| c.has(LINGERING)) {
@@ -610,6 +617,7 @@ impl<S> EventBase<S> {
             base.exit();
         });
         self.set_timer_ref(timer, false);
+        self.conns.grace = Some(timer);
     }
 
     /// The number of open connections.
@@ -629,6 +637,11 @@ impl<S> EventBase<S> {
 
     fn exit_if_done(&mut self) {
         if self.conns.shutting_down && self.conns.slab.is_empty() {
+            // Done: neither the grace timer nor a later emptied base may end a later run.
+            self.conns.shutting_down = false;
+            if let Some(timer) = self.conns.grace.take() {
+                self.cancel_timer(timer);
+            }
             self.exit();
         }
     }

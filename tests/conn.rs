@@ -743,3 +743,27 @@ fn a_steady_reader_is_progress_even_while_the_producer_refills_the_queue_faster(
     reader.join().unwrap();
     assert!(open, "closed as idle: {:?} {:?}", log.events, log.closed);
 }
+
+#[test]
+fn a_shut_down_once_done_leaves_nothing_to_end_a_later_run() {
+    let mut base = EventBase::<bool>::new().unwrap();
+    base.shut_down(Duration::from_millis(100)); // no connection: done at once
+    let mut ran = false;
+    base.run_for(&mut ran, Duration::from_secs(5)).unwrap();
+    assert_eq!(base.metrics().timers, 0);
+    // The base goes on with other work: neither the old grace timer nor the last connection
+    // closing may exit this run.
+    let (ours, _theirs) = tcp_pair();
+    let id = base
+        .add_conn(ours, ConnOptions::new(), |_, _, _, _| {})
+        .unwrap();
+    base.add_timer(Duration::from_millis(50), move |base, _, _| {
+        base.conn_close(id);
+    });
+    base.add_timer(Duration::from_millis(300), |base, ran, _| {
+        *ran = true;
+        base.exit();
+    });
+    base.run_for(&mut ran, Duration::from_secs(5)).unwrap();
+    assert!(ran);
+}
