@@ -579,7 +579,8 @@ impl<S> EventBase<S> {
     /// connection is told [`ConnEvent::ShuttingDown`] (and finished, unless its handler keeps
     /// it), and the run ends ([`exit`](Self::exit)) once the last connection has closed, or
     /// after `grace`, when those left are closed: `Closed(Err(TimedOut))`, or `Closed(Ok(()))`
-    /// for one whose answer is out and that only lingers.
+    /// for one whose answer is out and that only lingers. Once done, it leaves nothing behind:
+    /// the base may run on, and be shut down again.
     pub fn shut_down(&mut self, grace: Duration) {
         if std::mem::replace(&mut self.conns.shutting_down, true) {
             return;
