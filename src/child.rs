@@ -282,12 +282,14 @@ impl<S> EventBase<S> {
     /// let child = base.spawn_child(&mut command, |_, _, _| {})?;
     /// let mut stdout = child.take_stdout().unwrap();
     /// let fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
-    /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, out, _| {
+    /// // Edge-triggered: read until the pipe is drained, or the end may come in the same edge
+    /// // as the last bytes and never be seen.
+    /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, out, _| loop {
     ///     let mut chunk = [0; 512];
     ///     match stdout.read(&mut chunk) {
-    ///         Ok(0) => base.remove_fd_handlers(&fd, aioloop::Handlers::ALL).then_some(()).unwrap_or(()),
+    ///         Ok(0) => return drop(base.remove_fd_handlers(&fd, aioloop::Handlers::ALL)),
     ///         Ok(n) => out.extend_from_slice(&chunk[..n]),
-    ///         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    ///         Err(e) => return assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
     ///     }
     /// })?;
     /// base.set_exit_when_empty(true);
