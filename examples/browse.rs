@@ -16,7 +16,7 @@
 //! read, each up to the size `stat` gave it: FIFOs, devices and sockets are skipped, and so
 //! is the content of pseudo-files that claim size 0 (`/proc`), some of which never end. An
 //! entry that cannot be read is reported on stderr and skipped. A DIR that is missing, not a
-//! directory or unreadable gets a message and exit 1.
+//! directory or unreadable gets a message and exit 1; a bad argument, exit 2.
 //!
 //! `--direct` opens files with `O_DIRECT`; `--no-helpers` turns the helper threads off, so
 //! that a slow file system's stalls land on the loop and show in the heartbeat.
@@ -63,10 +63,10 @@ struct Walk {
 type Base = EventBase<Walk>;
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => fail(e),
-    };
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("browse: {e}");
+        std::process::exit(2)
+    });
     match browse(args) {
         Ok(()) => {}
         Err(e) => fail(e),

@@ -10,7 +10,7 @@
 //! last byte (`nc -N`), the connection closes after the echo is out. A connection that makes
 //! no progress for the idle timeout (default 60 s; 0 turns it off), silent or not taking its
 //! echo, is closed. Talk to it with `nc 127.0.0.1 7000`; stop it with Ctrl-C. Errors name what
-//! failed, exit 1.
+//! failed: a bad argument exits 2, any other failure 1.
 //!
 //! Each connection is an [`aioloop::ConnId`]: the base owns its socket, reads into one buffer
 //! shared by all, queues what the peer does not take yet, stops reading while more than 1 MiB
@@ -28,14 +28,17 @@ const MAX_PENDING: usize = 1 << 20;
 const USAGE: &str = "usage: echo [--addr HOST:PORT] [--idle-timeout SECS]";
 
 fn main() {
-    if let Err(e) = run() {
+    let args = Args::parse().unwrap_or_else(|e| {
+        eprintln!("echo: {e}");
+        std::process::exit(2)
+    });
+    if let Err(e) = run(args) {
         eprintln!("echo: {e}");
         std::process::exit(1);
     }
 }
 
-fn run() -> io::Result<()> {
-    let args = Args::parse()?;
+fn run(args: Args) -> io::Result<()> {
     let listener = tcp_listener(args.addr, &ListenOptions::new())?;
     let addr = listener.local_addr()?;
     let mut base = EventBase::new()?;

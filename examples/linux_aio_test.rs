@@ -12,7 +12,7 @@
 //! second. With `--output`, the bytes read are written to PATH at their offsets, so
 //! `cmp FILE PATH` checks them; PATH may not be FILE itself. Without `--direct` the reads are
 //! buffered: page-cache hits complete on kernel AIO, misses run on the helper threads (see
-//! `docs/aio.md`). Any error names what failed and exits 1.
+//! `docs/aio.md`). Any error names what failed and exits 1 (a bad argument: 2).
 
 use std::fs::{File, Metadata};
 use std::io::{self, ErrorKind, Seek, SeekFrom};
@@ -49,14 +49,17 @@ struct Reader {
 type Base = EventBase<Reader>;
 
 fn main() {
-    if let Err(e) = run() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("linux_aio_test: {e}");
+        std::process::exit(2)
+    });
+    if let Err(e) = run(args) {
         eprintln!("linux_aio_test: {e}");
         std::process::exit(1);
     }
 }
 
-fn run() -> io::Result<()> {
-    let mut args = parse_args()?;
+fn run(mut args: Args) -> io::Result<()> {
     let meta = std::fs::metadata(&args.input)
         .map_err(|e| annotate(e, format!("cannot read {}", args.input.display())))?;
     check_readable_kind(&args.input, &meta)?;

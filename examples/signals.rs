@@ -34,7 +34,7 @@ type Base = EventBase<Daemon>;
 fn main() {
     if let Some(arg) = std::env::args().nth(1) {
         eprintln!("signals: takes no arguments, got {arg:?}\nusage: signals");
-        std::process::exit(1);
+        std::process::exit(2);
     }
     if let Err(e) = run() {
         eprintln!("signals: {e}");

@@ -187,8 +187,12 @@ struct Conn<S> {
     kept: bool,
     /// The peer's IP address, for a connection accepted by [`EventBase::serve`].
     peer: Option<SocketAddr>,
-    /// Bytes queued or unsent in the kernel at the last idle check (progress, when fewer).
-    pending: usize,
+    /// Bytes handed to [`EventBase::conn_write`] and its kin, all told.
+    handed: u64,
+    /// Of those, the bytes that had left the queue and the kernel's send buffer at the last
+    /// idle check (progress, when more): counted from the total, so that a queue refilled
+    /// meanwhile does not hide what left.
+    delivered: u64,
     /// Loop time of the last read event (progress, for the idle timeout).
     read_at: Tick,
     idle_timer: Option<TimerId>,
@@ -207,6 +211,8 @@ pub(crate) struct Conns<S> {
     /// The listeners of [`EventBase::serve`], for [`EventBase::shut_down`].
     acceptors: Vec<Acceptor>,
     shutting_down: bool,
+    /// The timer that ends [`EventBase::shut_down`]'s grace period, while it runs.
+    grace: Option<TimerId>,
     /// The connection whose handler is being told `Data` (without a catch_unwind).
     calling: Option<ConnId>,
 }
@@ -241,6 +247,7 @@ impl<S> Conns<S> {
             buf: None,
             acceptors: Vec::new(),
             shutting_down: false,
+            grace: None,
             calling: None,
         }
     }
@@ -299,8 +306,10 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// As for [`set_io_handler`](Self::set_io_handler) (a file epoll cannot watch, the fd
-    /// number already watched by another handler); the stream is closed then.
+    /// `InvalidInput` for a socket that is listening ([`serve`](Self::serve) takes those) or
+    /// not a stream (UDP); as for [`set_io_handler`](Self::set_io_handler) (a file epoll
+    /// cannot watch, the fd number already watched by another handler). The stream is closed
+    /// then.
     pub fn add_conn<F>(
         &mut self,
         stream: impl Into<OwnedFd>,
@@ -310,7 +319,9 @@ impl<S> EventBase<S> {
     where
         F: FnMut(&mut EventBase<S>, &mut S, ConnId, ConnEvent<'_>) + 'static,
     {
-        self.add_boxed_conn(stream.into(), options, Box::new(handler))
+        let fd = stream.into();
+        sys::net::check_stream(fd.as_raw_fd())?;
+        self.add_boxed_conn(fd, options, Box::new(handler))
     }
 
     fn add_boxed_conn(
@@ -349,7 +360,8 @@ impl<S> EventBase<S> {
             handler: Some(handler),
             flags: 0,
             peer: None,
-            pending: 0,
+            handed: 0,
+            delivered: 0,
             kept: false,
             read_at: self.now,
             idle_timer: None,
@@ -407,7 +419,7 @@ impl<S> EventBase<S> {
     /// connection then closes, and its handler hears it as `Closed(Err(..))`, the one place
     /// where failures arrive.
     pub fn conn_write(&mut self, id: ConnId, bytes: &[u8]) -> io::Result<WriteStatus> {
-        let writer = self.writable(id)?;
+        let writer = self.writable(id, bytes.len())?;
         self.write(writer, bytes)
     }
 
@@ -418,7 +430,7 @@ impl<S> EventBase<S> {
     ///
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_vectored(&mut self, id: ConnId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
-        let writer = self.writable(id)?;
+        let writer = self.writable(id, parts.iter().map(|p| p.len()).sum())?;
         self.write_vectored(writer, parts)
     }
 
@@ -428,18 +440,22 @@ impl<S> EventBase<S> {
     ///
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_owned(&mut self, id: ConnId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
-        let writer = self.writable(id)?;
+        let writer = self.writable(id, bytes.len())?;
         self.write_owned(writer, bytes)
     }
 
+    /// The writer of `id`, about to be handed `len` bytes.
     #[inline]
-    fn writable(&mut self, id: ConnId) -> io::Result<WriterId> {
+    fn writable(&mut self, id: ConnId, len: usize) -> io::Result<WriterId> {
         match self.conns.get(id) {
             Some(c) if c.has(FINISHING) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{id:?}: write after conn_finish"),
             )),
-            Some(c) => Ok(c.writer),
+            Some(c) => {
+                c.handed += len as u64;
+                Ok(c.writer)
+            }
             None => Err(gone(id)),
         }
     }
@@ -520,10 +536,16 @@ impl<S> EventBase<S> {
     /// Sets (or with `None` clears) the connection's deadline: after `after` the handler gets
     /// [`ConnEvent::Timeout`]`(`[`ConnTimeout::Deadline`]`)`, activity or not (a deadline for
     /// a request head, for a whole exchange).
+    ///
+    /// Ignored once the connection lingers (its answer is out after
+    /// [`conn_finish`](Self::conn_finish)): the linger time ends it then.
     pub fn conn_set_deadline(&mut self, id: ConnId, after: Option<Duration>) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
+        if c.has(LINGERING) {
+            return; // `deadline` holds the linger timer
+        }
         if let Some(timer) = c.deadline.take() {
             self.cancel_timer(timer);
         }
@@ -556,7 +578,9 @@ impl<S> EventBase<S> {
     /// Ends the server gracefully: every listener of [`serve`](Self::serve) is closed, every
     /// connection is told [`ConnEvent::ShuttingDown`] (and finished, unless its handler keeps
     /// it), and the run ends ([`exit`](Self::exit)) once the last connection has closed, or
-    /// after `grace`, when those left are closed (`Closed(Err(TimedOut))`).
+    /// after `grace`, when those left are closed: `Closed(Err(TimedOut))`, or `Closed(Ok(()))`
+    /// for one whose answer is out and that only lingers. Once done, it leaves nothing behind:
+    /// the base may run on, and be shut down again.
     pub fn shut_down(&mut self, grace: Duration) {
         if std::mem::replace(&mut self.conns.shutting_down, true) {
             return;
@@ -565,6 +589,9 @@ impl<S> EventBase<S> {
             close_listener(self, &acceptor.shared);
         }
         let timer = self.add_timer(Duration::ZERO, |base, state, _| {
+            if !base.conns.shutting_down {
+                return; // already done (the last connection closed first)
+            }
             for id in base.conn_ids() {
                 if base.conns.get(id).is_some_and(|c| !c.has(FINISHING))
                     && base.tell_default(id, state, ConnEvent::ShuttingDown)
@@ -576,14 +603,22 @@ impl<S> EventBase<S> {
         });
         self.set_timer_ref(timer, false);
         let timer = self.add_timer(grace, |base, state, _| {
+            (base.conns.grace, base.conns.shutting_down) = (None, false);
             for id in base.conn_ids() {
-                let e =
-                    io::Error::new(io::ErrorKind::TimedOut, "the shutdown's grace period ended");
-                base.end_conn(id, state, Err(e));
+                // A lingering connection's answer is out: only the peer's close was awaited.
+                let result = match base.conns.get(id).is_some_and(|c| c.has(LINGERING)) {
+                    true => Ok(()),
+                    false => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the shutdown's grace period ended",
+                    )),
+                };
+                base.end_conn(id, state, result);
             }
             base.exit();
         });
         self.set_timer_ref(timer, false);
+        self.conns.grace = Some(timer);
     }
 
     /// The number of open connections.
@@ -603,6 +638,11 @@ impl<S> EventBase<S> {
 
     fn exit_if_done(&mut self) {
         if self.conns.shutting_down && self.conns.slab.is_empty() {
+            // Done: neither the grace timer nor a later emptied base may end a later run.
+            self.conns.shutting_down = false;
+            if let Some(timer) = self.conns.grace.take() {
+                self.cancel_timer(timer);
+            }
             self.exit();
         }
     }
@@ -614,11 +654,12 @@ impl<S> EventBase<S> {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        c.read_at = now;
         if !c.reads() || self.writers.is_full(c.writer) {
-            // The data waits (an error shows in the next read or write), or is dropped.
+            // The data waits (an error shows in the next read or write), or is dropped. Not
+            // progress: a peer that trickles bytes it knows are not read is idle.
             return self.not_reading(id, state);
         }
+        c.read_at = now;
         let fd = c.fd.as_raw_fd();
         let Some(mut handler) = c.handler.take() else {
             return;
@@ -801,8 +842,9 @@ impl<S> EventBase<S> {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        let moved = pending < c.pending;
-        c.pending = pending;
+        let delivered = c.handed.saturating_sub(pending as u64);
+        let moved = delivered > c.delivered;
+        c.delivered = delivered;
         let sent_at = self.writer_sent_at(writer).unwrap_or(0);
         let last = if moved { now } else { read_at.max(sent_at) };
         let due = timer::deadline_after(last, idle);

@@ -12,7 +12,7 @@ use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -166,18 +166,19 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
 }
 
 /// Opens for reading the file an `O_PATH` handle names, if it is a regular file, through
-/// `/proc/self/fd`, which reopens that very inode (checked: same device and inode).
+/// `/proc/self/fd`, which reopens that very inode (checked: same device and inode). The type
+/// and identity come from what the kernel holds, so that on a stalling FUSE mount only the
+/// `open` itself waits, as for a plain open.
 fn open_regular(handle: OwnedFd, direct: bool) -> io::Result<OwnedFd> {
     let handle = File::from(handle);
-    let meta = handle.metadata()?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        let (errno, what) = match () {
-            _ if kind.is_dir() => (libc::EISDIR, "a directory"),
-            _ if kind.is_fifo() => (libc::ENXIO, "a FIFO"),
-            _ if kind.is_socket() => (libc::ENXIO, "a socket"),
-            _ if kind.is_char_device() => (libc::ENXIO, "a character device"),
-            _ if kind.is_block_device() => (libc::ENXIO, "a block device"),
+    let (kind, dev, ino) = sys::kind_and_identity(handle.as_fd())?;
+    if kind != libc::S_IFREG {
+        let (errno, what) = match kind {
+            libc::S_IFDIR => (libc::EISDIR, "a directory"),
+            libc::S_IFIFO => (libc::ENXIO, "a FIFO"),
+            libc::S_IFSOCK => (libc::ENXIO, "a socket"),
+            libc::S_IFCHR => (libc::ENXIO, "a character device"),
+            libc::S_IFBLK => (libc::ENXIO, "a block device"),
             _ => (libc::ENXIO, "not a regular file"),
         };
         let why = format!("it is {what}, and only regular files are opened");
@@ -192,8 +193,8 @@ fn open_regular(handle: OwnedFd, direct: bool) -> io::Result<OwnedFd> {
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | if direct { libc::O_DIRECT } else { 0 });
     let proc_path = format!("/proc/self/fd/{}", handle.as_raw_fd());
     let file = options.open(proc_path)?;
-    let opened = file.metadata()?;
-    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+    let (_, opened_dev, opened_ino) = sys::kind_and_identity(file.as_fd())?;
+    if (opened_dev, opened_ino) != (dev, ino) {
         return Err(io::Error::other("the file changed while it was opened"));
     }
     Ok(OwnedFd::from(file))

@@ -45,10 +45,11 @@ pub(crate) enum Source {
 // fd tokens stay below the reserved range (`io/token.rs`); the list must fit in it.
 const _: () = assert!(Source::ALL.len() <= Source::RESERVED_TOKENS);
 
-/// How many callbacks a source's owed work may run in one pass beyond those owed when the pass
-/// began: a chain of completions that each cause the next (a cached read queued by the
-/// callback of the one before) yields to events and due timers after this many, yet a long
-/// chain pays one poll per this many callbacks, not one per callback.
+/// How many AIO completions one pass runs (helper results: how many beyond those owed when the
+/// pass began, which the helper count bounds): a thousand reads done at once, or a chain of
+/// completions that each cause the next (a cached read queued by the callback of the one
+/// before), yields to events and due timers after this many, yet pays one poll per this many
+/// callbacks, not one per callback.
 pub(crate) const PASS_BUDGET: usize = 64;
 
 impl Source {

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-use aioloop::{ConnEvent, ConnId, ConnOptions, ConnTimeout, EventBase, WriteStatus};
+use aioloop::{ConnEvent, ConnId, ConnOptions, ConnTimeout, EventBase, Schedule, WriteStatus};
 
 /// A connected TCP pair on 127.0.0.1: (ours, the peer's blocking end).
 fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -583,4 +583,187 @@ fn a_handler_that_panics_on_data_closes_its_connection_and_the_base_goes_on() {
     let mut got = Vec::new();
     other_peer.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"still served");
+}
+
+#[test]
+fn a_deadline_set_while_lingering_leaves_the_linger_time_in_charge() {
+    // The peer takes the answer but never closes: the linger time must end the connection,
+    // whatever the handler does with its deadline meanwhile.
+    for deadline in [None, Some(Duration::from_secs(60))] {
+        let (ours, mut theirs) = tcp_pair();
+        let mut base = EventBase::<Log>::new().unwrap();
+        let options = ConnOptions::new().linger(Duration::from_millis(100));
+        let id = base.add_conn(ours, options, echo).unwrap();
+        assert_eq!(base.conn_write(id, b"answer").unwrap(), WriteStatus::Open);
+        base.conn_finish(id).unwrap();
+        let mut answer = [0u8; 6];
+        theirs.read_exact(&mut answer).unwrap();
+        // The answer is out and the write side shut: the connection lingers now.
+        base.add_timer(Duration::from_millis(20), move |base, _, _| {
+            base.conn_set_deadline(id, deadline);
+        });
+        let mut log = Log::default();
+        base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+        assert_eq!(log.closed, Some(Ok(())), "{deadline:?}: {:?}", log.events);
+        assert!(!base.conn_is_open(id));
+    }
+}
+
+#[test]
+fn add_conn_refuses_a_listening_socket_and_a_datagram_socket_with_a_clear_error() {
+    let mut base = EventBase::<Log>::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = base
+        .add_conn(listener, ConnOptions::new(), echo)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("listening"), "{e}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let e = base.add_conn(udp, ConnOptions::new(), echo).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("stream"), "{e}");
+    assert_eq!((base.conn_count(), base.metrics().fd_handlers), (0, 0));
+    // Any stream fd that is not a socket (a pipe) is a connection.
+    let (read, mut write) = std::io::pipe().unwrap();
+    let reader = |base: &mut EventBase<Log>, log: &mut Log, id, event: ConnEvent<'_>| match event {
+        ConnEvent::Data(bytes) => log.data.extend_from_slice(bytes),
+        ConnEvent::PeerShutdown => {
+            log.events.push("peer shutdown".into());
+            base.conn_close(id);
+        }
+        _ => {}
+    };
+    base.add_conn(std::os::fd::OwnedFd::from(read), ConnOptions::new(), reader)
+        .unwrap();
+    write.write_all(b"through a pipe").unwrap();
+    drop(write);
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+    assert_eq!(log.data, b"through a pipe");
+    assert_eq!(log.events, ["peer shutdown"]);
+}
+
+#[test]
+fn a_connection_whose_answer_is_out_when_the_grace_period_ends_closes_ok() {
+    // Its answer is out and its write side shut; only the peer's close is awaited (lingering).
+    let (ours, mut theirs) = tcp_pair();
+    let mut base = EventBase::<Log>::new().unwrap();
+    let options = ConnOptions::new().linger(Duration::from_secs(60));
+    let id = base.add_conn(ours, options, echo).unwrap();
+    assert_eq!(base.conn_write(id, b"answer").unwrap(), WriteStatus::Open);
+    base.conn_finish(id).unwrap();
+    let mut answer = [0u8; 6];
+    theirs.read_exact(&mut answer).unwrap();
+    base.add_timer(Duration::from_millis(20), |base, _, _| {
+        base.shut_down(Duration::from_millis(100))
+    });
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(10)).unwrap();
+    assert_eq!(log.closed, Some(Ok(())));
+    assert_eq!(base.conn_count(), 0);
+}
+
+#[test]
+fn a_peer_that_trickles_bytes_while_never_reading_its_answer_still_times_out() {
+    // Over the high mark the connection reads nothing: bytes waiting in the kernel are not
+    // progress, or a client could hold its fd and queue for ever, one byte at a time.
+    let (ours, theirs) = tcp_pair();
+    set_buffer(&ours, libc::SO_SNDBUF, 16 << 10);
+    set_buffer(&theirs, libc::SO_RCVBUF, 16 << 10);
+    let mut base = EventBase::<Log>::new().unwrap();
+    let options = ConnOptions::new()
+        .high_water(64 << 10)
+        .idle_timeout(Duration::from_millis(300));
+    let id = base.add_conn(ours, options, echo).unwrap();
+    assert_eq!(
+        base.conn_write_owned(id, vec![0u8; 4 << 20]).unwrap(),
+        WriteStatus::Full
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peer = theirs;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if peer.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(5)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert_eq!(
+        log.closed,
+        Some(Err(std::io::ErrorKind::TimedOut)),
+        "{:?}",
+        log.events
+    );
+}
+
+#[test]
+fn a_steady_reader_is_progress_even_while_the_producer_refills_the_queue_faster() {
+    // The queue and the kernel's send buffer hold more at each idle check (the producer
+    // outpaces the reader, 800 against 400 KB/s), yet bytes leave all the time: that is
+    // progress, not idleness.
+    let (ours, theirs) = tcp_pair();
+    set_buffer(&ours, libc::SO_SNDBUF, 1 << 20);
+    set_buffer(&theirs, libc::SO_RCVBUF, 16 << 10);
+    let mut base = EventBase::<Log>::new().unwrap();
+    let options = ConnOptions::new()
+        .high_water(64 << 20)
+        .idle_timeout(Duration::from_millis(500));
+    let id = base.add_conn(ours, options, echo).unwrap();
+    let _ = base.conn_write_owned(id, vec![0u8; 8 << 20]);
+    let period = Duration::from_millis(10);
+    base.add_repeating_timer(period, Schedule::FixedRate, move |base, _, _| {
+        let _ = base.conn_write(id, &[1u8; 8 << 10]);
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut peer, mut chunk) = (theirs, [0u8; 4096]);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(peer.read(&mut chunk), Ok(0) | Err(_)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut log = Log::default();
+    base.run_for(&mut log, Duration::from_secs(2)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let open = base.conn_is_open(id);
+    drop(base);
+    reader.join().unwrap();
+    assert!(open, "closed as idle: {:?} {:?}", log.events, log.closed);
+}
+
+#[test]
+fn a_shut_down_once_done_leaves_nothing_to_end_a_later_run() {
+    let mut base = EventBase::<bool>::new().unwrap();
+    base.shut_down(Duration::from_millis(100)); // no connection: done at once
+    let mut ran = false;
+    base.run_for(&mut ran, Duration::from_secs(5)).unwrap();
+    assert_eq!(base.metrics().timers, 0);
+    // The base goes on with other work: neither the old grace timer nor the last connection
+    // closing may exit this run.
+    let (ours, _theirs) = tcp_pair();
+    let id = base
+        .add_conn(ours, ConnOptions::new(), |_, _, _, _| {})
+        .unwrap();
+    base.add_timer(Duration::from_millis(50), move |base, _, _| {
+        base.conn_close(id);
+    });
+    base.add_timer(Duration::from_millis(300), |base, ran, _| {
+        *ran = true;
+        base.exit();
+    });
+    base.run_for(&mut ran, Duration::from_secs(5)).unwrap();
+    assert!(ran);
 }

@@ -229,7 +229,12 @@ fn linux_aio_test_refuses_bad_input_with_a_message_naming_it() {
     ];
     for (args, expected) in cases {
         let (code, stdout, stderr) = run_example("linux_aio_test", args);
-        assert_eq!(code, 1, "{args:?}: {stdout}{stderr}");
+        let usage = expected.starts_with("--") || expected.contains("missing");
+        assert_eq!(
+            code,
+            if usage { 2 } else { 1 },
+            "{args:?}: {stdout}{stderr}"
+        );
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     assert_eq!(
@@ -295,10 +300,14 @@ fn echo_reports_bad_arguments_and_a_taken_port_clearly() {
         (&["--idle-timeout", "abc"], "--idle-timeout takes seconds"),
         (&["--idle-timeout", "-1"], "non-negative"),
         (&["--frobnicate"], "unknown argument"),
+        (&["--idle-timeout"], "--idle-timeout needs a value"),
+        (&["--idle-timeout", "1e300"], "non-negative"),
+        (&["--idle-timeout", "NaN"], "non-negative"),
     ];
     for (args, expected) in cases {
         let (code, _, stderr) = run_example("echo", args);
-        assert_eq!(code, 1, "{args:?}: {stderr}");
+        let usage = !expected.starts_with("cannot listen");
+        assert_eq!(code, if usage { 2 } else { 1 }, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(
             !stderr.contains("Os {"),
@@ -306,7 +315,7 @@ fn echo_reports_bad_arguments_and_a_taken_port_clearly() {
         );
     }
     let (code, _, stderr) = run_example("signals", &["extra"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(stderr.contains("takes no arguments"), "{stderr}");
 }
 
@@ -365,7 +374,12 @@ fn browse_reads_every_regular_file_once_and_refuses_a_bad_dir() {
     ];
     for (args, expected) in cases {
         let (code, stdout, stderr) = run_example("browse", args);
-        assert_eq!(code, 1, "{args:?}: {stdout}{stderr}");
+        let usage = expected.contains("missing") || expected.contains("unknown option");
+        assert_eq!(
+            code,
+            if usage { 2 } else { 1 },
+            "{args:?}: {stdout}{stderr}"
+        );
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }

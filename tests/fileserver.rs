@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -487,7 +488,7 @@ fn at_its_fd_limit_the_server_idles_and_serves_all_200_clients_once_fds_free_up(
 }
 
 #[test]
-fn bad_arguments_get_a_clear_message_and_exit_1() {
+fn bad_arguments_exit_2_and_a_root_or_port_that_fails_exits_1_each_with_a_clear_message() {
     let root = site().to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["--root", root], "--addr is missing"),
@@ -515,10 +516,58 @@ fn bad_arguments_get_a_clear_message_and_exit_1() {
             "unknown argument --bogus",
         ),
     ];
-    for (args, expected) in cases {
-        let out = Command::new(example_binary()).args(*args).output().unwrap();
+    // Each number out of its range, negative, or past u64.
+    let limits = [
+        ("--idle-timeout", "0", "must be 1 to 86400 seconds"),
+        ("--header-timeout", "0", "must be 1 to 86400 seconds"),
+        ("--header-timeout", "86401", "must be 1 to 86400 seconds"),
+        ("--idle-timeout", "-5", "must be a number"),
+        ("--grace", "99999999999999999999", "must be a number"),
+        ("--fd-reserve", "4294967296", "--fd-reserve is too large"),
+        ("--max-header", "1", "--max-header must be"),
+    ];
+    let limits: Vec<(Vec<&str>, &str)> = limits
+        .iter()
+        .map(|&(flag, value, expected)| {
+            let args = vec!["--addr", "127.0.0.1:0", "--root", root, flag, value];
+            (args, expected)
+        })
+        .collect();
+    let cases = cases.iter().copied().chain(
+        limits
+            .iter()
+            .map(|(args, expected)| (args.as_slice(), *expected)),
+    );
+    let missing = [
+        "--addr",
+        "--root",
+        "--threads",
+        "--idle-timeout",
+        "--header-timeout",
+        "--grace",
+        "--max-header",
+        "--fd-reserve",
+        "--log",
+    ];
+    for flag in missing {
+        let out = Command::new(example_binary())
+            .args(["--addr", "127.0.0.1:0", "--root", root, flag])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} needs a value")),
+            "{stderr}"
+        );
+    }
+    for (args, expected) in cases {
+        let out = Command::new(example_binary()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let failed = expected.contains("cannot open") || expected.contains("Not a directory");
+        let code = if failed { 1 } else { 2 };
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     let taken = Server::start(&[]);
@@ -731,9 +780,7 @@ fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
             (long_path.as_str(), "414"),
             ("/socket", "404"),
         ];
-        if !extra.is_empty() {
-            cases.push(("/dir", "404")); // O_DIRECT on a directory: EINVAL
-        }
+        cases.push(("/dir", "403"));
         for (path, status) in cases {
             let request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
             let reply = raw_exchange(server.addr, request.as_bytes());
@@ -747,6 +794,48 @@ fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
         let log = std::fs::read_to_string(&stderr).unwrap();
         assert!(!log.contains("ERROR"), "{extra:?}: {log}");
     }
+}
+
+#[test]
+fn a_fifo_in_the_root_is_never_opened_and_its_blocked_writer_stays_blocked() {
+    let root = scratch("fifo-root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let fifo = root.join("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o644) }, 0);
+    // A local writer, blocked in open(2) until a reader opens the FIFO.
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let w = std::fs::OpenOptions::new().write(true).open(&fifo);
+            let _ = opened_tx.send(());
+            drop(w);
+        })
+    };
+    for extra in [&[][..], &["--direct"][..]] {
+        let server = Server::start_in(&root, extra, None, None);
+        let reply = raw_exchange(
+            server.addr,
+            b"GET /fifo HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(reply.starts_with("HTTP/1.1 4"), "{extra:?}: {reply}");
+    }
+    let released = opened_rx.recv_timeout(Duration::from_millis(300)).is_ok();
+    // Release the writer for good (a reader that never blocks), whatever happened.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    opened_rx.recv_timeout(Duration::from_secs(10)).ok();
+    writer.join().unwrap();
+    assert!(
+        !released,
+        "a request opened the FIFO and released its writer"
+    );
 }
 
 #[test]

@@ -48,3 +48,42 @@ fn a_chain_of_cached_reads_lets_a_due_timer_run_before_it_ends() {
     );
     assert!(base.metrics().aio_cached_reads >= READS as u64 - 1);
 }
+
+#[derive(Default)]
+struct Owed {
+    done: usize,
+    done_when_the_timer_fired: Option<usize>,
+}
+
+const OWED: usize = 2_000;
+
+fn timer_and_run(mut base: EventBase<Owed>) -> Owed {
+    base.add_timer(Duration::ZERO, |_, owed, _| {
+        owed.done_when_the_timer_fired = Some(owed.done)
+    });
+    base.set_exit_when_empty(true);
+    let mut owed = Owed::default();
+    base.run(&mut owed).unwrap();
+    owed
+}
+
+#[test]
+fn many_cached_reads_owed_at_once_let_a_due_timer_run_before_they_all_end() {
+    // 1,000 connections each with a read done is a pass's worth of owed work: it must not
+    // hold the loop as one block while timers and events wait.
+    let (path, _) = common::data_file("budget-owed-reads", 4096);
+    std::fs::read(&path).unwrap();
+    let file = AioFile::open(&path, false).unwrap();
+    let mut base = EventBase::<Owed>::new().unwrap();
+    for _ in 0..OWED {
+        base.read_at(&file, 0, vec![0; 512], |_, owed, _, n| {
+            n.unwrap();
+            owed.done += 1;
+        })
+        .unwrap();
+    }
+    let owed = timer_and_run(base);
+    assert_eq!(owed.done, OWED);
+    let at = owed.done_when_the_timer_fired.unwrap();
+    assert!(at < OWED, "the timer waited for every owed read ({at})");
+}

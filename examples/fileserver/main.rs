@@ -14,7 +14,9 @@
 //! the file system is 414; what any client can cause is logged at debug, never as an error).
 //! A path never
 //! leaves DIR: `..` is refused, and files are opened with `openat2(RESOLVE_BENEATH)`
-//! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out.
+//! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out. Only
+//! regular files are opened ([`Dir::regular_files_only`]): a FIFO, a device or a socket is
+//! 404 without being opened (a local writer waiting on a FIFO stays waiting), a directory 403.
 //!
 //! Every file operation goes through the library's non-blocking file API: opens and stats
 //! answered from the kernel's caches on the loop thread or else run on the helper threads,
@@ -148,10 +150,10 @@ struct Job {
 type Base = EventBase<Server>;
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => fail(e),
-    };
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("fileserver: {e}");
+        std::process::exit(2)
+    });
     let result = serve(args);
     AccessLog::report_dropped();
     if let Err(e) = result {
@@ -252,7 +254,9 @@ fn serve(args: Args) -> io::Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     aioloop::block_signals(&[SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     AccessLog::install(args.log.clone())?;
-    let root = Dir::open(&args.root)?;
+    // Regular files only: a request never opens a FIFO (which would release a local writer
+    // waiting on it) or a device (whose driver's open would run).
+    let root = Dir::open(&args.root)?.regular_files_only();
     let config = Arc::new(Config {
         root,
         direct: args.direct,
@@ -587,11 +591,13 @@ fn wait_on_files(server: &mut Server, job: Job) {
 fn refusal_of(e: &io::Error) -> Result<Refusal, u16> {
     match (e.kind(), aioloop::os_error(e)) {
         (io::ErrorKind::NotFound, _) | (_, Some(libc::ENOTDIR)) => Ok(Refusal::NotFound),
-        (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM)) => Ok(Refusal::Forbidden),
+        (_, Some(libc::EXDEV | libc::EACCES | libc::ELOOP | libc::EPERM | libc::EISDIR)) => {
+            Ok(Refusal::Forbidden)
+        }
         // A name segment over 255 bytes, or a path over PATH_MAX.
         (_, Some(libc::ENAMETOOLONG)) => Ok(Refusal::UriTooLong),
-        // A socket (ENXIO), a device without a driver (ENODEV), or, with O_DIRECT, a file
-        // that cannot be read that way (EINVAL: a directory, a FIFO, a device).
+        // Not a regular file (ENXIO: a FIFO, a socket, a device; the root opens regular
+        // files only), or a file O_DIRECT cannot read (EINVAL).
         (_, Some(libc::ENXIO | libc::ENODEV | libc::EINVAL)) => Ok(Refusal::NotFound),
         // Out of fds or memory for now: the client may retry.
         (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)) => Err(503),

@@ -392,6 +392,27 @@ pub(crate) fn device_of(fd: BorrowedFd<'_>) -> u64 {
     }
 }
 
+/// The type bits of the mode (`S_IFMT`), the device and the inode number of `fd`'s file,
+/// which never change for an inode: `statx` with `AT_STATX_DONT_SYNC` takes them from what the
+/// kernel holds and never asks a FUSE or network server (which may stall).
+pub(crate) fn kind_and_identity(fd: BorrowedFd<'_>) -> io::Result<(u32, u64, u64)> {
+    // SAFETY: an all-zero statx is a valid value for the kernel to fill.
+    let mut stx: libc::statx = unsafe { mem::zeroed() };
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE | libc::STATX_INO,
+            &mut stx,
+        )
+    };
+    check(rc.into())?;
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    Ok((u32::from(stx.stx_mode) & libc::S_IFMT, dev, stx.stx_ino))
+}
+
 /// `send(2)` of `bytes` on the socket `fd` with `MSG_NOSIGNAL` (see [`sendmsg`]): the count
 /// written.
 pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {

@@ -181,3 +181,39 @@ pub(crate) fn unsent(fd: RawFd) -> io::Result<usize> {
     check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) }.into())?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
+
+/// Refuses a socket that cannot carry a connection: a listening one, or one that is not a
+/// stream (`SO_ACCEPTCONN`, `SO_TYPE`). An fd that is not a socket (a pipe) passes.
+pub(crate) fn check_stream(fd: RawFd) -> io::Result<()> {
+    let refuse = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
+    match int_option(fd, libc::SO_ACCEPTCONN) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => Ok(()),
+        Err(e) => Err(e),
+        Ok(0) => match int_option(fd, libc::SO_TYPE)? {
+            libc::SOCK_STREAM => Ok(()),
+            _ => {
+                refuse("not a stream socket (a datagram or packet socket): connections are streams")
+            }
+        },
+        Ok(_) => {
+            refuse("a listening socket, not a connection: serve or accept_connections takes it")
+        }
+    }
+}
+
+/// An int-valued `SOL_SOCKET` option of `fd`.
+fn int_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` outlive the call, and `len` is `value`'s size.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    check(ret.into()).map(|_| value)
+}
