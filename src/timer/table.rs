@@ -20,7 +20,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::near::Near;
-use super::wheel::{Wheel, DEFERRED_LIST, NEVER_LIST, NIL};
+use super::wheel::{Wheel, DEFERRED_LIST, NEVER_LIST, NIL, W0_BITS};
 use super::{Action, OnceCallback, RepeatCallback, Schedule, Tick, TimerId, NEVER};
 use crate::io::HandlerKind;
 
@@ -30,6 +30,13 @@ pub(super) const NEAR: u16 = u16::MAX - 1;
 const FIRING: u16 = u16::MAX - 2;
 /// `Entry::place` of a free entry (`next` links the free list).
 const FREE: u16 = u16::MAX;
+
+/// How far past the loop time the wheel's cursor may move to fill the near-term heap: one
+/// level-0 slot, so the heap holds about two slots' worth of timers at most.
+const HORIZON: Tick = 1 << W0_BITS;
+/// A first wheel slot beyond the horizon with at most this many timers is read through for
+/// the exact earliest deadline (a lone far timer wakes the loop once, on time).
+const SCAN: usize = 8;
 
 /// What a timer does when it fires.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -297,10 +304,11 @@ impl<S> Timers<S> {
         self.entries[key as usize].place = FIRING;
     }
 
-    /// Empties the wheel's first slot: its timers go to lower levels or to the near-term heap,
-    /// in the order they are listed. Returns `false` if the wheel is empty.
-    fn refill(&mut self) -> bool {
-        let Some((list, start)) = self.wheel.first() else {
+    /// Empties the wheel's first slot if it starts by `until`: its timers go to lower levels or
+    /// to the near-term heap, in the order they are listed. Returns `false` if it did not (the
+    /// wheel is empty, or its first slot starts later).
+    fn refill(&mut self, until: Tick) -> bool {
+        let Some((list, start)) = self.wheel.first().filter(|&(_, start)| start <= until) else {
             return false;
         };
         let mut key = self.wheel.advance_to(list, start);
@@ -313,16 +321,42 @@ impl<S> Timers<S> {
         true
     }
 
-    /// The earliest deadline, if any timer can ever fire, ready for the next pass: the wheel's
-    /// first slot is moved into the near-term heap if that is empty, so the answer is exact.
-    pub(crate) fn next_deadline_mut(&mut self) -> Option<Tick> {
+    /// Fills the near-term heap, if empty, from the wheel's slots that start by the horizon of
+    /// loop time `now`. The cursor never runs further ahead of the loop than that: were it to
+    /// move to a far timer, every timer added for earlier would go to the heap until that one
+    /// fired (an hour, for a daemon's hourly timer), at a heap's `O(log n)` cost.
+    fn fill_near(&mut self, now: Tick) {
+        let horizon = now.saturating_add(HORIZON);
+        while self.near.is_empty() && self.refill(horizon) {}
+    }
+
+    /// When the loop must wake next for its timers, at loop time `now`, ready for the next
+    /// pass; `None` if no timer can ever fire. It is the earliest deadline, exact, unless that
+    /// lies beyond the horizon in a wheel slot of more than [`SCAN`] timers: then it is the
+    /// slot's start, earlier, and the pass there moves the slot down (one early wake-up per
+    /// wheel level at most).
+    pub(crate) fn next_deadline_mut(&mut self, now: Tick) -> Option<Tick> {
         self.end_pass();
-        while self.near.is_empty() && self.refill() {}
-        self.near.peek().map(|(deadline, _)| deadline)
+        self.fill_near(now);
+        if let Some((deadline, _)) = self.near.peek() {
+            return Some(deadline);
+        }
+        let (list, start) = self.wheel.first()?;
+        let mut key = self.wheel.head(list);
+        let mut earliest = NEVER;
+        for _ in 0..SCAN {
+            if key == NIL {
+                break;
+            }
+            let entry = &self.entries[key as usize];
+            earliest = earliest.min(entry.deadline);
+            key = entry.next;
+        }
+        Some(if key == NIL { earliest } else { start })
     }
 
     /// The earliest deadline, if any timer can ever fire. Exact; reads through the wheel's
-    /// first slot when the loop has not prepared the near-term heap since timers were added.
+    /// first slot when the near-term heap is empty.
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
         let deferred = self.wheel.head(DEFERRED_LIST);
         if deferred != NIL {
@@ -367,14 +401,9 @@ impl<S> Timers<S> {
                 let gen = self.entries[key as usize].gen;
                 return Some(TimerId { key, gen });
             }
-            if !self
-                .wheel
-                .first()
-                .is_some_and(|(_, start)| start <= reached)
-            {
+            if !self.refill(reached) {
                 return None;
             }
-            self.refill();
         }
     }
 
@@ -382,9 +411,9 @@ impl<S> Timers<S> {
     /// near-term heap is refilled as the next poll would, so that `next_deadline` between runs
     /// (an embedding loop's `next_timeout`) need not read through a wheel slot.
     pub(crate) fn end_pass(&mut self) {
-        if self.pass.take().is_none() {
+        let Some(reached) = self.pass.take() else {
             return;
-        }
+        };
         loop {
             let key = self.wheel.head(DEFERRED_LIST);
             if key == NIL {
@@ -394,7 +423,7 @@ impl<S> Timers<S> {
             let deadline = self.entries[key as usize].deadline;
             self.place(key, deadline);
         }
-        while self.near.is_empty() && self.refill() {}
+        self.fill_near(reached);
     }
 
     /// Takes a firing timer's action out (see [`Fired`]). One-shot and exit timers are removed.
