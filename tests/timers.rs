@@ -372,3 +372,28 @@ fn many_timers_across_the_wheel_fire_in_deadline_order_and_cancels_hold() {
         "fired out of deadline order"
     );
 }
+
+#[test]
+fn timers_far_and_crowded_fire_never_early_after_few_wake_ups() {
+    // Twenty timers in one wheel slot 300 ms away: the loop may wake at the slot's start to
+    // move it closer, but only a few times, and no timer fires before its deadline.
+    let mut base = EventBase::<Vec<(usize, Instant)>>::new().unwrap();
+    let targets: Vec<Instant> = (0..20)
+        .map(|i| {
+            let delay = ms(300) + Duration::from_nanos(i as u64 * 100);
+            let target = Instant::now() + delay;
+            base.add_timer(delay, move |_, fired, _| fired.push((i, Instant::now())));
+            target
+        })
+        .collect();
+    base.set_exit_when_empty(true);
+    let mut fired = Vec::new();
+    base.run(&mut fired).unwrap();
+    assert_eq!(
+        fired.iter().map(|&(i, _)| i).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+    assert!(fired.iter().all(|&(i, at)| at >= targets[i]), "fired early");
+    let polls = base.metrics().polls;
+    assert!(polls <= 12, "{polls} polls");
+}

@@ -34,8 +34,8 @@ const FREE: u16 = u16::MAX;
 /// How far past the loop time the wheel's cursor may move to fill the near-term heap: one
 /// level-0 slot, so the heap holds about two slots' worth of timers at most.
 const HORIZON: Tick = 1 << W0_BITS;
-/// A first wheel slot beyond the horizon with at most this many timers is read through for
-/// the exact earliest deadline (a lone far timer wakes the loop once, on time).
+/// A first wheel slot with at most this many timers is read through for the exact earliest
+/// deadline (a lone far timer wakes the loop once, on time); a longer one answers its start.
 const SCAN: usize = 8;
 
 /// What a timer does when it fires.
@@ -330,14 +330,25 @@ impl<S> Timers<S> {
         while self.near.is_empty() && self.refill(horizon) {}
     }
 
-    /// When the loop must wake next for its timers, at loop time `now`, ready for the next
-    /// pass; `None` if no timer can ever fire. It is the earliest deadline, exact, unless that
-    /// lies beyond the horizon in a wheel slot of more than [`SCAN`] timers: then it is the
-    /// slot's start, earlier, and the pass there moves the slot down (one early wake-up per
-    /// wheel level at most).
+    /// [`next_deadline`](Self::next_deadline) at loop time `now`, with the near-term heap
+    /// filled for the next pass, so that it is exact unless the earliest timer is far.
     pub(crate) fn next_deadline_mut(&mut self, now: Tick) -> Option<Tick> {
         self.end_pass();
         self.fill_near(now);
+        self.next_deadline()
+    }
+
+    /// When the loop must wake next for its timers; `None` if no timer can ever fire. It is
+    /// the earliest deadline, exact, unless the near-term heap is empty and the wheel's first
+    /// slot holds more than [`SCAN`] timers: then it is the slot's start, earlier, and the pass
+    /// there moves the slot down (one early wake-up per wheel level at most), so that no poll
+    /// reads through a long list.
+    pub(crate) fn next_deadline(&self) -> Option<Tick> {
+        let deferred = self.wheel.head(DEFERRED_LIST);
+        if deferred != NIL {
+            // Left by a pass a panic cut short: due already.
+            return Some(self.entries[deferred as usize].deadline);
+        }
         if let Some((deadline, _)) = self.near.peek() {
             return Some(deadline);
         }
@@ -353,28 +364,6 @@ impl<S> Timers<S> {
             key = entry.next;
         }
         Some(if key == NIL { earliest } else { start })
-    }
-
-    /// The earliest deadline, if any timer can ever fire. Exact; reads through the wheel's
-    /// first slot when the near-term heap is empty.
-    pub(crate) fn next_deadline(&self) -> Option<Tick> {
-        let deferred = self.wheel.head(DEFERRED_LIST);
-        if deferred != NIL {
-            // Left by a pass a panic cut short: due already.
-            return Some(self.entries[deferred as usize].deadline);
-        }
-        if let Some((deadline, _)) = self.near.peek() {
-            return Some(deadline);
-        }
-        let (list, _) = self.wheel.first()?;
-        let mut key = self.wheel.head(list);
-        let mut earliest = NEVER;
-        while key != NIL {
-            let entry = &self.entries[key as usize];
-            earliest = earliest.min(entry.deadline);
-            key = entry.next;
-        }
-        Some(earliest)
     }
 
     /// Starts a firing pass that fires, through [`pop_due`](Self::pop_due), every timer due at

@@ -153,6 +153,11 @@ fn a_crowded_far_slot_wakes_the_loop_early_at_most_once_a_level() {
     loop {
         let at = timers.next_deadline_mut(now).unwrap();
         assert!(now < at && at <= due, "{now} < {at} <= {due}");
+        assert_eq!(
+            timers.next_deadline(),
+            Some(at),
+            "the poll waits for what was armed"
+        );
         (now, wakeups) = (at, wakeups + 1);
         if at == due {
             break;
@@ -319,7 +324,9 @@ fn random_operations_match_a_simple_reference() {
                     }
                 }
                 6 => {
-                    assert_eq!(timers.next_deadline(), model.next_deadline(), "peek");
+                    let (peek, exact) = (timers.next_deadline(), model.next_deadline());
+                    assert_eq!(peek.is_some(), exact.is_some(), "peek");
+                    assert!(peek <= exact, "peek {peek:?} after {exact:?}");
                     // Exact, or the start of a crowded wheel slot beyond the horizon.
                     let (next, exact) = (timers.next_deadline_mut(now), model.next_deadline());
                     let early = next.zip(exact).is_some_and(|(next, exact)| {
