@@ -397,3 +397,15 @@ fn timers_far_and_crowded_fire_never_early_after_few_wake_ups() {
     let polls = base.metrics().polls;
     assert!(polls <= 12, "{polls} polls");
 }
+
+#[test]
+fn timer_remaining_of_a_timer_that_never_fires_is_duration_max() {
+    let mut base = EventBase::<()>::new().unwrap();
+    let never = base.add_timer(Duration::MAX, |_, _, _| {});
+    assert_eq!(base.timer_remaining(never), Some(Duration::MAX));
+    let later = base.add_timer(ms(500), |_, _, _| {});
+    assert!(base.reset_timer(later, Duration::MAX));
+    assert_eq!(base.timer_remaining(later), Some(Duration::MAX));
+    assert!(base.reset_timer(later, ms(500)));
+    assert!(base.timer_remaining(later).unwrap() <= ms(500));
+}

@@ -364,9 +364,13 @@ impl<S> EventBase<S> {
         self.timers.reschedule(id, deadline)
     }
 
-    /// Time left until a pending timer fires (zero if due), or `None` if it is not pending.
+    /// Time left until a pending timer fires (zero if due, `Duration::MAX` if it never will),
+    /// or `None` if it is not pending.
     pub fn timer_remaining(&self, id: TimerId) -> Option<Duration> {
         let deadline = self.timers.deadline(id)?;
+        if deadline == NEVER {
+            return Some(Duration::MAX);
+        }
         Some(Duration::from_nanos(
             deadline.saturating_sub(self.clock.now()),
         ))
