@@ -376,9 +376,12 @@ impl<S> EventBase<S> {
         ))
     }
 
-    /// Makes room for at least `additional` more timers than are pending, so that adding them
-    /// allocates nothing (beyond the boxes of closures larger than a word). For a program that
-    /// knows its scale, like `Vec::reserve`; timers never need it.
+    /// Makes room in the timer table for at least `additional` more timers than are pending,
+    /// so that adding them allocates no table space. What else a timer may allocate is not
+    /// reserved: the box of a closure larger than a word, a repeating timer's state, and room
+    /// in the small heap of the timers due in the next 130 µs or so, when more are due there at
+    /// once than ever before. For a program that knows its scale, like `Vec::reserve`; timers
+    /// never need it.
     pub fn reserve_timers(&mut self, additional: usize) {
         self.timers.reserve(additional);
     }
