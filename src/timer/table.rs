@@ -398,7 +398,8 @@ impl<S> Timers<S> {
 
     /// Ends the firing pass, if one is open: timers it deferred join the schedule, and the
     /// near-term heap is refilled as the next poll would, so that `next_deadline` between runs
-    /// (an embedding loop's `next_timeout`) need not read through a wheel slot.
+    /// (an embedding loop's `next_timeout`) reads at most the first few timers of a far wheel
+    /// slot.
     pub(crate) fn end_pass(&mut self) {
         let Some(reached) = self.pass.take() else {
             return;

@@ -6,9 +6,10 @@
 //! earliest deadline, and registers it on its epoll: the poll then waits without a timeout
 //! and the timerfd's expiry wakes it. (When the earliest timer is beyond the next wheel slot,
 //! in a slot of more than a few timers, it is armed for that slot's start instead, earlier:
-//! the loop wakes there, moves the slot down and re-arms, at most once per wheel level.) The timerfd is re-armed only when the earliest deadline
-//! changes (one `timerfd_settime`), never per dispatched event, and never read: re-arming
-//! resets its expiry count, and epoll is edge-triggered. It is made with the base.
+//! the loop wakes there, moves the slot down and re-arms, at most once per wheel level.) The
+//! timerfd is re-armed only when the earliest deadline changes (one `timerfd_settime`), never
+//! per dispatched event, and never read: re-arming resets its expiry count, and epoll is
+//! edge-triggered. It is made with the base.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
