@@ -283,11 +283,21 @@ impl<S> EventBase<S> {
     /// let mut stdout = child.take_stdout().unwrap();
     /// let fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
     /// base.set_io_handler(&fd, Direction::Read, IoOptions::new(), move |base, out, _| {
+    ///     // Edge-triggered: read until the pipe is empty, or the output and the end of file
+    ///     // that came in one wake-up would leave the end of file unread.
     ///     let mut chunk = [0; 512];
-    ///     match stdout.read(&mut chunk) {
-    ///         Ok(0) => base.remove_fd_handlers(&fd, aioloop::Handlers::ALL).then_some(()).unwrap_or(()),
-    ///         Ok(n) => out.extend_from_slice(&chunk[..n]),
-    ///         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    ///     loop {
+    ///         match stdout.read(&mut chunk) {
+    ///             Ok(0) => {
+    ///                 base.remove_fd_handlers(&fd, aioloop::Handlers::ALL);
+    ///                 break;
+    ///             }
+    ///             Ok(n) => out.extend_from_slice(&chunk[..n]),
+    ///             Err(e) => {
+    ///                 assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    ///                 break;
+    ///             }
+    ///         }
     ///     }
     /// })?;
     /// base.set_exit_when_empty(true);
