@@ -300,7 +300,9 @@ impl<S> EventBase<S> {
     }
 
     /// How long the loop would block now: `Some(Duration::ZERO)` if work is pending, `None` if
-    /// only an event can wake it, otherwise the time to the earliest timer.
+    /// only an event can wake it, otherwise the time to the earliest timer (or, when that is
+    /// in a crowded far slot of the timing wheel, to the slot's start, a little earlier, when
+    /// the loop moves it closer).
     ///
     /// With [`AsRawFd`] this lets another loop embed this one: wait until the epoll fd is
     /// readable or this timeout elapses, then call `run_once(state, Some(Duration::ZERO))`.

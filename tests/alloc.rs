@@ -123,3 +123,20 @@ fn one_shot_timers_with_closures_of_one_word_do_not_allocate() {
         "{allocations} allocations for 5000 one-shot timers"
     );
 }
+
+#[test]
+fn timers_reserved_ahead_are_added_and_cancelled_without_allocating() {
+    let mut base = EventBase::<u64>::new().unwrap();
+    base.reserve_timers(10_000);
+    let mut ids = Vec::with_capacity(10_000);
+    let ((), allocations) = count(|| {
+        for i in 0..10_000u64 {
+            let delay = Duration::from_micros(500 + i * 97 % 1_000_000);
+            ids.push(base.add_timer(delay, move |_, sum, _| *sum += i));
+        }
+        for id in ids.drain(..) {
+            assert!(base.cancel_timer(id));
+        }
+    });
+    assert_eq!(allocations, 0, "allocations adding reserved timers");
+}

@@ -197,4 +197,66 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(Rc::strong_count(&token), 1);
     }
+
+    #[test]
+    fn closures_of_every_shape_run_once_and_drop_once() {
+        #[repr(align(16))]
+        struct Wide(u32);
+        #[repr(align(16))]
+        struct WideZst;
+        static STATIC: u32 = 11;
+        let token = Rc::new(());
+        let mut log = Vec::new();
+        let (t1, t3, six) = (token.clone(), token.clone(), Rc::new(6));
+        let (wide, wide_zst, padded, r) = (Wide(1), WideZst, (2u8, 3u32), &STATIC);
+        let callbacks: [Cb; 7] = [
+            SmallFnOnce::new(|log: &mut Vec<u32>, _: &mut u32, c| log.push(c)),
+            SmallFnOnce::new(move |log: &mut Vec<u32>, _: &mut u32, _| log.push(wide.0)),
+            SmallFnOnce::new(move |log: &mut Vec<u32>, _: &mut u32, _| {
+                let _keep = (&wide_zst, &t1);
+                log.push(2);
+            }),
+            SmallFnOnce::new(move |log: &mut Vec<u32>, _: &mut u32, _| {
+                log.push(u32::from(padded.0) + padded.1)
+            }),
+            SmallFnOnce::new(move |log: &mut Vec<u32>, _: &mut u32, _| log.push(*r)),
+            SmallFnOnce::new(move |log: &mut Vec<u32>, _: &mut u32, _| log.push(*six)),
+            SmallFnOnce::new(move |_: &mut Vec<u32>, _: &mut u32, _| drop(t3)),
+        ];
+        // Moved around, as table entries are when the table grows.
+        let moved: Vec<Cb> = callbacks.into_iter().collect();
+        for f in moved {
+            f.call(&mut log, &mut 0, 0);
+        }
+        assert_eq!(log, [0, 1, 2, 5, 11, 6]);
+        assert_eq!(Rc::strong_count(&token), 1);
+    }
+
+    #[test]
+    fn a_panicking_drop_of_the_captures_runs_once_called_or_not() {
+        struct PanicOnDrop(Rc<Cell<u32>>);
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+                panic!("drop");
+            }
+        }
+        let drops = Rc::new(Cell::new(0));
+        for call in [false, true] {
+            let p = PanicOnDrop(drops.clone());
+            let f: Cb = SmallFnOnce::new(move |_: &mut Vec<u32>, _: &mut u32, _| {
+                let _keep = &p;
+            });
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if call {
+                    f.call(&mut Vec::new(), &mut 0, 0);
+                } else {
+                    drop(f);
+                }
+            }));
+            assert!(r.is_err());
+        }
+        assert_eq!(drops.get(), 2);
+        assert_eq!(Rc::strong_count(&drops), 1);
+    }
 }

@@ -11,10 +11,10 @@
 //! hierarchical timing wheel of intrusive lists ([`wheel`]): 4096 slots of 65.5 µs, then six
 //! levels of 64 slots each 64 times coarser, up to 2^64 ns. Adding or cancelling a timer is
 //! `O(1)` (a list append or unlink; a heap operation for one due within the heap's span); the
-//! wheel moves a slot into the heap only when the heap runs dry, so each timer is moved at most
-//! a few times, and the heap normally holds one slot's worth of timers, in cache, whatever
-//! their number (see [`near`] for when it holds more). Why this and not a heap of every timer, or a
-//! plain wheel: a heap of a million timers pays `O(log n)` cache misses to add and to fire
+//! wheel moves a slot into the heap only when the heap runs dry and the slot starts within one
+//! slot of the loop time, so each timer is moved at most a few times, and the heap holds about
+//! two slots' worth of timers, in cache, whatever their number (see [`near`]). Why this and
+//! not a heap of every timer, or a plain wheel: a heap of a million timers pays `O(log n)` cache misses to add and to fire
 //! (this crate's earlier 4-ary heap: 1.3 to 1.6 times tokio's `DelayQueue` to add and to fire
 //! at a million timers); a plain timing wheel rounds deadlines to its slots, which loses the
 //! microsecond precision and the exact timerfd wake-up this loop promises; Linux's wheel, which
@@ -364,17 +364,24 @@ impl<S> EventBase<S> {
         self.timers.reschedule(id, deadline)
     }
 
-    /// Time left until a pending timer fires (zero if due), or `None` if it is not pending.
+    /// Time left until a pending timer fires (zero if due, `Duration::MAX` if it never will),
+    /// or `None` if it is not pending.
     pub fn timer_remaining(&self, id: TimerId) -> Option<Duration> {
         let deadline = self.timers.deadline(id)?;
+        if deadline == NEVER {
+            return Some(Duration::MAX);
+        }
         Some(Duration::from_nanos(
             deadline.saturating_sub(self.clock.now()),
         ))
     }
 
-    /// Makes room for at least `additional` more timers than are pending, so that adding them
-    /// allocates nothing (beyond the boxes of closures larger than a word). For a program that
-    /// knows its scale, like `Vec::reserve`; timers never need it.
+    /// Makes room in the timer table for at least `additional` more timers than are pending,
+    /// so that adding them allocates no table space. What else a timer may allocate is not
+    /// reserved: the box of a closure larger than a word, a repeating timer's state, and room
+    /// in the small heap of the timers due in the next 130 µs or so, when more are due there at
+    /// once than ever before. For a program that knows its scale, like `Vec::reserve`; timers
+    /// never need it.
     pub fn reserve_timers(&mut self, additional: usize) {
         self.timers.reserve(additional);
     }

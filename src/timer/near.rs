@@ -1,13 +1,12 @@
 //! The exact near term: an indexed 4-ary min-heap of the timers due before the wheel's first
 //! slot, ordered by `(deadline, seq)`.
 //!
-//! It normally holds one level-0 slot of the wheel (65 µs of deadlines) and whatever is added
-//! for earlier than that, so it stays small and in cache whatever the number of timers; `seq`
-//! is given as timers enter it, in the order the wheel keeps (scheduling order among equal
-//! deadlines), so equal deadlines leave it first in, first out. When the loop has found its
-//! earliest timer far ahead (the wheel's cursor then moves there, so the timerfd can be armed
-//! for it exactly), timers added for earlier than that also come here until it drains; they
-//! then cost what a heap costs, `O(log n)`, as every timer did before the wheel.
+//! It holds one level-0 slot of the wheel (65 µs of deadlines) and whatever is added for
+//! earlier than that; the wheel's cursor never runs more than one slot ahead of the loop time,
+//! so that is at most the timers due within about 131 µs, plus any overdue ones: it stays small
+//! and in cache whatever the number of timers. `seq` is given as timers enter it, in the order
+//! the wheel keeps (scheduling order among equal deadlines), so equal deadlines leave it first
+//! in, first out.
 
 use super::table::{Entry, NEAR};
 use super::Tick;

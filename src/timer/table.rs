@@ -20,7 +20,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::near::Near;
-use super::wheel::{Wheel, DEFERRED_LIST, NEVER_LIST, NIL};
+use super::wheel::{Wheel, DEFERRED_LIST, NEVER_LIST, NIL, W0_BITS};
 use super::{Action, OnceCallback, RepeatCallback, Schedule, Tick, TimerId, NEVER};
 use crate::io::HandlerKind;
 
@@ -30,6 +30,13 @@ pub(super) const NEAR: u16 = u16::MAX - 1;
 const FIRING: u16 = u16::MAX - 2;
 /// `Entry::place` of a free entry (`next` links the free list).
 const FREE: u16 = u16::MAX;
+
+/// How far past the loop time the wheel's cursor may move to fill the near-term heap: one
+/// level-0 slot, so the heap holds about two slots' worth of timers at most.
+const HORIZON: Tick = 1 << W0_BITS;
+/// A first wheel slot with at most this many timers is read through for the exact earliest
+/// deadline (a lone far timer wakes the loop once, on time); a longer one answers its start.
+const SCAN: usize = 8;
 
 /// What a timer does when it fires.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -297,10 +304,11 @@ impl<S> Timers<S> {
         self.entries[key as usize].place = FIRING;
     }
 
-    /// Empties the wheel's first slot: its timers go to lower levels or to the near-term heap,
-    /// in the order they are listed. Returns `false` if the wheel is empty.
-    fn refill(&mut self) -> bool {
-        let Some((list, start)) = self.wheel.first() else {
+    /// Empties the wheel's first slot if it starts by `until`: its timers go to lower levels or
+    /// to the near-term heap, in the order they are listed. Returns `false` if it did not (the
+    /// wheel is empty, or its first slot starts later).
+    fn refill(&mut self, until: Tick) -> bool {
+        let Some((list, start)) = self.wheel.first().filter(|&(_, start)| start <= until) else {
             return false;
         };
         let mut key = self.wheel.advance_to(list, start);
@@ -313,16 +321,28 @@ impl<S> Timers<S> {
         true
     }
 
-    /// The earliest deadline, if any timer can ever fire, ready for the next pass: the wheel's
-    /// first slot is moved into the near-term heap if that is empty, so the answer is exact.
-    pub(crate) fn next_deadline_mut(&mut self) -> Option<Tick> {
-        self.end_pass();
-        while self.near.is_empty() && self.refill() {}
-        self.near.peek().map(|(deadline, _)| deadline)
+    /// Fills the near-term heap, if empty, from the wheel's slots that start by the horizon of
+    /// loop time `now`. The cursor never runs further ahead of the loop than that: were it to
+    /// move to a far timer, every timer added for earlier would go to the heap until that one
+    /// fired (an hour, for a daemon's hourly timer), at a heap's `O(log n)` cost.
+    fn fill_near(&mut self, now: Tick) {
+        let horizon = now.saturating_add(HORIZON);
+        while self.near.is_empty() && self.refill(horizon) {}
     }
 
-    /// The earliest deadline, if any timer can ever fire. Exact; reads through the wheel's
-    /// first slot when the loop has not prepared the near-term heap since timers were added.
+    /// [`next_deadline`](Self::next_deadline) at loop time `now`, with the near-term heap
+    /// filled for the next pass, so that it is exact unless the earliest timer is far.
+    pub(crate) fn next_deadline_mut(&mut self, now: Tick) -> Option<Tick> {
+        self.end_pass();
+        self.fill_near(now);
+        self.next_deadline()
+    }
+
+    /// When the loop must wake next for its timers; `None` if no timer can ever fire. It is
+    /// the earliest deadline, exact, unless the near-term heap is empty and the wheel's first
+    /// slot holds more than [`SCAN`] timers: then it is the slot's start, earlier, and the pass
+    /// there moves the slot down (one early wake-up per wheel level at most), so that no poll
+    /// reads through a long list.
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
         let deferred = self.wheel.head(DEFERRED_LIST);
         if deferred != NIL {
@@ -332,15 +352,18 @@ impl<S> Timers<S> {
         if let Some((deadline, _)) = self.near.peek() {
             return Some(deadline);
         }
-        let (list, _) = self.wheel.first()?;
+        let (list, start) = self.wheel.first()?;
         let mut key = self.wheel.head(list);
         let mut earliest = NEVER;
-        while key != NIL {
+        for _ in 0..SCAN {
+            if key == NIL {
+                break;
+            }
             let entry = &self.entries[key as usize];
             earliest = earliest.min(entry.deadline);
             key = entry.next;
         }
-        Some(earliest)
+        Some(if key == NIL { earliest } else { start })
     }
 
     /// Starts a firing pass that fires, through [`pop_due`](Self::pop_due), every timer due at
@@ -367,24 +390,20 @@ impl<S> Timers<S> {
                 let gen = self.entries[key as usize].gen;
                 return Some(TimerId { key, gen });
             }
-            if !self
-                .wheel
-                .first()
-                .is_some_and(|(_, start)| start <= reached)
-            {
+            if !self.refill(reached) {
                 return None;
             }
-            self.refill();
         }
     }
 
     /// Ends the firing pass, if one is open: timers it deferred join the schedule, and the
     /// near-term heap is refilled as the next poll would, so that `next_deadline` between runs
-    /// (an embedding loop's `next_timeout`) need not read through a wheel slot.
+    /// (an embedding loop's `next_timeout`) reads at most the first few timers of a far wheel
+    /// slot.
     pub(crate) fn end_pass(&mut self) {
-        if self.pass.take().is_none() {
+        let Some(reached) = self.pass.take() else {
             return;
-        }
+        };
         loop {
             let key = self.wheel.head(DEFERRED_LIST);
             if key == NIL {
@@ -394,7 +413,7 @@ impl<S> Timers<S> {
             let deadline = self.entries[key as usize].deadline;
             self.place(key, deadline);
         }
-        while self.near.is_empty() && self.refill() {}
+        self.fill_near(reached);
     }
 
     /// Takes a firing timer's action out (see [`Fired`]). One-shot and exit timers are removed.

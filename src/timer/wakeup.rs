@@ -4,9 +4,12 @@
 //! sleeps until its next timer wakes up to a millisecond late (p99 1.13 ms measured on an idle
 //! loop). Instead, the loop arms one timerfd, at the absolute `CLOCK_MONOTONIC` time of its
 //! earliest deadline, and registers it on its epoll: the poll then waits without a timeout
-//! and the timerfd's expiry wakes it. The timerfd is re-armed only when the earliest deadline
-//! changes (one `timerfd_settime`), never per dispatched event, and never read: re-arming
-//! resets its expiry count, and epoll is edge-triggered. It is made with the base.
+//! and the timerfd's expiry wakes it. (When the earliest timer is beyond the next wheel slot,
+//! in a slot of more than a few timers, it is armed for that slot's start instead, earlier:
+//! the loop wakes there, moves the slot down and re-arms, at most once per wheel level.) The
+//! timerfd is re-armed only when the earliest deadline changes (one `timerfd_settime`), never
+//! per dispatched event, and never read: re-arming resets its expiry count, and epoll is
+//! edge-triggered. It is made with the base.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -24,7 +27,8 @@ use crate::sys;
 #[derive(Default)]
 pub(crate) struct Wakeup {
     fd: Option<OwnedFd>,
-    /// The time the timerfd is armed for: the earliest deadline, rounded up to the slack.
+    /// The time the timerfd is armed for: when the loop must wake for its timers (see
+    /// `Timers::next_deadline_mut`), rounded up to the slack.
     armed: Option<Tick>,
     /// Creating the timerfd failed (fd limit): fall back to the poll's millisecond timeout.
     unavailable: bool,
@@ -113,7 +117,7 @@ impl<S> EventBase<S> {
     pub(crate) fn arm_timer_wakeup(&mut self) {
         let next = self
             .timers
-            .next_deadline_mut()
+            .next_deadline_mut(self.now)
             .map(|at| self.wakeup.slot(at));
         if next != self.wakeup.armed && !self.wakeup.unavailable {
             self.rearm_timer_wakeup(next);

@@ -54,8 +54,9 @@ fn equal_deadlines_stay_in_order_when_scheduled_from_far_and_near() {
     let far = timers.insert(deadline, true, exit());
     let filler = timers.insert(9_999 * MS, true, exit());
     assert_eq!(drain(&mut timers, 9_999 * MS), [filler]);
+    // The loop's time reaches the deadline's slot: the far timer moves to the heap.
+    assert_eq!(timers.next_deadline_mut(deadline - 1000), Some(deadline));
     let near = timers.insert(deadline, true, exit());
-    assert_eq!(timers.next_deadline_mut(), Some(deadline));
     assert_eq!(drain(&mut timers, deadline), [far, near]);
 }
 
@@ -103,7 +104,7 @@ fn a_slot_whose_generations_are_spent_is_retired() {
 fn add_cancel_churn_keeps_memory_bounded() {
     let mut timers = Timers::new();
     let keep: Vec<_> = (0..10).map(|i| timers.insert(i, true, exit())).collect();
-    timers.next_deadline_mut();
+    timers.next_deadline_mut(0);
     for i in 0..1_000_000u64 {
         let id = timers.insert(i % 1000, true, exit());
         timers.remove(id);
@@ -119,14 +120,63 @@ fn add_cancel_churn_keeps_memory_bounded() {
 }
 
 #[test]
+fn a_far_timer_leaves_nearer_timers_in_the_wheel() {
+    // An hourly timer is the only one when the loop polls; timers added then for the next
+    // 100 ms go to the wheel, not to a heap that would hold them all until the hour is up.
+    let mut timers = Timers::new();
+    let hour = 3_600_000 * MS;
+    let hourly = timers.insert(hour, true, exit());
+    assert_eq!(
+        timers.next_deadline_mut(0),
+        Some(hour),
+        "a lone far timer: exact"
+    );
+    let soon: Vec<_> = (0..10_000u64)
+        .map(|i| timers.insert(MS + i * 10_000, true, exit()))
+        .collect();
+    let (_, near) = timers.capacities();
+    assert!(near <= 16, "near heap {near}");
+    assert_eq!(timers.next_deadline_mut(0), Some(MS));
+    assert_eq!(drain(&mut timers, 101 * MS), soon);
+    assert_eq!(timers.next_deadline_mut(101 * MS), Some(hour));
+    assert_eq!(drain(&mut timers, hour), [hourly]);
+}
+
+#[test]
+fn a_crowded_far_slot_wakes_the_loop_early_at_most_once_a_level() {
+    let mut timers = Timers::new();
+    let due = 5_000 * MS + 7;
+    let ids: Vec<_> = (0..20)
+        .map(|i| timers.insert(due + i, true, exit()))
+        .collect();
+    let (mut now, mut wakeups) = (0, 0);
+    loop {
+        let at = timers.next_deadline_mut(now).unwrap();
+        assert!(now < at && at <= due, "{now} < {at} <= {due}");
+        assert_eq!(
+            timers.next_deadline(),
+            Some(at),
+            "the poll waits for what was armed"
+        );
+        (now, wakeups) = (at, wakeups + 1);
+        if at == due {
+            break;
+        }
+        assert_eq!(drain(&mut timers, now), []);
+    }
+    assert!(wakeups <= 7, "{wakeups} wake-ups");
+    assert_eq!(drain(&mut timers, due + 19), ids);
+}
+
+#[test]
 fn never_deadline_is_not_a_wakeup() {
     let mut timers = Timers::new();
     let id = timers.insert(deadline_after(7, Duration::MAX), true, exit());
     assert_eq!(timers.next_deadline(), None);
-    assert_eq!(timers.next_deadline_mut(), None);
+    assert_eq!(timers.next_deadline_mut(7), None);
     assert_eq!(drain(&mut timers, NEVER - 1), []);
     assert!(timers.reschedule(id, NEVER - 1));
-    assert_eq!(timers.next_deadline_mut(), Some(NEVER - 1));
+    assert_eq!(timers.next_deadline_mut(7), Some(NEVER - 1));
     assert_eq!(drain(&mut timers, NEVER - 1), [id]);
 }
 
@@ -274,8 +324,15 @@ fn random_operations_match_a_simple_reference() {
                     }
                 }
                 6 => {
-                    assert_eq!(timers.next_deadline(), model.next_deadline(), "peek");
-                    assert_eq!(timers.next_deadline_mut(), model.next_deadline(), "next");
+                    let (peek, exact) = (timers.next_deadline(), model.next_deadline());
+                    assert_eq!(peek.is_some(), exact.is_some(), "peek");
+                    assert!(peek <= exact, "peek {peek:?} after {exact:?}");
+                    // Exact, or the start of a crowded wheel slot beyond the horizon.
+                    let (next, exact) = (timers.next_deadline_mut(now), model.next_deadline());
+                    let early = next.zip(exact).is_some_and(|(next, exact)| {
+                        now.saturating_add(HORIZON) < next && next <= exact
+                    });
+                    assert!(next == exact || early, "next {next:?}, exact {exact:?}");
                     if let Some(id) = pick(&mut rng, &model, &dead) {
                         let expected = model.live.get(&id).map(|&(d, _)| d);
                         assert_eq!(timers.deadline(id), expected);
