@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aioloop::{AioFile, AlignedBuf, EventBase};
 
 mod common;
+mod runner;
 use common::data_file;
 
 /// How long a forked child may live before its `alarm` ends it.
@@ -598,31 +599,5 @@ fn main() {
             child_that_took_a_signal_before_its_first_base_still_forwards_it_later,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for (name, test) in &selected {
-        let ok = std::panic::catch_unwind(test).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push(*name);
-        }
-    }
-    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
-    println!(
-        "\ntest result: {verdict}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
-        selected.len() - failed.len(),
-        failed.len(),
-        tests.len() - selected.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    runner::run(tests);
 }

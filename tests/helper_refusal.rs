@@ -15,29 +15,8 @@ use std::time::Duration;
 
 use aioloop::{AioFile, EventBase};
 
-/// Runs `child` in a forked process (bounded by `alarm`) and returns its exit status.
-fn in_child(seconds: u32, child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child only runs `child` and `_exit`s; glibc's fork handlers keep malloc
-    // usable there.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => {
-            // SAFETY: alarm and _exit are async-signal-safe.
-            unsafe { libc::alarm(seconds) };
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(90);
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            match libc::WIFEXITED(status) {
-                true => libc::WEXITSTATUS(status),
-                false => 100 + libc::WTERMSIG(status),
-            }
-        }
-    }
-}
+mod common;
+use common::in_child;
 
 /// Drops root for `nobody`, and with it the right to start any thread (`RLIMIT_NPROC` 0).
 /// Returns `false` if a thread can still be started.

@@ -3,6 +3,8 @@
 //! `main` blocks the test signals before any thread exists (the documented daemon pattern),
 //! then runs each test in turn and prints a libtest-style summary.
 
+mod runner;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -1065,31 +1067,5 @@ fn main() {
             realtime_instances_keep_their_order_across_bases,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for (name, test) in &selected {
-        let ok = std::panic::catch_unwind(test).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push(*name);
-        }
-    }
-    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
-    println!(
-        "\ntest result: {verdict}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
-        selected.len() - failed.len(),
-        failed.len(),
-        tests.len() - selected.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    runner::run(tests);
 }

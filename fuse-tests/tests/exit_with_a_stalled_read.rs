@@ -6,31 +6,11 @@ use std::time::{Duration, Instant};
 
 use aioloop::{AioFile, EventBase};
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
 mod slowfs;
 
-/// Runs `child` in a forked process (bounded by `alarm`) and returns its exit status.
-fn in_child(seconds: u32, child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child only runs `child` and `_exit`s; glibc's fork handlers keep malloc
-    // usable there.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => {
-            // SAFETY: alarm and _exit are async-signal-safe.
-            unsafe { libc::alarm(seconds) };
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(90);
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            match libc::WIFEXITED(status) {
-                true => libc::WEXITSTATUS(status),
-                false => 100 + libc::WTERMSIG(status),
-            }
-        }
-    }
-}
+use common::in_child;
 
 /// A base dropped while its helper waits on a FUSE read that stalls far longer than the test
 /// keeps the request's buffer and file (leaked, see `docs/aio.md`) and the detached helper;

@@ -106,3 +106,27 @@ pub fn finish<S>(base: &mut aioloop::EventBase<S>, state: &mut S) {
     base.run(state).unwrap();
     assert!(base.cancel_timer(guard), "the run hit its 60 s guard");
 }
+
+/// Runs `child` in a forked process (bounded by `alarm`) and returns its exit status.
+pub fn in_child(seconds: u32, child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `child` and `_exit`s; glibc's fork handlers keep malloc
+    // usable there.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            // SAFETY: alarm and _exit are async-signal-safe.
+            unsafe { libc::alarm(seconds) };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(90);
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            match libc::WIFEXITED(status) {
+                true => libc::WEXITSTATUS(status),
+                false => 100 + libc::WTERMSIG(status),
+            }
+        }
+    }
+}
