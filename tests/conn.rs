@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use aioloop::{ConnEvent, ConnId, ConnOptions, ConnTimeout, EventBase, Schedule, WriteStatus};
 
 /// A connected TCP pair on 127.0.0.1: (ours, the peer's blocking end).
@@ -624,7 +626,8 @@ fn add_conn_refuses_a_listening_socket_and_a_datagram_socket_with_a_clear_error(
     assert!(e.to_string().contains("stream"), "{e}");
     assert_eq!((base.conn_count(), base.metrics().fd_handlers), (0, 0));
     // Any stream fd that is not a socket (a pipe) is a connection.
-    let (read, mut write) = std::io::pipe().unwrap();
+    let (read, write) = common::pipe();
+    let mut write = std::fs::File::from(write);
     let reader = |base: &mut EventBase<Log>, log: &mut Log, id, event: ConnEvent<'_>| match event {
         ConnEvent::Data(bytes) => log.data.extend_from_slice(bytes),
         ConnEvent::PeerShutdown => {
@@ -633,8 +636,7 @@ fn add_conn_refuses_a_listening_socket_and_a_datagram_socket_with_a_clear_error(
         }
         _ => {}
     };
-    base.add_conn(std::os::fd::OwnedFd::from(read), ConnOptions::new(), reader)
-        .unwrap();
+    base.add_conn(read, ConnOptions::new(), reader).unwrap();
     write.write_all(b"through a pipe").unwrap();
     drop(write);
     let mut log = Log::default();
