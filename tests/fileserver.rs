@@ -313,7 +313,10 @@ fn no_request_path_leaks_anything_outside_the_root() {
         let out = curl(&["--path-as-is", "-w", "\n%{http_code}", &server.url(path)]);
         let text = String::from_utf8_lossy(&out.stdout);
         let code = text.rsplit('\n').next().unwrap();
-        assert!(["400", "403", "404"].contains(&code), "{path}: {code}");
+        assert!(
+            ["301", "400", "403", "404"].contains(&code),
+            "{path}: {code}"
+        );
         assert!(
             !text.contains("secret") && !text.contains("root:"),
             "{path} leaked: {text}"
@@ -347,7 +350,10 @@ fn pipelined_requests_are_answered_in_order_and_junk_gets_4xx() {
     assert!(first < third, "{reply}");
     let junk = raw_exchange(server.addr, b"NONSENSE\r\n\r\n");
     assert!(junk.starts_with("HTTP/1.1 400 "), "{junk}");
-    let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(4000));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "a".repeat(4000)
+    );
     let reply = raw_exchange(server.addr, huge.as_bytes());
     assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
     let reply = raw_exchange(server.addr, b"GET / HTTP/2.0\r\n\r\n");
@@ -718,12 +724,12 @@ fn an_if_modified_since_with_huge_numbers_gets_an_answer_and_the_server_lives_on
     let server = Server::start(&[]);
     let reply = raw_exchange(
         server.addr,
-        b"GET /small.txt HTTP/1.1\r\nIf-Modified-Since: Sun, 06 Nov 1994 99999999999999999:00:00 GMT\r\nConnection: close\r\n\r\n",
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Sun, 06 Nov 1994 99999999999999999:00:00 GMT\r\nConnection: close\r\n\r\n",
     );
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     let reply = raw_exchange(
         server.addr,
-        b"GET /small.txt HTTP/1.1\r\nIf-Modified-Since: Sun, 06 Nov 99999999999999999 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Sun, 06 Nov 99999999999999999 08:49:37 GMT\r\nConnection: close\r\n\r\n",
     );
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
 }
@@ -734,7 +740,7 @@ fn a_slow_but_steady_download_is_progress_not_idleness() {
     let server = Server::start(&["--idle-timeout", "1"]);
     let mut client = small_window_client(server.addr);
     let request = format!(
-        "GET /big.bin HTTP/1.1\r\nRange: bytes=0-{}\r\nConnection: close\r\n\r\n",
+        "GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-{}\r\nConnection: close\r\n\r\n",
         BODY - 1
     );
     client.write_all(request.as_bytes()).unwrap();
@@ -780,9 +786,11 @@ fn client_caused_file_errors_are_4xx_and_not_logged_as_errors() {
             (long_path.as_str(), "414"),
             ("/socket", "404"),
         ];
-        cases.push(("/dir", "403"));
+        // A directory: 301 to its name with the slash, which names its index.html (none).
+        cases.push(("/dir", "301"));
+        cases.push(("/dir/", "404"));
         for (path, status) in cases {
-            let request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
             let reply = raw_exchange(server.addr, request.as_bytes());
             assert!(
                 reply.starts_with(&format!("HTTP/1.1 {status} ")),
@@ -819,7 +827,7 @@ fn a_fifo_in_the_root_is_never_opened_and_its_blocked_writer_stays_blocked() {
         let server = Server::start_in(&root, extra, None, None);
         let reply = raw_exchange(
             server.addr,
-            b"GET /fifo HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /fifo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
         assert!(reply.starts_with("HTTP/1.1 4"), "{extra:?}: {reply}");
     }
@@ -843,7 +851,8 @@ fn a_client_that_pipelines_after_connection_close_still_gets_the_whole_response(
     let server = Server::start(&[]);
     let mut client = small_window_client(server.addr);
     let mut request =
-        b"GET /big.bin HTTP/1.1\r\nRange: bytes=0-2097151\r\nConnection: close\r\n\r\n".to_vec();
+        b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-2097151\r\nConnection: close\r\n\r\n"
+            .to_vec();
     request.extend(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(500));
     client.write_all(&request).unwrap();
     std::thread::sleep(Duration::from_millis(500)); // the server is done writing by now
@@ -863,7 +872,7 @@ fn under_rlimit_nofile_64_a_burst_of_500_clients_is_served_not_refused() {
         .map(|_| {
             let mut c = TcpStream::connect(server.addr).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            c.write_all(b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+            c.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .unwrap();
             c
         })
@@ -891,7 +900,7 @@ fn access_log_lines_dropped_on_a_full_disk_are_counted_and_said_once() {
     for _ in 0..3 {
         let reply = raw_exchange(
             server.addr,
-            b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
         assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     }
@@ -910,7 +919,7 @@ fn random_and_mutated_requests_over_the_wire_get_well_formed_answers_or_a_close(
     let server = Server::start(&["--idle-timeout", "2", "--header-timeout", "1"]);
     let seeds: &[&[u8]] = &[
         b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"HEAD /big.bin HTTP/1.1\r\nRange: bytes=5-9\r\n\r\n",
+        b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n",
         b"GET /sub/ HTTP/1.0\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
     ];
     let pieces: &[&[u8]] = &[
@@ -972,10 +981,210 @@ fn random_and_mutated_requests_over_the_wire_get_well_formed_answers_or_a_close(
     assert!(exchanges > 20, "only {exchanges} exchanges");
     let reply = raw_exchange(
         server.addr,
-        b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(
         reply.starts_with("HTTP/1.1 200 "),
         "the server died: {reply}"
     );
+}
+
+/// The value of header `name` in the first response head of `reply`.
+fn header<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
+    let head = &reply[..reply.find("\r\n\r\n").unwrap_or(reply.len())];
+    head.split("\r\n")
+        .skip(1)
+        .find_map(|l| {
+            l.split_once(": ")
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        })
+        .map(|(_, v)| v)
+}
+
+fn get(server: &Server, path: &str, fields: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n");
+    raw_exchange(server.addr, request.as_bytes())
+}
+
+#[test]
+fn a_range_under_an_if_range_that_no_longer_holds_gets_the_whole_file() {
+    let server = Server::start(&[]);
+    let whole = get(&server, "/small.txt", "");
+    let modified = header(&whole, "Last-Modified").unwrap().to_string();
+    let etag = header(&whole, "ETag").unwrap().to_string();
+    let range = "Range: bytes=6-9\r\n";
+    let holds = get(
+        &server,
+        "/small.txt",
+        &format!("{range}If-Range: {modified}\r\n"),
+    );
+    assert!(holds.starts_with("HTTP/1.1 206 "), "{holds}");
+    assert!(holds.ends_with("\r\n\r\nfrom"), "{holds}");
+    // A changed file (another date, or a tag that cannot match strongly): the whole 200.
+    for if_range in [
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "\"some-other-version\"",
+        etag.as_str(),
+    ] {
+        let reply = get(
+            &server,
+            "/small.txt",
+            &format!("{range}If-Range: {if_range}\r\n"),
+        );
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{if_range}: {reply}");
+        assert!(
+            reply.ends_with("\r\n\r\nhello from the file server\n"),
+            "{reply}"
+        );
+        assert_eq!(header(&reply, "Content-Range"), None, "{reply}");
+    }
+}
+
+#[test]
+fn a_directory_named_without_its_slash_is_301_to_the_name_with_it() {
+    let server = Server::start(&[]);
+    for (target, location) in [
+        ("/sub", "/sub/"),
+        ("/sub?a=1", "/sub/?a=1"),
+        ("//sub", "/sub/"),
+        ("http://x/sub", "/sub/"),
+    ] {
+        let reply = get(&server, target, "");
+        assert!(reply.starts_with("HTTP/1.1 301 "), "{target}: {reply}");
+        assert_eq!(header(&reply, "Location"), Some(location), "{target}");
+    }
+    let index = get(&server, "/sub/", "");
+    assert!(index.ends_with("<p>index</p>\n"), "{index}");
+}
+
+#[test]
+fn a_weak_etag_answers_if_none_match_which_beats_if_modified_since_and_304_has_no_length() {
+    let server = Server::start(&[]);
+    let whole = get(&server, "/small.txt", "");
+    let etag = header(&whole, "ETag").expect("an ETag").to_string();
+    assert!(etag.starts_with("W/\"1b-"), "{etag}");
+    let modified = header(&whole, "Last-Modified").unwrap().to_string();
+    let part = get(&server, "/small.txt", "Range: bytes=0-1\r\n");
+    assert_eq!(header(&part, "ETag"), Some(etag.as_str()), "{part}");
+    let strong = etag.trim_start_matches("W/");
+    for tags in [etag.as_str(), strong, "*", &format!("\"x\", {etag}")] {
+        let reply = get(&server, "/small.txt", &format!("If-None-Match: {tags}\r\n"));
+        assert!(reply.starts_with("HTTP/1.1 304 "), "{tags}: {reply}");
+        assert_eq!(header(&reply, "Content-Length"), None, "{reply}");
+        assert_eq!(header(&reply, "ETag"), Some(etag.as_str()), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n"), "a 304 has no body: {reply}");
+    }
+    let since = get(
+        &server,
+        "/small.txt",
+        &format!("If-Modified-Since: {modified}\r\n"),
+    );
+    assert!(since.starts_with("HTTP/1.1 304 "), "{since}");
+    assert_eq!(header(&since, "Content-Length"), None, "{since}");
+    // If-None-Match decides alone: another tag is 200 whatever the date says.
+    let other = format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {modified}\r\n");
+    let reply = get(&server, "/small.txt", &other);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+}
+
+#[test]
+fn http_1_1_without_host_is_400_and_an_absolute_form_target_is_served() {
+    let server = Server::start(&[]);
+    let reply = raw_exchange(server.addr, b"GET /small.txt HTTP/1.1\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    let reply = raw_exchange(
+        server.addr,
+        b"GET http://localhost/small.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("hello from the file server\n"), "{reply}");
+}
+
+#[test]
+fn errors_offer_no_ranges_and_http_1_0_keep_alive_is_echoed_and_kept() {
+    let server = Server::start(&[]);
+    for path in ["/missing", "/a%zz"] {
+        let reply = get(&server, path, "");
+        assert!(reply.starts_with("HTTP/1.1 4"), "{reply}");
+        assert_eq!(header(&reply, "Accept-Ranges"), None, "{reply}");
+    }
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /sub/ HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(header(&reply, "Connection"), Some("keep-alive"), "{reply}");
+    assert!(reply.contains("hello from the file server\n"), "{reply}");
+    assert!(
+        reply.ends_with("<p>index</p>\n"),
+        "the second request: {reply}"
+    );
+}
+
+#[test]
+fn a_get_with_a_body_is_answered_and_the_body_dropped_unbuffered_on_a_kept_connection() {
+    let server = Server::start(&[]);
+    let reply = raw_exchange(
+        server.addr,
+        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /sub/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 2, "{reply}");
+    assert!(reply.ends_with("<p>index</p>\n"), "{reply}");
+    // 64 MiB of body, which looks like request heads: read and dropped, never held.
+    let before = server.rss_kib();
+    let body_len: usize = 64 << 20;
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!("GET /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n");
+    client.write_all(head.as_bytes()).unwrap();
+    let junk = b"GET /missing HTTP/1.1\r\n\r\n".repeat((1 << 20) / 25 + 1);
+    let mut left = body_len;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        client.write_all(&junk[..n]).unwrap();
+        left -= n;
+    }
+    client
+        .write_all(b"GET /sub/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 2, "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("<p>index</p>\n"), "{reply}");
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 16 << 10, "the server grew by {grown} KiB");
+}
+
+#[test]
+fn access_log_lines_carry_a_time_and_a_download_cut_off_at_the_grace_period_is_logged() {
+    let log = scratch("cut-off.log");
+    let _ = std::fs::remove_file(&log);
+    let server = Server::start(&["--grace", "1", "--log", log.to_str().unwrap()]);
+    let ok = get(&server, "/small.txt", "");
+    assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+    // A download the client never reads: it cannot finish within the grace period.
+    let mut client = small_window_client(server.addr);
+    client
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 16];
+    client.read_exact(&mut first).unwrap();
+    assert!(server.stop(Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = |what: &str| text.lines().find(|l| l.contains(what)).map(str::to_string);
+    let small = line("\"GET /small.txt HTTP/1.1\" 200").expect(&text);
+    // `127.0.0.1:PORT - - [06/Dec/2026:15:55:06 +0000] "GET ..."`
+    let time = small.split('[').nth(1).and_then(|t| t.split(']').next());
+    let time = time.expect(&small);
+    assert_eq!(time.len(), 26, "{small}");
+    assert!(
+        time.ends_with(" +0000") && time.as_bytes()[2] == b'/',
+        "{small}"
+    );
+    let cut = line("\"GET /big.bin HTTP/1.1\" 200").expect(&text);
+    assert!(cut.contains("cut off"), "{cut}");
+    drop(client);
 }

@@ -37,6 +37,9 @@ const SEEDS: &[&[u8]] = &[
     b"GET /a%20b?x=1 HTTP/1.1\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
     b"GET /sub/ HTTP/1.1\r\nRange: bytes=-500\r\nConnection: keep-alive, close\r\n\r\n",
     b"GET / HTTP/1.1\nHost: x\n\n",
+    b"GET http://x/sub/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: W/\"1b-0\", \"a\"\r\n\r\n",
+    b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=9-\r\nIf-Range: W/\"1b-0\"\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
 ];
 
 /// Pieces mutations splice in: separators, controls, huge numbers, odd encodings.
@@ -60,6 +63,9 @@ const PIECES: &[&[u8]] = &[
     b"If-Modified-Since: Sun, 06 Nov 99999999999999999 99:99:99 GMT\r\n",
     b"Range: bytes=18446744073709551615-0\r\n",
     b"Content-Length: 5\r\n",
+    b"If-Range: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+    b"If-None-Match: *\r\n",
+    b"http://",
     b"Transfer-Encoding: chunked\r\n",
     b"HTTP/9.9",
     b"\x7f",
@@ -89,7 +95,7 @@ fn request(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// A response head is a status line with a known reason, `Name: value` lines without stray
-/// CR or LF, a Content-Length, and an empty line.
+/// CR or LF, a Content-Length (none on a 304: RFC 9110 §8.6), and an empty line.
 fn assert_well_formed(head: &str) {
     let body = head.strip_suffix("\r\n\r\n").expect(head);
     let mut lines = body.split("\r\n");
@@ -111,13 +117,17 @@ fn assert_well_formed(head: &str) {
         );
         length |= name == "Content-Length" && value.parse::<u64>().is_ok();
     }
-    assert!(length, "{head}");
+    assert_eq!(length, code != "304", "{head}");
 }
 
 /// What the server answers a request with (without the file system): the refusal's status,
 /// or for a file of each size, its range and conditional answer.
 fn answers(buf: &[u8]) -> Vec<String> {
     let date = http::http_date(1_700_000_000);
+    let request_keep_alive = http::parse_request(buf, 8192)
+        .ok()
+        .flatten()
+        .is_some_and(|(r, _)| r.keep_alive_asked);
     let head = |status: u16, length: u64, range: Option<String>| {
         Head {
             status,
@@ -126,7 +136,10 @@ fn answers(buf: &[u8]) -> Vec<String> {
             content_type: "text/plain",
             last_modified: Some(&date),
             content_range: range,
-            close: true,
+            etag: Some("W/\"1b-0\""),
+            location: (status == 301).then_some("/sub/"),
+            close: !request_keep_alive,
+            keep_alive: request_keep_alive,
             allow: status == 405,
         }
         .render()
@@ -146,8 +159,17 @@ fn answers(buf: &[u8]) -> Vec<String> {
         .and_then(http::parse_http_date);
     let mut heads = Vec::new();
     for size in [0, 1, 100, u64::MAX] {
-        let (status, length, range) = match http::parse_range(request.range.as_deref(), size) {
-            _ if since.is_some_and(|s| s >= 1_700_000_000) => (304, 0, None),
+        let etag = http::etag(size, 1_700_000_000);
+        let not_modified = match &request.if_none_match {
+            Some(tags) => http::none_match(tags, &etag),
+            None => since.is_some_and(|s| s >= 1_700_000_000),
+        };
+        let range = match &request.if_range {
+            Some(r) if !http::range_holds(r, &etag, Some(1_700_000_000)) => None,
+            _ => request.range.as_deref(),
+        };
+        let (status, length, range) = match http::parse_range(range, size) {
+            _ if not_modified => (304, 0, None),
             Span::Whole => (200, size, None),
             Span::Part(start, end) => {
                 assert!(start < end && end <= size, "{start}..{end} of {size}");

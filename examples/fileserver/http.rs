@@ -11,8 +11,32 @@ pub struct Request {
     pub target: String,
     pub version: &'static str,
     pub keep_alive: bool,
+    /// An HTTP/1.0 client asked for `Connection: keep-alive` (echoed in the answer).
+    pub keep_alive_asked: bool,
     pub range: Option<String>,
+    pub if_range: Option<String>,
     pub if_modified_since: Option<String>,
+    pub if_none_match: Option<String>,
+    /// The length of the body after the head, which the server reads and drops.
+    pub body_length: u64,
+}
+
+impl Request {
+    /// A request that stands for a head that could not be parsed, in the access log.
+    pub fn unparsed() -> Request {
+        Request {
+            method: "-".into(),
+            target: "-".into(),
+            version: "HTTP/1.1",
+            keep_alive: false,
+            keep_alive_asked: false,
+            range: None,
+            if_range: None,
+            if_modified_since: None,
+            if_none_match: None,
+            body_length: 0,
+        }
+    }
 }
 
 /// A request that cannot be served, and the status that says why.
@@ -46,6 +70,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         206 => "Partial Content",
+        301 => "Moved Permanently",
         304 => "Not Modified",
         400 => "Bad Request",
         403 => "Forbidden",
@@ -107,9 +132,14 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)
         target: target.to_string(),
         version,
         keep_alive: version == "HTTP/1.1",
+        keep_alive_asked: false,
         range: None,
+        if_range: None,
         if_modified_since: None,
+        if_none_match: None,
+        body_length: 0,
     };
+    let (mut host, mut length) = (false, None);
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(Refusal::BadRequest)?;
         // A field name is a token (RFC 9110 §5.1): no whitespace before the colon, no folded
@@ -123,19 +153,44 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)
                 for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
                     match token.as_str() {
                         "close" => request.keep_alive = false,
-                        "keep-alive" => request.keep_alive = true,
+                        "keep-alive" => {
+                            request.keep_alive = true;
+                            request.keep_alive_asked = version == "HTTP/1.0";
+                        }
                         _ => {}
                     }
                 }
             }
+            "host" if host => return Err(Refusal::BadRequest), // RFC 9112 §3.2
+            "host" => host = true,
             "range" => request.range = Some(value.to_string()),
+            "if-range" => request.if_range = Some(value.to_string()),
             "if-modified-since" => request.if_modified_since = Some(value.to_string()),
-            // A body would have to be read and skipped; a file server wants none.
-            "content-length" if value != "0" => return Err(Refusal::BadRequest),
+            "if-none-match" => request.if_none_match = Some(value.to_string()),
+            // A body is read and dropped (RFC 9110 §9.3.1: it has no meaning for GET). Its
+            // length must be one decimal number, the same in every field (RFC 9112 §6.3).
+            "content-length" => {
+                let n = match value.bytes().all(|b| b.is_ascii_digit()) {
+                    true => value.parse::<u64>().map_err(|_| Refusal::BadRequest)?,
+                    false => return Err(Refusal::BadRequest),
+                };
+                if length.replace(n).is_some_and(|old| old != n) {
+                    return Err(Refusal::BadRequest);
+                }
+            }
+            // Chunked bodies are not read: refused, and the connection closed after it.
             "transfer-encoding" => return Err(Refusal::BadRequest),
             _ => {}
         }
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is 400.
+    if version == "HTTP/1.1" && !host {
+        return Err(Refusal::BadRequest);
+    }
+    if request.keep_alive_asked && !request.keep_alive {
+        request.keep_alive_asked = false;
+    }
+    request.body_length = length.unwrap_or(0);
     Ok(Some((request, end)))
 }
 
@@ -158,12 +213,28 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// The path of a request target: itself in origin form (`/a/b?q`), the part after the
+/// authority in absolute form (`http://host/a/b?q`, RFC 9112 §3.2.2, which a server must
+/// accept); without the query.
+pub fn target_path(target: &str) -> &str {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let scheme = path.get(..7).filter(|s| s.eq_ignore_ascii_case("http://"));
+    let scheme = scheme.or_else(|| path.get(..8).filter(|s| s.eq_ignore_ascii_case("https://")));
+    match scheme {
+        Some(scheme) => {
+            let rest = &path[scheme.len()..];
+            rest.find('/').map_or("/", |at| &rest[at..])
+        }
+        None => path,
+    }
+}
+
 /// The file a request target names, relative to the served root: percent-decoded, without
-/// query, `.` or empty segments; `..`, NUL bytes and anything but an origin-form path refused.
-/// A target ending in `/` names its `index.html`.
+/// query, `.` or empty segments; `..`, NUL bytes and anything but an origin-form or
+/// absolute-form path refused. A target ending in `/` names its `index.html`.
 pub fn request_path(target: &str) -> Result<PathBuf, Refusal> {
     use std::os::unix::ffi::OsStrExt;
-    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let path = target_path(target);
     if !path.starts_with('/') {
         return Err(Refusal::BadRequest);
     }
@@ -262,6 +333,43 @@ pub fn http_date(secs: u64) -> String {
     )
 }
 
+/// `secs` since the epoch as an access-log time (`06/Nov/1994:08:49:37 +0000`, the common log
+/// format's).
+pub fn log_date(secs: u64) -> String {
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rest = secs % 86_400;
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[month as usize - 1],
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// The entity tag of a file of `size` bytes modified at `mtime` (seconds since the epoch):
+/// weak, since two versions written within one second with one size would share it.
+pub fn etag(size: u64, mtime: u64) -> String {
+    format!("W/\"{size:x}-{mtime:x}\"")
+}
+
+/// Whether an `If-None-Match` list matches `etag`, by weak comparison (RFC 9110 §13.1.2).
+pub fn none_match(header: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    header.trim() == "*" || header.split(',').any(|tag| opaque(tag) == opaque(etag))
+}
+
+/// Whether a `Range` may be served under `If-Range: if_range` (RFC 9110 §13.1.5): an entity
+/// tag must match by strong comparison, which a weak tag never does; a date must be the
+/// file's `Last-Modified` exactly. Otherwise the whole file is sent.
+pub fn range_holds(if_range: &str, etag: &str, modified: Option<u64>) -> bool {
+    let if_range = if_range.trim();
+    if if_range.starts_with('"') || if_range.starts_with("W/") {
+        return !etag.starts_with("W/") && if_range == etag;
+    }
+    modified.is_some() && parse_http_date(if_range) == modified
+}
+
 /// Parses an IMF-fixdate (the only format a client sends today); `None` for anything else,
 /// including numbers out of their range (a client's numbers are never trusted to fit).
 pub fn parse_http_date(date: &str) -> Option<u64> {
@@ -318,14 +426,37 @@ pub fn content_type(path: &std::path::Path) -> &'static str {
         "txt" | "md" => "text/plain; charset=utf-8",
         "css" => "text/css",
         "js" | "mjs" => "text/javascript",
+        "csv" => "text/csv",
+        "xml" => "text/xml",
         "json" => "application/json",
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",
         "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "mov" => "video/quicktime",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "ogg" | "oga" => "audio/ogg",
+        "opus" => "audio/opus",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
         "pdf" => "application/pdf",
         "wasm" => "application/wasm",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
         _ => "application/octet-stream",
     }
 }
@@ -338,7 +469,12 @@ pub struct Head<'a> {
     pub content_type: &'static str,
     pub last_modified: Option<&'a str>,
     pub content_range: Option<String>,
+    pub etag: Option<&'a str>,
+    /// Where a redirect points.
+    pub location: Option<&'a str>,
     pub close: bool,
+    /// Say `Connection: keep-alive` (to an HTTP/1.0 client that asked for it).
+    pub keep_alive: bool,
     pub allow: bool,
 }
 
@@ -347,16 +483,32 @@ impl Head<'_> {
         let mut head = String::with_capacity(256);
         let _ = write!(
             head,
-            "HTTP/1.1 {} {}\r\nServer: aioloop-fileserver\r\nDate: {}\r\nContent-Length: {}\r\n\
-             Content-Type: {}\r\nAccept-Ranges: bytes\r\n",
+            "HTTP/1.1 {} {}\r\nServer: aioloop-fileserver\r\nDate: {}\r\n",
             self.status,
             reason(self.status),
             self.date,
-            self.length,
-            self.content_type,
         );
+        // A 304 has no Content-Length: it would describe the 200 (RFC 9110 §8.6), and this
+        // server does not restate it; nor a Content-Type, like nginx.
+        if self.status != 304 {
+            let _ = write!(
+                head,
+                "Content-Length: {}\r\nContent-Type: {}\r\n",
+                self.length, self.content_type
+            );
+        }
+        // Ranges are offered with what could be asked for in ranges, not with errors.
+        if matches!(self.status, 200 | 206) {
+            head.push_str("Accept-Ranges: bytes\r\n");
+        }
         if let Some(modified) = self.last_modified {
             let _ = write!(head, "Last-Modified: {modified}\r\n");
+        }
+        if let Some(etag) = self.etag {
+            let _ = write!(head, "ETag: {etag}\r\n");
+        }
+        if let Some(location) = self.location {
+            let _ = write!(head, "Location: {location}\r\n");
         }
         if let Some(range) = &self.content_range {
             let _ = write!(head, "Content-Range: {range}\r\n");
@@ -366,6 +518,8 @@ impl Head<'_> {
         }
         if self.close {
             head.push_str("Connection: close\r\n");
+        } else if self.keep_alive {
+            head.push_str("Connection: keep-alive\r\n");
         }
         head.push_str("\r\n");
         head
@@ -424,7 +578,9 @@ mod tests {
             Refusal::BadRequest
         );
         assert_eq!(bad(b"GET /\r HTTP/1.1\r\n\r\n"), Refusal::BadRequest);
-        assert!(parse_request(b"GET / HTTP/1.1\r\nX-Y_z.1~: a\tb\r\n\r\n", 8192).is_ok());
+        assert!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\nX-Y_z.1~: a\tb\r\n\r\n", 8192).is_ok()
+        );
     }
 
     #[test]
@@ -443,7 +599,7 @@ mod tests {
         assert_eq!(request_path("/a/../../x"), Err(Refusal::Forbidden));
         assert_eq!(request_path("/a%00b"), Err(Refusal::BadRequest));
         assert_eq!(request_path("/a%zz"), Err(Refusal::BadRequest));
-        assert_eq!(request_path("http://host/x"), Err(Refusal::BadRequest));
+        assert_eq!(request_path("x"), Err(Refusal::BadRequest));
         assert_eq!(
             request_path("/%252e%252e/x").unwrap(),
             PathBuf::from("%2e%2e/x")
@@ -487,16 +643,165 @@ mod tests {
         assert_eq!(bad(b"GET /\r\n\r\n"), Refusal::BadRequest);
         assert_eq!(bad(b"GET / HTTP/2.0\r\n\r\n"), Refusal::VersionNotSupported);
         assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            bad(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Refusal::BadRequest
         );
         assert_eq!(
-            bad(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"),
+            bad(b"GET / HTTP/1.1\r\nHost: x\r\nHost : x\r\n\r\n"),
             Refusal::BadRequest
         );
         assert_eq!(
             parse_request(&[b'a'; 9000], 8192).unwrap_err(),
             Refusal::HeaderTooLarge
         );
+    }
+
+    fn parse(req: &[u8]) -> Result<Request, Refusal> {
+        parse_request(req, 8192).map(|r| r.expect("a whole head").0)
+    }
+
+    #[test]
+    fn an_http_1_1_request_without_one_host_is_400_and_http_1_0_needs_none() {
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+            Refusal::BadRequest
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            Refusal::BadRequest
+        );
+        assert!(parse(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").is_ok());
+        assert!(parse(b"GET / HTTP/1.0\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn absolute_form_targets_name_the_same_file_as_origin_form() {
+        let req = parse(b"GET http://example.com:8080/sub/a.txt?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let path = request_path(&req.unwrap().target).unwrap();
+        assert_eq!(path, PathBuf::from("sub/a.txt"));
+        assert_eq!(
+            request_path("HTTP://host").unwrap(),
+            PathBuf::from("index.html")
+        );
+        assert_eq!(target_path("https://h/d"), "/d");
+        assert_eq!(request_path("http://h/../x"), Err(Refusal::Forbidden));
+    }
+
+    #[test]
+    fn a_get_with_a_content_length_body_is_accepted_and_says_how_much_to_drop() {
+        let req = parse(b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+        assert_eq!(req.body_length, 5);
+        let huge = b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert_eq!(parse(huge).unwrap().body_length, u64::MAX);
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err(),
+                Refusal::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn http_1_0_keep_alive_is_kept_and_echoed() {
+        let req = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(req.keep_alive && req.keep_alive_asked);
+        let req = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(req.keep_alive && !req.keep_alive_asked);
+        let head = Head {
+            keep_alive: true,
+            ..head(200)
+        };
+        assert!(head.render().contains("\r\nConnection: keep-alive\r\n"));
+    }
+
+    fn head(status: u16) -> Head<'static> {
+        Head {
+            status,
+            date: "Sun, 06 Nov 1994 08:49:37 GMT",
+            length: 7,
+            content_type: "text/plain",
+            last_modified: None,
+            content_range: None,
+            etag: Some("W/\"7-0\""),
+            location: None,
+            close: false,
+            keep_alive: false,
+            allow: false,
+        }
+    }
+
+    #[test]
+    fn a_304_has_no_content_length_and_errors_offer_no_ranges() {
+        let not_modified = head(304).render();
+        assert!(!not_modified.contains("Content-Length"), "{not_modified}");
+        assert!(not_modified.contains("\r\nETag: W/\"7-0\"\r\n"));
+        for status in [400, 403, 404, 405, 416, 503] {
+            let text = head(status).render();
+            assert!(!text.contains("Accept-Ranges"), "{text}");
+        }
+        for status in [200, 206] {
+            assert!(head(status)
+                .render()
+                .contains("\r\nAccept-Ranges: bytes\r\n"));
+        }
+    }
+
+    #[test]
+    fn etags_are_weak_and_compared_weakly_by_if_none_match() {
+        let tag = etag(27, 0x6000_0000);
+        assert_eq!(tag, "W/\"1b-60000000\"");
+        assert!(none_match(&tag, &tag));
+        assert!(none_match("\"x\", \"1b-60000000\"", &tag));
+        assert!(none_match(" * ", &tag));
+        assert!(!none_match("W/\"1b-60000001\"", &tag));
+    }
+
+    #[test]
+    fn if_range_holds_for_the_exact_date_only_and_never_for_a_weak_tag() {
+        let modified = 784_111_777;
+        let tag = etag(27, modified);
+        assert!(range_holds(&http_date(modified), &tag, Some(modified)));
+        assert!(!range_holds(&http_date(modified - 1), &tag, Some(modified)));
+        assert!(!range_holds(&http_date(modified + 1), &tag, Some(modified)));
+        assert!(!range_holds("garbage", &tag, Some(modified)));
+        // Strong comparison (RFC 9110 §13.1.5): a weak tag, even the same, never holds.
+        assert!(!range_holds(&tag, &tag, Some(modified)));
+        assert!(!range_holds("\"1b-2ebc4da1\"", &tag, Some(modified)));
+    }
+
+    #[test]
+    fn common_media_and_font_types_are_named() {
+        let cases = [
+            ("a.mp4", "video/mp4"),
+            ("a.webm", "video/webm"),
+            ("a.mp3", "audio/mpeg"),
+            ("a.ogg", "audio/ogg"),
+            ("a.wav", "audio/wav"),
+            ("favicon.ico", "image/x-icon"),
+            ("feed.xml", "text/xml"),
+            ("f.woff", "font/woff"),
+            ("f.WOFF2", "font/woff2"),
+            ("m.wasm", "application/wasm"),
+            ("i.avif", "image/avif"),
+            ("i.webp", "image/webp"),
+            ("d.json", "application/json"),
+            ("d.pdf", "application/pdf"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(content_type(std::path::Path::new(name)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn access_log_times_are_in_the_common_log_format() {
+        assert_eq!(log_date(784_111_777), "06/Nov/1994:08:49:37 +0000");
     }
 }

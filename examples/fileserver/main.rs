@@ -8,15 +8,22 @@
 //!
 //! It prints `listening ADDR` on stdout once it accepts (port 0 picks a free port, and the
 //! line shows the real one), then serves `GET` and `HEAD` of the files under DIR: keep-alive
-//! and pipelining, `Content-Length`, one `Range` per request (206, 416), `Last-Modified` and
-//! `If-Modified-Since` (304), and 400, 403, 404, 405, 414, 431, 505 with short bodies (a bare
-//! CR, a control character or a field name that is not a token is 400; a name too long for
-//! the file system is 414; what any client can cause is logged at debug, never as an error).
-//! A path never
+//! and pipelining (HTTP/1.0 too, with `Connection: keep-alive`, which is echoed),
+//! `Content-Length`, one `Range` per request (206, 416) under `If-Range` (a range whose
+//! `If-Range` no longer holds gets the whole file), `Last-Modified`, a weak `ETag` made of the
+//! size and the modification time, `If-None-Match` (weak comparison; it overrides
+//! `If-Modified-Since`) and `If-Modified-Since` (304, without `Content-Length`), and 400,
+//! 403, 404, 405, 414, 431, 505 with short bodies (HTTP/1.1 without `Host`, a bare CR, a
+//! control character or a field name that is not a token is 400; a name too long for the
+//! file system is 414; what any client can cause is logged at debug, never as an error).
+//! Targets in origin form (`/a`) and absolute form (`http://host/a`) are served. A request
+//! body (`Content-Length`) is read and dropped as it comes, never buffered; a chunked one is
+//! 400. A directory named without its trailing slash is `301` to its name with the slash;
+//! with it, the request names the directory's `index.html`: there are no listings. A path never
 //! leaves DIR: `..` is refused, and files are opened with `openat2(RESOLVE_BENEATH)`
 //! ([`EventBase::open_beneath`]), so neither symbolic links nor encodings lead out. Only
 //! regular files are opened ([`Dir::regular_files_only`]): a FIFO, a device or a socket is
-//! 404 without being opened (a local writer waiting on a FIFO stays waiting), a directory 403.
+//! 404 without being opened (a local writer waiting on a FIFO stays waiting).
 //!
 //! Every file operation goes through the library's non-blocking file API: opens and stats
 //! answered from the kernel's caches on the loop thread or else run on the helper threads,
@@ -42,7 +49,11 @@
 //! Signals: SIGTERM or SIGINT stops accepting, closes idle connections and lets responses in
 //! flight finish, for at most `--grace` seconds (default 10), then exits 0; SIGHUP reopens the
 //! `--log` file (for log rotation); SIGUSR1 prints each thread's counters on stdout. One line
-//! per request goes to the access log (`--log FILE`, or stderr) through the `log` facade.
+//! per request goes to the access log (`--log FILE`, or stderr) through the `log` facade, in
+//! the common log format's order (`client - - [06/Nov/1994:08:49:37 +0000] "GET /a HTTP/1.1"
+//! 200 BYTES`, then the time taken); a response cut off before its end (the grace period ran
+//! out, the client left) gets its line too, with `cut off` and the bytes it got. Every timeout
+//! is 1 to 86400 seconds: `--idle-timeout 0` is refused (a connection is never closed at once).
 //!
 //! `--threads N` runs N independent loops, each with its own listening socket on the same
 //! address (`SO_REUSEPORT`), among which the kernel spreads connections: the way to use more
@@ -115,6 +126,8 @@ struct Client {
     head_deadline: bool,
     /// The queue is over its high mark: no request starts until it drains.
     full: bool,
+    /// Bytes of a request body still to come, read and dropped (never buffered).
+    discard: u64,
     response: Option<Response>,
 }
 
@@ -362,6 +375,7 @@ fn on_event(base: &mut Base, server: &mut Server, id: ConnId, event: ConnEvent<'
                 input_paused: false,
                 head_deadline: false,
                 full: false,
+                discard: 0,
                 response: None,
             };
             server.clients.insert(id, client);
@@ -371,7 +385,10 @@ fn on_event(base: &mut Base, server: &mut Server, id: ConnId, event: ConnEvent<'
             let Some(c) = server.clients.get_mut(&id) else {
                 return;
             };
-            c.input.extend_from_slice(bytes);
+            // A request body comes right after its head: what is still due of it is dropped.
+            let skip = usize::try_from(c.discard).map_or(bytes.len(), |d| d.min(bytes.len()));
+            c.discard -= skip as u64;
+            c.input.extend_from_slice(&bytes[skip..]);
             if c.input.len() >= limit {
                 c.input_paused = true;
                 base.conn_pause_reading(id, true);
@@ -415,8 +432,20 @@ fn on_event(base: &mut Base, server: &mut Server, id: ConnId, event: ConnEvent<'
             }
         }
         ConnEvent::Closed(result) => {
-            if let (Some(c), Err(e)) = (server.clients.remove(&id), result) {
+            let Some(c) = server.clients.remove(&id) else {
+                return;
+            };
+            if let Err(e) = &result {
                 log::debug!("{}: closed: {e}", show(c.peer));
+            }
+            // A response cut off (the grace period ran out, the client left, an error): its
+            // line says how far it got.
+            if let Some(r) = &c.response {
+                let why = match &result {
+                    Err(e) => format!(" cut off: {e}"),
+                    Ok(()) => " cut off".to_string(),
+                };
+                log_access(c.peer, r, &why);
             }
         }
         _ => {}
@@ -479,6 +508,10 @@ fn next_request(base: &mut Base, server: &mut Server, id: ConnId) {
     match http::parse_request(&c.input, max_header) {
         Ok(Some((request, used))) => {
             c.input.drain(..used);
+            let body = usize::try_from(request.body_length)
+                .map_or(c.input.len(), |n| n.min(c.input.len()));
+            c.input.drain(..body);
+            c.discard = request.body_length - body as u64;
             if std::mem::take(&mut c.head_deadline) {
                 base.conn_set_deadline(id, None);
             }
@@ -492,14 +525,7 @@ fn next_request(base: &mut Base, server: &mut Server, id: ConnId) {
             }
         }
         Err(refusal) => {
-            let request = Request {
-                method: "-".into(),
-                target: "-".into(),
-                version: "HTTP/1.1",
-                keep_alive: false,
-                range: None,
-                if_modified_since: None,
-            };
+            let request = Request::unparsed();
             c.input.clear();
             c.input_closed = true; // nothing after a broken request can be trusted
             if std::mem::take(&mut c.head_deadline) {
@@ -644,6 +670,9 @@ fn opened(
 /// Answers a failed file operation: 4xx (logged at debug) for what any client can cause,
 /// 5xx (logged as an error) for the server's own trouble.
 fn file_failed(base: &mut Base, server: &mut Server, job: Job, path: &Path, e: &io::Error) {
+    if aioloop::os_error(e) == Some(libc::EISDIR) {
+        return redirect_to_directory(base, server, job);
+    }
     match refusal_of(e) {
         Ok(refusal) => {
             log::debug!("{}: {e}", path.display());
@@ -664,12 +693,11 @@ fn respond_with_file(
     file: AioFile,
     meta: &std::fs::Metadata,
 ) {
+    if meta.is_dir() {
+        return redirect_to_directory(base, server, job);
+    }
     if !meta.is_file() {
-        let refusal = match meta.is_dir() {
-            true => Refusal::Forbidden,
-            false => Refusal::NotFound,
-        };
-        return refuse(base, server, job, refusal);
+        return refuse(base, server, job, Refusal::NotFound);
     }
     let modified = meta
         .modified()
@@ -683,13 +711,22 @@ fn respond_with_file(
     };
     let request = &r.request;
     let last_modified = modified.map(http::http_date);
-    let not_modified = match (&request.if_modified_since, modified) {
-        (Some(since), Some(modified)) => {
+    let etag = http::etag(size, modified.unwrap_or(0));
+    // If-None-Match, when present, decides alone (RFC 9110 §13.2.2).
+    let not_modified = match (&request.if_none_match, &request.if_modified_since, modified) {
+        (Some(tags), _, _) => http::none_match(tags, &etag),
+        (None, Some(since), Some(modified)) => {
             http::parse_http_date(since).is_some_and(|s| modified <= s)
         }
         _ => false,
     };
-    let (status, span) = match http::parse_range(request.range.as_deref(), size) {
+    // A Range under an If-Range that no longer holds gets the whole file: a resumed
+    // download of a changed file must not be spliced from two versions.
+    let range = match &request.if_range {
+        Some(if_range) if !http::range_holds(if_range, &etag, modified) => None,
+        _ => request.range.as_deref(),
+    };
+    let (status, span) = match http::parse_range(range, size) {
         _ if not_modified => (304, None),
         Span::Whole => (200, Some((0, size))),
         Span::Part(start, end) => (206, Some((start, end))),
@@ -707,7 +744,10 @@ fn respond_with_file(
             416 => Some(format!("bytes */{size}")),
             _ => None,
         },
+        etag: (status != 416).then_some(etag.as_str()),
+        location: None,
         close: !request.keep_alive,
+        keep_alive: request.keep_alive_asked && request.keep_alive,
         allow: false,
     };
     let head_only = request.method == "HEAD" || span.is_none() || start == end;
@@ -849,18 +889,8 @@ fn finish_response(base: &mut Base, server: &mut Server, job: Job) {
     let Some(response) = c.response.take() else {
         return;
     };
-    let request = &response.request;
-    log::info!(
-        "{} \"{} {} {}\" {} {} {:.3}ms",
-        show(c.peer),
-        request.method,
-        request.target,
-        request.version,
-        response.status,
-        response.sent,
-        response.started.elapsed().as_secs_f64() * 1e3
-    );
-    if !request.keep_alive {
+    log_access(c.peer, &response, "");
+    if !response.request.keep_alive {
         // The queue goes out, the write side shuts, and what the client still sends is read
         // and dropped for a moment (a lingering close), so that it is not reset.
         let _ = base.conn_finish(job.id);
@@ -869,12 +899,63 @@ fn finish_response(base: &mut Base, server: &mut Server, job: Job) {
     next_request(base, server, job.id);
 }
 
+/// A directory named without its trailing slash: 301 to the name with it, as nginx does, so
+/// that relative links in its `index.html` resolve; with the slash, the request names the
+/// `index.html` (there are no listings). A target ending in `/` already is not redirected.
+fn redirect_to_directory(base: &mut Base, server: &mut Server, job: Job) {
+    let Some(r) = response(server, job) else {
+        return;
+    };
+    let target = &r.request.target;
+    let path = http::target_path(target);
+    if path.ends_with('/') {
+        return refuse(base, server, job, Refusal::Forbidden);
+    }
+    // One leading slash: `//host` would be read as another host (an open redirect).
+    let mut location = format!("/{}/", path.trim_start_matches('/'));
+    if let Some(at) = target.find('?') {
+        location.push_str(&target[at..]);
+    }
+    respond_short(base, server, job, 301, Some(&location));
+}
+
+/// The access-log line of a response, in the common log format's order (client, time,
+/// request line, status, bytes sent) plus how long it took and `note`.
+fn log_access(peer: Option<SocketAddr>, response: &Response, note: &str) {
+    let request = &response.request;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    log::info!(
+        "{} - - [{}] \"{} {} {}\" {} {} {:.3}ms{note}",
+        show(peer),
+        http::log_date(now),
+        request.method,
+        request.target,
+        request.version,
+        response.status,
+        response.sent,
+        response.started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 /// Answers `refusal` with a short body.
 fn refuse(base: &mut Base, server: &mut Server, job: Job, refusal: Refusal) {
     respond_error(base, server, job, refusal.status());
 }
 
 fn respond_error(base: &mut Base, server: &mut Server, job: Job, status: u16) {
+    respond_short(base, server, job, status, None);
+}
+
+/// Answers `status` with a short text body.
+fn respond_short(
+    base: &mut Base,
+    server: &mut Server,
+    job: Job,
+    status: u16,
+    location: Option<&str>,
+) {
     let date = now_date(server);
     let Some(r) = response(server, job) else {
         return;
@@ -894,7 +975,10 @@ fn respond_error(base: &mut Base, server: &mut Server, job: Job, status: u16) {
         content_type: "text/plain; charset=utf-8",
         last_modified: None,
         content_range: None,
+        etag: None,
+        location,
         close: !r.request.keep_alive,
+        keep_alive: r.request.keep_alive_asked && r.request.keep_alive,
         allow: status == 405,
     };
     let head_only = r.request.method == "HEAD";
