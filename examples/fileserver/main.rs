@@ -738,7 +738,8 @@ fn respond_with_file(
         date: &date,
         length: if status == 416 { 0 } else { end - start },
         content_type: http::content_type(path),
-        last_modified: last_modified.as_deref(),
+        // An error carries no validators of the file (as nginx).
+        last_modified: last_modified.as_deref().filter(|_| status != 416),
         content_range: match status {
             206 => Some(format!("bytes {start}-{}/{size}", end - 1)),
             416 => Some(format!("bytes */{size}")),
