@@ -82,6 +82,7 @@ fn start_nginx(nginx: &Path, dir: &Path, root: &Path) -> (Reaped, SocketAddr) {
     let d = dir.display();
     // The user directive matters to a master process run as root only; as anyone else the
     // tree (under target/) is readable anyway.
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let user = match unsafe { libc::geteuid() } {
         0 => "user root;",
         _ => "",

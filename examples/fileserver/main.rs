@@ -934,7 +934,11 @@ fn log_access(peer: Option<SocketAddr>, response: &Response, note: &str) {
         request.method,
         request.target,
         request.version,
-        response.status,
+        // None yet: cut off while the file was being opened.
+        match response.status {
+            0 => "-".to_string(),
+            status => status.to_string(),
+        },
         response.sent,
         response.started.elapsed().as_secs_f64() * 1e3
     );
