@@ -172,7 +172,10 @@ impl<S> EventBase<S> {
     /// concern one connection (`ECONNABORTED`, `EPROTO`, ...) are skipped. Running out of fds
     /// or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) pauses accepting, and a timer
     /// retries after 10 ms, then 20 ms... up to 500 ms, without spinning, until connections
-    /// can be accepted again (see the module docs). Any other error means the listener is
+    /// can be accepted again: the queued clients wait in the kernel's backlog rather than
+    /// being dropped, and are served within one back-off step once fds are free (where a
+    /// hand-written edge-triggered handler that returned on `EMFILE` would never hear of them
+    /// again, and a level-triggered one would spin). Any other error means the listener is
     /// broken: it is closed, and the run ends with that error
     /// ([`exit_with_error`](Self::exit_with_error)). If `on_connection` panics, the listener is
     /// closed too (as a panicking handler is removed) and the panic continues out of the run.

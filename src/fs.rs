@@ -201,8 +201,12 @@ fn open_regular(handle: OwnedFd, direct: bool) -> io::Result<OwnedFd> {
 }
 
 impl<S> EventBase<S> {
-    /// Opens `path`, relative to `dir`, for reading (with `O_DIRECT` if `direct`), on a helper
-    /// thread, and calls `callback` with the [`AioFile`]. The path can never resolve outside
+    /// Opens `path`, relative to `dir`, for reading (with `O_DIRECT` if `direct`), and calls
+    /// `callback` with the [`AioFile`]. When every step of the path is in the dentry cache and
+    /// `dir` is on a local file system, the open runs on the loop thread (`openat2` with
+    /// `RESOLVE_CACHED`, which answers `EAGAIN` rather than read a disk; counted in
+    /// [`Metrics::fs_cached_ops`](crate::Metrics::fs_cached_ops)); otherwise on a helper
+    /// thread. Either way the callback runs later, never inside `open_beneath`. The path can never resolve outside
     /// `dir` (`openat2` with `RESOLVE_BENEATH`): `..` that climbs above it, an absolute path,
     /// or a symbolic link that points out of it fail with `EXDEV`; `/proc` magic links (such
     /// as `/proc/self/exe` or `fd/N`, which could lead anywhere) fail with `ELOOP`; symbolic

@@ -1,6 +1,6 @@
 //! aioloop: a single-threaded, callback-based event loop for Linux.
 //!
-//! One [`EventBase`] owns one epoll instance (through [`mio`]) and carries every kind of
+//! One [`EventBase`] owns one epoll instance (through [`mio`](https://docs.rs/mio)) and carries every kind of
 //! event as a readiness source:
 //!
 //! * **fd handlers** on any pollable fd, edge- or level-triggered, one-shot or persistent,
@@ -26,7 +26,8 @@
 //! `event-dispatch`, `exit-event-loop`), with its known flaws fixed: stale events never reach a
 //! handler that reused a slot or an fd number, one-shot handlers can re-register themselves,
 //! equal deadlines fire in FIFO order, `exit` is immediate and does not leak into the next run.
-//! `docs/architecture.md` describes one iteration step by step.
+//! [The architecture guide](guide::architecture) describes one iteration step by step, and
+//! [the AIO guide](guide::aio) where each file request runs and in what order.
 //!
 //! Callbacks receive `&mut EventBase<S>` and the caller's `&mut S`:
 //!
@@ -75,6 +76,17 @@ mod source;
 mod sys;
 pub mod systemd;
 mod timer;
+
+/// The guides of `docs/`, as doc pages: how the loop works, and file I/O on it.
+///
+/// They name source files (`src/...`) and tests (`tests/...`) of the repository, which
+/// prove what they say.
+pub mod guide {
+    #[doc = include_str!("../docs/architecture.md")]
+    pub mod architecture {}
+    #[doc = include_str!("../docs/aio.md")]
+    pub mod aio {}
+}
 mod writer;
 
 pub use accept::{tcp_listener, Acceptor, ListenOptions};

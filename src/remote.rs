@@ -106,9 +106,10 @@ impl<S> Remote<S> {
 
     /// Queues `f` to run on the loop thread with the base and the state, and wakes the loop.
     ///
-    /// Posts run in the order they were queued, during the loop's next iteration. Fails with
-    /// Queued posts keep a base with
-    /// [`set_exit_when_empty`](EventBase::set_exit_when_empty) alive until they have run.
+    /// Posts run in the order they were queued, during the loop's next iteration. Queued
+    /// posts keep a base with [`set_exit_when_empty`](EventBase::set_exit_when_empty) alive
+    /// until they have run. Posting to a base that has been dropped fails (see Errors); posts
+    /// still queued when the base is dropped are dropped with it, not run.
     ///
     /// # Errors
     ///

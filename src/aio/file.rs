@@ -28,7 +28,7 @@ const FALLBACK_ALIGN: usize = 4096;
 /// Reads and writes never block the loop: they go to kernel AIO with `RWF_NOWAIT`, and what
 /// the kernel cannot do without blocking (a page-cache miss, a file system without
 /// `RWF_NOWAIT` support such as FUSE or NFS) runs on a helper thread instead (see
-/// `docs/aio.md`). The file remembers which of its directions need a helper.
+/// [the AIO guide](crate::guide::aio)). The file remembers which of its directions need a helper.
 #[derive(Clone)]
 pub struct AioFile {
     inner: Arc<Inner>,

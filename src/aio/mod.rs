@@ -134,7 +134,7 @@ impl AioOptions {
     /// NFS mount that hangs holds `n` helpers, and the others keep serving the healthy disks,
     /// [`run_blocking`](EventBase::run_blocking) jobs (one class of their own) and the
     /// path operations (`open`, `stat`, ...: one class together, since their file system is
-    /// only known once the path is resolved). See "Fairness" in `docs/aio.md`.
+    /// only known once the path is resolved). See "Fairness" in [the AIO guide](crate::guide::aio).
     #[must_use]
     pub fn helpers_per_device(mut self, n: usize) -> AioOptions {
         self.helpers_per_device = Some(n.max(1));

@@ -50,12 +50,18 @@ impl<S> EventBase<S> {
     /// The buffer belongs to the loop until the callback: it is never freed or handed back while
     /// the kernel may write into it.
     ///
-    /// The read never blocks the loop thread: it goes to kernel AIO with `RWF_NOWAIT`, which
-    /// completes `O_DIRECT` reads asynchronously and page-cache hits at once, and what would
-    /// block (a page-cache miss, dirty pages to write back first, a file on FUSE or NFS) runs
-    /// on a helper thread instead; see `docs/aio.md`. With helpers off
-    /// ([`AioOptions::helper_threads`]`(0)`), only `O_DIRECT` reads are asynchronous: the others
-    /// run inside `io_submit`, on the loop thread.
+    /// The read never blocks the loop thread. A buffered read is served from the page cache
+    /// on the loop thread by one `preadv2` with `RWF_NOWAIT` (no kernel AIO, counted in
+    /// [`Metrics::aio_cached_reads`](crate::Metrics::aio_cached_reads)); what is not cached,
+    /// and a file on FUSE or NFS, runs on a helper thread instead. An `O_DIRECT` read goes to
+    /// kernel AIO with `RWF_NOWAIT`, and to a helper if it would block. The callback runs
+    /// later in the loop's iteration either way, never inside `read_at`; see
+    /// [the AIO guide](crate::guide::aio). With helpers off
+    /// ([`AioOptions::helper_threads`]`(0)`), every read goes to kernel AIO: only `O_DIRECT`
+    /// reads are asynchronous, the others run inside `io_submit`, on the loop thread.
+    ///
+    /// The read fills the buffer's *length*, not its capacity: a `Vec::with_capacity(n)` is
+    /// empty and is refused (see Errors); use `vec![0; n]`.
     #[doc = transfer_refusals!()]
     ///
     /// ```
@@ -307,9 +313,12 @@ impl<S> EventBase<S> {
         cancelled
     }
 
-    /// The metadata of an open file (`statx` on its fd), on a helper thread (on a local file
-    /// system, from the in-memory inode, on the loop thread). Not part of the file's request
-    /// order: it may see the file before or after requests still running.
+    /// The metadata of an open file (`fstat` on its fd): on a local file system, on the loop
+    /// thread, from the in-memory inode (which cannot block; counted in
+    /// [`Metrics::fs_cached_ops`](crate::Metrics::fs_cached_ops)); otherwise (FUSE, NFS...)
+    /// on a helper thread. The callback runs later either way, never inside `file_metadata`.
+    /// Not part of the file's request order: it may see the file before or after requests
+    /// still running.
     ///
     /// # Errors
     ///
@@ -331,7 +340,7 @@ impl<S> EventBase<S> {
     /// flush). Closing happens when the last clone of the `AioFile` goes: if other clones (or
     /// requests still queued or in flight) hold it, this only lets go of this one.
     ///
-    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// It takes effect in the file's request order (see [the AIO guide](crate::guide::aio)): after every request of
     /// the file issued before it has finished, and before any issued after it starts. Returns
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
@@ -353,7 +362,7 @@ impl<S> EventBase<S> {
     /// that later `O_DIRECT` writes there do not extend the file; other modes punch or zero
     /// ranges (`libc::FALLOC_FL_*`).
     ///
-    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// It takes effect in the file's request order (see [the AIO guide](crate::guide::aio)): after every request of
     /// the file issued before it has finished, and before any issued after it starts. Returns
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
@@ -377,7 +386,7 @@ impl<S> EventBase<S> {
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
     ///
-    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// It takes effect in the file's request order (see [the AIO guide](crate::guide::aio)): after every request of
     /// the file issued before it has finished, and before any issued after it starts. Returns
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///

@@ -85,7 +85,7 @@ impl<S> EventBase<S> {
     ///
     /// An fd number is not an identity: once an fd is closed its number is reused by the next
     /// open, so state keyed by fd number must be dropped with the handlers (see
-    /// `docs/architecture.md`, "Tokens and stale events").
+    /// [the architecture guide](crate::guide::architecture), "Tokens and stale events").
     ///
     /// # Errors
     ///
