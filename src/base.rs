@@ -139,6 +139,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// Only if the kernel refuses an epoll instance (`EMFILE`, `ENFILE`, `ENOMEM`).
     pub fn new() -> io::Result<Self> {
         Self::with_capacity(DEFAULT_EVENTS_CAPACITY)
@@ -150,6 +152,8 @@ impl<S> EventBase<S> {
     /// following iterations harvest it. A small buffer only trades syscalls for latency.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`new`](Self::new).
     pub fn with_capacity(events: usize) -> io::Result<Self> {
@@ -197,6 +201,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// A run method called from inside a callback, or in a process forked from the one that
     /// created the base; `epoll_wait` failing for any reason but `EINTR`; the error a callback
     /// passed to [`exit_with_error`](Self::exit_with_error).
@@ -210,6 +216,8 @@ impl<S> EventBase<S> {
     /// The time limit is not a timer: it does not keep an otherwise empty base alive.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`run`](Self::run).
     pub fn run_for(&mut self, state: &mut S, duration: Duration) -> io::Result<()> {
@@ -226,6 +234,8 @@ impl<S> EventBase<S> {
     /// once instead of blocking forever.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`run`](Self::run).
     pub fn run_once(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<u64> {
@@ -338,6 +348,8 @@ impl<S> EventBase<S> {
     /// base share one eventfd, created by the first call.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only the first call can fail: the kernel refuses the eventfd (`EMFILE`, ...).
     pub fn remote(&mut self) -> io::Result<Remote<S>> {

@@ -54,6 +54,8 @@ impl Dir {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As `open(2)` reports it, with the path: `NotFound`, `PermissionDenied`, `ENOTDIR`.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
         let path = path.as_ref();
@@ -230,6 +232,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open); errors of the open itself reach the callback, with the path
     /// and the directory in the message.
     pub fn open_beneath<F>(
@@ -283,6 +287,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// Only if no helper runs and none can be started (`EAGAIN`, `EMFILE` for its eventfd),
     /// and then the open never runs; errors of the open itself reach the callback, with the
     /// path in the message. Returns a [`JobId`] for [`cancel_job`](Self::cancel_job).
@@ -307,6 +313,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open).
     pub fn stat<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
@@ -325,6 +333,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open).
     pub fn read_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
@@ -337,6 +347,8 @@ impl<S> EventBase<S> {
     /// Renames `from` to `to` (`rename(2)`: replaces `to` if it exists) on a helper thread.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn rename<F>(
@@ -360,6 +372,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open).
     pub fn remove_file<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
@@ -376,6 +390,8 @@ impl<S> EventBase<S> {
     /// Creates the directory `path` (`mkdir(2)`, mode 0777 less the umask) on a helper thread.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn create_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>

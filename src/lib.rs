@@ -50,6 +50,25 @@
 //! assert_eq!(state.ticks, 5);
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # Errors
+//!
+//! Every fallible call returns an [`io::Error`](std::io::Error) (file transfers an
+//! [`AioError`] or a [`TransferError`], which hand the buffer back with it). An error that the
+//! crate can say more about carries a sentence of context in front of the OS error (which
+//! path, which limit to raise) and keeps its [`ErrorKind`](std::io::ErrorKind); its
+//! `raw_os_error()` is then `None`. [`os_error`] gives the errno of every error, with context
+//! or without, and `source()` the OS error itself:
+//!
+//! ```
+//! use aioloop::{os_error, Dir};
+//!
+//! let err = Dir::open("/no/such/dir").unwrap_err();
+//! assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+//! assert!(err.to_string().contains("/no/such/dir"), "{err}");
+//! assert_eq!(err.raw_os_error(), None);
+//! assert_eq!(os_error(&err), Some(libc::ENOENT));
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![warn(unsafe_op_in_unsafe_fn)]

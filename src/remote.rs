@@ -113,6 +113,8 @@ impl<S> Remote<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `BrokenPipe` once the base has been dropped (the closure is dropped, not run).
     pub fn post<F>(&self, f: F) -> io::Result<()>
     where
@@ -136,6 +138,8 @@ impl<S> Remote<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `BrokenPipe` once the base has been dropped.
     pub fn exit(&self) -> io::Result<()> {
         self.post(|base, _| base.exit())
@@ -144,6 +148,8 @@ impl<S> Remote<S> {
     /// Wakes the loop without running anything (it polls again and re-checks its timers).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `BrokenPipe` once the base has been dropped.
     pub fn wake(&self) -> io::Result<()> {

@@ -15,8 +15,12 @@ use crate::sys::aio as abi;
 /// The `# Errors` section shared by every transfer verb.
 macro_rules! transfer_refusals {
     () => {
-        "\n# Errors\n\nRefused at once, with the buffer handed back ([`AioError::into_parts`]), \
-         when an `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the \
+        "\n# Errors\n\nRead an error's errno with [`os_error`](crate::os_error): `raw_os_error()` \
+         is `None` on errors that carry a sentence of context ([Errors](crate#errors)).\n\n\
+         Refused at once, with the buffer handed back ([`AioError::into_parts`]), \
+         when a read's buffer is empty (`InvalidInput`: a read fills the buffer's *length*, not \
+         its capacity, so `Vec::with_capacity(n)` has nothing to fill), an `O_DIRECT` request is \
+         misaligned (`InvalidInput`, naming both alignments), the \
          offset is beyond `i64::MAX`, or, with helpers off, the AIO context cannot be created \
          (the first request creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp; with \
          helpers on, the helpers run the request instead). Errors of the I/O itself reach the \
@@ -28,6 +32,8 @@ impl<S> EventBase<S> {
     /// Sets the AIO options. Only before the first AIO request, which creates the context.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// After the first AIO request: the context already exists with the old options.
     pub fn set_aio_options(&mut self, options: AioOptions) -> io::Result<()> {
@@ -173,6 +179,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
     /// runs the sync instead); errors of the sync reach the callback.
     pub fn fsync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
@@ -186,6 +194,8 @@ impl<S> EventBase<S> {
     /// (`IOCB_CMD_FDSYNC`).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
     /// runs the sync instead); errors of the sync reach the callback.
@@ -322,6 +332,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open).
     pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<JobId>
     where
@@ -346,6 +358,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open).
     pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<JobId>
     where
@@ -367,6 +381,8 @@ impl<S> EventBase<S> {
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn fallocate<F>(
@@ -391,6 +407,8 @@ impl<S> EventBase<S> {
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<JobId>

@@ -89,6 +89,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// These leave the base unchanged:
     /// * `AlreadyExists`: the fd already has a handler for this direction;
     /// * `InvalidInput`: the fd's handler for the other direction uses the other [`Trigger`](crate::Trigger)
@@ -182,6 +184,8 @@ impl<S> EventBase<S> {
     /// removed on error; decide in the callback (usually: remove all and close).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` if the fd has no read or write handler; `AlreadyExists` if it has an error
     /// handler.
