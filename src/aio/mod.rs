@@ -310,6 +310,19 @@ struct Op<S> {
     complete: Complete<S>,
 }
 
+/// The name of a request's operation, for the log.
+fn opcode_name(opcode: u16) -> &'static str {
+    match opcode {
+        crate::sys::aio::IOCB_CMD_PREAD => "read",
+        crate::sys::aio::IOCB_CMD_PWRITE => "write",
+        crate::sys::aio::IOCB_CMD_PREADV => "vectored read",
+        crate::sys::aio::IOCB_CMD_PWRITEV => "vectored write",
+        crate::sys::aio::IOCB_CMD_FSYNC => "fsync",
+        crate::sys::aio::IOCB_CMD_FDSYNC => "fdatasync",
+        _ => "request",
+    }
+}
+
 /// The way a request ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
