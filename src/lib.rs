@@ -78,23 +78,40 @@ compile_error!(
     "aioloop supports Linux only: it is built on epoll, eventfd, signalfd and kernel AIO"
 );
 
-mod accept;
-mod aio;
+// The modules that add methods to `EventBase` come in the order its page lists them:
+// construction and running first, then by kind of event (the blank lines keep rustfmt from
+// sorting them).
 mod base;
-mod child;
-mod conn;
-mod error;
-mod fs;
+
 mod io;
-mod metrics;
-mod pool;
-mod remote;
+
+mod timer;
+
 mod signal;
+
+mod child;
+
+mod conn;
+
+mod accept;
+
+mod writer;
+
+mod remote;
+
+mod aio;
+
+mod fs;
+
+mod pool;
+
+pub mod systemd;
+
+mod error;
+mod metrics;
 mod source;
 #[allow(unsafe_code)]
 mod sys;
-pub mod systemd;
-mod timer;
 
 /// The guides of `docs/`, as doc pages: how the loop works, and file I/O on it.
 ///
@@ -106,7 +123,6 @@ pub mod guide {
     #[doc = include_str!("../docs/aio.md")]
     pub mod aio {}
 }
-mod writer;
 
 pub use accept::{tcp_listener, Acceptor, ListenOptions};
 pub use aio::{AioError, AioFile, AioId, AioOptions, AlignedBuf, IoBuf, IoBufMut, TransferError};

@@ -43,7 +43,7 @@ use registry::{Arrived, Membership};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SignalInfo {
-    /// The signal number (`libc::SIGUSR1`, ...).
+    /// The signal number ([`signals::SIGUSR1`](crate::signals::SIGUSR1), ...).
     pub signo: i32,
     /// How it was sent (`libc::SI_USER` for `kill`, `libc::SI_QUEUE` for `sigqueue`,
     /// `libc::CLD_EXITED` and friends for `SIGCHLD`, ...).
@@ -256,7 +256,9 @@ fn check_signal(signo: i32) -> io::Result<()> {
 /// [`add_signal_handler`](EventBase::add_signal_handler)); nothing is blocked then.
 ///
 /// ```
-/// aioloop::block_signals(&[libc::SIGTERM, libc::SIGHUP])?;
+/// use aioloop::signals::{SIGHUP, SIGTERM};
+///
+/// aioloop::block_signals(&[SIGTERM, SIGHUP])?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {
@@ -327,11 +329,11 @@ impl<S> EventBase<S> {
     /// the signalfd, its eventfd or the forwarding pipe cannot be created (`EMFILE`...).
     ///
     /// ```no_run
-    /// use aioloop::EventBase;
+    /// use aioloop::{signals::SIGHUP, EventBase};
     ///
-    /// aioloop::block_signals(&[libc::SIGHUP])?;
+    /// aioloop::block_signals(&[SIGHUP])?;
     /// let mut base = EventBase::<u32>::new()?;
-    /// let reload = base.add_signal_handler(libc::SIGHUP, |_, reloads, info| {
+    /// let reload = base.add_signal_handler(SIGHUP, |_, reloads, info| {
     ///     *reloads += 1;
     ///     println!("SIGHUP from pid {}", info.pid);
     /// })?;
