@@ -51,6 +51,96 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Start here
+//!
+//! Each of these runs as it stands (they are tested). Every callback gets the base and the
+//! state, and name the state type once: `EventBase::<State>::new()`.
+//!
+//! **A TCP server**: the base owns each connection, its socket, write queue and deadlines
+//! ([`EventBase::serve`]; [`EventBase::add_conn`] for a stream you connected yourself):
+//!
+//! ```
+//! use aioloop::{tcp_listener, ConnEvent, ConnOptions, EventBase, ListenOptions};
+//!
+//! let listener = tcp_listener("127.0.0.1:0".parse().unwrap(), &ListenOptions::new())?;
+//! let addr = listener.local_addr()?;
+//! let mut base = EventBase::<()>::new()?;
+//! base.serve(listener, ConnOptions::new(), |base, _, conn, event| match event {
+//!     ConnEvent::Data(bytes) => drop(base.conn_write(conn, bytes)), // echo
+//!     ConnEvent::PeerShutdown => drop(base.conn_finish(conn)),
+//!     ConnEvent::Closed(_) => base.exit(),
+//!     _ => {}
+//! })?;
+//! # let client = std::thread::spawn(move || {
+//! #     use std::io::{Read, Write};
+//! #     let mut s = std::net::TcpStream::connect(addr).unwrap();
+//! #     s.write_all(b"hi").unwrap();
+//! #     s.shutdown(std::net::Shutdown::Write).unwrap();
+//! #     let mut back = String::new();
+//! #     s.read_to_string(&mut back).unwrap();
+//! #     assert_eq!(back, "hi");
+//! # });
+//! base.run(&mut ())?;
+//! # client.join().unwrap();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! **A file read** that never blocks the loop ([`EventBase::read_at`]; where it runs:
+//! [the AIO guide](guide::aio)):
+//!
+//! ```
+//! use aioloop::{AioFile, EventBase};
+//!
+//! let file = AioFile::open("Cargo.toml", false)?;
+//! let mut base = EventBase::<String>::new()?;
+//! base.read_at(&file, 0, vec![0; 64], |_, text, buf, n| {
+//!     *text = String::from_utf8_lossy(&buf[..n.unwrap()]).into_owned();
+//! })?;
+//! base.set_exit_when_empty(true);
+//! let mut text = String::new();
+//! base.run(&mut text)?;
+//! assert!(text.starts_with("[package]"));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! **A signal**, blocked first so that only the loop hears it ([`EventBase::add_signal_handler`],
+//! [`signals`]):
+//!
+//! ```
+//! use aioloop::{signals::SIGUSR1, EventBase};
+//!
+//! aioloop::block_signals(&[SIGUSR1])?; // before any thread starts
+//! let mut base = EventBase::<u32>::new()?;
+//! base.add_signal_handler(SIGUSR1, |base, got, _info| {
+//!     *got += 1;
+//!     base.exit();
+//! })?;
+//! std::process::Command::new("kill")
+//!     .args(["-USR1", &std::process::id().to_string()])
+//!     .status()?;
+//! let mut got = 0;
+//! base.run(&mut got)?;
+//! assert_eq!(got, 1);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! **A child process**, watched through its pidfd ([`EventBase::spawn_child`]):
+//!
+//! ```
+//! use std::process::Command;
+//! use aioloop::EventBase;
+//!
+//! let mut base = EventBase::<Option<i32>>::new()?;
+//! base.spawn_child(Command::new("sh").args(["-c", "exit 3"]), |_, code, exit| {
+//!     *code = exit.status.code();
+//! })?;
+//! base.set_exit_when_empty(true);
+//! let mut code = None;
+//! base.run(&mut code)?;
+//! assert_eq!(code, Some(3));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! # Errors
 //!
 //! Every fallible call returns an [`io::Error`](std::io::Error) (file transfers an
