@@ -85,7 +85,8 @@ impl ListenOptions {
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// `AddrInUse` when another socket listens there (without `SO_REUSEPORT` on both), `EACCES`
 /// for a port below 1024 without the privilege, `AddrNotAvailable` for an address that is not
@@ -127,7 +128,8 @@ impl Acceptor {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotConnected` once accepting has stopped (the listener is closed).
     /// `InvalidInput` for a listener that is not TCP (a Unix socket).
@@ -202,7 +204,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`set_io_handler`](Self::set_io_handler) (the listener's registration).
     pub fn accept_connections<F>(

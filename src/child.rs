@@ -83,7 +83,8 @@ impl ChildHandle {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `ESRCH` once the child has been reaped (its exit callback ran): nothing was sent, and
     /// no other process could have received it. `EINVAL` for a bad signal number.
@@ -274,7 +275,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `ECHILD` if the process was already reaped; `ENOSYS` without `pidfd_open` (Linux older
     /// than 5.3, or a seccomp policy); `EMFILE` when out of fds; `Unsupported` while `SIGCHLD`
@@ -292,7 +294,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`watch_child`](Self::watch_child); `ESRCH` if there is no such process.
     pub fn watch_pid<F>(&mut self, pid: u32, callback: F) -> io::Result<ChildHandle>
@@ -359,7 +362,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// What `Command::spawn` reports (the program is missing, ...), with the program's name;
     /// then as for [`watch_child`](Self::watch_child). While `SIGCHLD` is ignored nothing is

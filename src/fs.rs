@@ -54,7 +54,8 @@ impl Dir {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As `open(2)` reports it, with the path: `NotFound`, `PermissionDenied`, `ENOTDIR`.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
@@ -233,7 +234,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open); errors of the open itself reach the callback, with the path
     /// and the directory in the message.
@@ -289,7 +291,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only if no helper runs and none can be started (`EAGAIN`, `EMFILE` for its eventfd),
     /// and then the open never runs; errors of the open itself reach the callback, with the
@@ -314,7 +317,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn stat<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
@@ -332,7 +336,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn read_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
@@ -348,7 +353,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn rename<F>(
@@ -371,7 +377,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn remove_file<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
@@ -388,7 +395,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn create_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>

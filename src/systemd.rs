@@ -40,7 +40,8 @@ const FIRST_FD: RawFd = 3;
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// A `NOTIFY_SOCKET` that is neither an absolute path nor an `@` abstract name
 /// (`InvalidInput`), or the error of sending the datagram, with the socket's name.
@@ -74,7 +75,8 @@ fn notify_address(name: &str) -> io::Result<SocketAddr> {
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// As for [`notify`].
 pub fn notify_ready() -> io::Result<bool> {
@@ -85,7 +87,8 @@ pub fn notify_ready() -> io::Result<bool> {
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// As for [`notify`].
 pub fn notify_stopping() -> io::Result<bool> {
@@ -112,7 +115,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// The first keep-alive is sent at once, and its error returned (see [`notify`]); later
     /// ones that fail are logged.
@@ -161,7 +165,8 @@ static HANDED_OVER: Mutex<bool> = Mutex::new(false);
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// A malformed `LISTEN_FDS`; or, among announced fds that look inherited, one that is not open,
 /// close-on-exec, or not a socket (systemd's `ListenFIFO=` and `ListenSpecial=` pass other
@@ -210,7 +215,8 @@ pub fn listen_fds() -> io::Result<Vec<ListenFd>> {
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// A malformed `LISTEN_FDS`, or an announced fd that is not open (`EBADF`); nothing is taken
 /// then.

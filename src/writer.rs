@@ -234,7 +234,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `AlreadyExists` if `fd` has a writer or a write handler of the caller's; `InvalidInput`
     /// for a negative fd, or a blocking one (a write larger than its buffer would stall the
@@ -307,7 +308,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` for a removed writer; `InvalidInput` after
     /// [`finish_writer`](Self::finish_writer); the error of a direct write (`EPIPE`,
@@ -343,7 +345,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`write`](Self::write).
     pub fn write_vectored(&mut self, writer: WriterId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
@@ -355,7 +358,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`write`](Self::write).
     pub fn write_owned(&mut self, writer: WriterId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
@@ -384,7 +388,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` for a removed writer.
     pub fn finish_writer(&mut self, writer: WriterId) -> io::Result<()> {

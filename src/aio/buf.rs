@@ -103,7 +103,8 @@ impl AlignedBuf {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `InvalidInput` if `align` is not a power of two or the size overflows; `OutOfMemory`
     /// if the allocation fails.
@@ -159,7 +160,8 @@ impl AlignedBuf {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `InvalidInput` if `len` exceeds [`capacity`](Self::capacity).
     pub fn set_len(&mut self, len: usize) -> io::Result<()> {

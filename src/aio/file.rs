@@ -63,7 +63,8 @@ impl AioFile {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only if `fcntl(F_GETFL)` fails on the file.
     pub fn new(file: File) -> io::Result<AioFile> {
@@ -112,7 +113,8 @@ impl AioFile {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// The `open` error (with the path in the message), e.g. `EINVAL` for `O_DIRECT` on a file
     /// system that does not support it.

@@ -33,7 +33,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// After the first AIO request: the context already exists with the old options.
     pub fn set_aio_options(&mut self, options: AioOptions) -> io::Result<()> {
@@ -179,7 +180,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
     /// runs the sync instead); errors of the sync reach the callback.
@@ -195,7 +197,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
     /// runs the sync instead); errors of the sync reach the callback.
@@ -332,7 +335,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<JobId>
@@ -358,7 +362,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<JobId>
@@ -382,7 +387,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn fallocate<F>(
@@ -408,7 +414,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<JobId>

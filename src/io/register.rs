@@ -89,7 +89,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// These leave the base unchanged:
     /// * `AlreadyExists`: the fd already has a handler for this direction;
@@ -185,7 +186,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` if the fd has no read or write handler; `AlreadyExists` if it has an error
     /// handler.

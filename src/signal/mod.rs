@@ -250,7 +250,8 @@ fn check_signal(signo: i32) -> io::Result<()> {
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// `InvalidInput` for a signal that cannot be handled on a loop (as for
 /// [`add_signal_handler`](EventBase::add_signal_handler)); nothing is blocked then.
@@ -278,7 +279,8 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
 ///
 /// # Errors
 ///
-/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// Only if `sigaction` fails, which it does not for `SIGPIPE`.
 pub fn ignore_sigpipe() -> io::Result<()> {
@@ -322,7 +324,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `InvalidInput` for SIGKILL, SIGSTOP, the synchronous fault signals (SIGSEGV, SIGBUS,
     /// SIGFPE, SIGILL), the C library's reserved signals and invalid numbers; an OS error if
@@ -352,7 +355,8 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
-    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None` on errors that carry a sentence of context ([Errors](crate#errors)).
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`add_signal_handler`](Self::add_signal_handler).
     pub fn add_signal_handler_once<F>(
