@@ -1,4 +1,4 @@
-//! Reads a whole file through kernel AIO on the event base, in fixed-size chunks with a bounded
+//! Reads a whole file with the event base's `read_at`, in fixed-size chunks with a bounded
 //! number of requests in flight, submitting the next chunk as each completes (the Lisp
 //! `linux-aio-test` of seed 000, on aioloop).
 //!
@@ -11,8 +11,8 @@
 //! Prints bytes, chunks, elapsed time and MB/s on stdout, and a progress line on stderr every
 //! second. With `--output`, the bytes read are written to PATH at their offsets, so
 //! `cmp FILE PATH` checks them; PATH may not be FILE itself. Without `--direct` the reads are
-//! buffered: page-cache hits complete on kernel AIO, misses run on the helper threads (see
-//! `docs/aio.md`). Any error names what failed and exits 1 (a bad argument: 2).
+//! buffered: page-cache hits are copied by one `preadv2(RWF_NOWAIT)` on the loop thread, with
+//! no kernel AIO, and misses run on the helper threads (see `docs/aio.md`). Any error names what failed and exits 1 (a bad argument: 2).
 
 use std::fs::{File, Metadata};
 use std::io::{self, ErrorKind, Seek, SeekFrom};

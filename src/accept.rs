@@ -85,6 +85,9 @@ impl ListenOptions {
 ///
 /// # Errors
 ///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
+///
 /// `AddrInUse` when another socket listens there (without `SO_REUSEPORT` on both), `EACCES`
 /// for a port below 1024 without the privilege, `AddrNotAvailable` for an address that is not
 /// this host's; each with the address in the message.
@@ -124,6 +127,9 @@ impl Acceptor {
     /// The address the listener is bound to (the real port, when it was bound to port 0).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotConnected` once accepting has stopped (the listener is closed).
     /// `InvalidInput` for a listener that is not TCP (a Unix socket).
@@ -172,7 +178,10 @@ impl<S> EventBase<S> {
     /// concern one connection (`ECONNABORTED`, `EPROTO`, ...) are skipped. Running out of fds
     /// or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) pauses accepting, and a timer
     /// retries after 10 ms, then 20 ms... up to 500 ms, without spinning, until connections
-    /// can be accepted again (see the module docs). Any other error means the listener is
+    /// can be accepted again: the queued clients wait in the kernel's backlog rather than
+    /// being dropped, and are served within one back-off step once fds are free (where a
+    /// hand-written edge-triggered handler that returned on `EMFILE` would never hear of them
+    /// again, and a level-triggered one would spin). Any other error means the listener is
     /// broken: it is closed, and the run ends with that error
     /// ([`exit_with_error`](Self::exit_with_error)). If `on_connection` panics, the listener is
     /// closed too (as a panicking handler is removed) and the panic continues out of the run.
@@ -194,6 +203,9 @@ impl<S> EventBase<S> {
     /// ```
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`set_io_handler`](Self::set_io_handler) (the listener's registration).
     pub fn accept_connections<F>(

@@ -72,6 +72,61 @@ pub(crate) struct Harvested {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
+/// Name the state type where the base is made, `EventBase::<State>::new()` (or
+/// `let mut base: EventBase<State> = ...`), or in a callback's parameter
+/// (`|base, st: &mut State, _| ...`). Otherwise the compiler says "type annotations needed"
+/// as soon as a callback calls a method on its state: it must know the type there, and
+/// does not look ahead to `run(&mut state)`.
+///
+/// # Methods by topic
+///
+/// * **Make and run**: [`new`](Self::new), [`with_capacity`](Self::with_capacity),
+///   [`run`](Self::run), [`run_once`](Self::run_once), [`run_for`](Self::run_for),
+///   [`exit`](Self::exit), [`exit_with_error`](Self::exit_with_error),
+///   [`exit_after`](Self::exit_after), [`set_exit_when_empty`](Self::set_exit_when_empty),
+///   [`is_alive`](Self::is_alive), [`next_timeout`](Self::next_timeout) (to embed the loop in
+///   another), [`now`](Self::now), [`metrics`](Self::metrics), [`remote`](Self::remote)
+///   (posts from other threads).
+/// * **Fds**: [`set_io_handler`](Self::set_io_handler),
+///   [`set_error_handler`](Self::set_error_handler),
+///   [`remove_fd_handlers`](Self::remove_fd_handlers),
+///   [`has_fd_handler`](Self::has_fd_handler), [`set_fd_ref`](Self::set_fd_ref).
+/// * **Timers**: [`add_timer`](Self::add_timer),
+///   [`add_repeating_timer`](Self::add_repeating_timer),
+///   [`add_repeating_timer_after`](Self::add_repeating_timer_after),
+///   [`cancel_timer`](Self::cancel_timer), [`reset_timer`](Self::reset_timer),
+///   [`timer_remaining`](Self::timer_remaining), [`reserve_timers`](Self::reserve_timers),
+///   [`set_timer_ref`](Self::set_timer_ref), [`set_timer_spin`](Self::set_timer_spin),
+///   [`set_timer_slack`](Self::set_timer_slack).
+/// * **Signals**: [`add_signal_handler`](Self::add_signal_handler),
+///   [`add_signal_handler_once`](Self::add_signal_handler_once),
+///   [`remove_signal_handler`](Self::remove_signal_handler),
+///   [`set_signal_ref`](Self::set_signal_ref).
+/// * **Children**: [`spawn_child`](Self::spawn_child), [`watch_child`](Self::watch_child),
+///   [`watch_pid`](Self::watch_pid), [`unwatch_child`](Self::unwatch_child).
+/// * **Connections the loop owns**: [`add_conn`](Self::add_conn), [`serve`](Self::serve),
+///   [`conn_write`](Self::conn_write) and the other `conn_*` methods,
+///   [`shut_down`](Self::shut_down), [`conn_count`](Self::conn_count).
+/// * **Accepting and writing on your own sockets**:
+///   [`accept_connections`](Self::accept_connections),
+///   [`stop_accepting`](Self::stop_accepting), [`add_writer`](Self::add_writer),
+///   [`write`](Self::write) and the other writer methods.
+/// * **File I/O** ([the AIO guide](crate::guide::aio)): [`read_at`](Self::read_at),
+///   [`write_at`](Self::write_at), [`readv_at`](Self::readv_at),
+///   [`writev_at`](Self::writev_at), [`read_exact_at`](Self::read_exact_at),
+///   [`write_all_at`](Self::write_all_at), [`fsync`](Self::fsync),
+///   [`fdatasync`](Self::fdatasync), [`fallocate`](Self::fallocate),
+///   [`set_len`](Self::set_len), [`close`](Self::close),
+///   [`file_metadata`](Self::file_metadata), [`cancel_aio`](Self::cancel_aio),
+///   [`set_aio_options`](Self::set_aio_options), [`submit_aio`](Self::submit_aio).
+/// * **Paths, on helper threads**: [`open`](Self::open), [`open_beneath`](Self::open_beneath),
+///   [`stat`](Self::stat), [`read_dir`](Self::read_dir), [`rename`](Self::rename),
+///   [`remove_file`](Self::remove_file), [`create_dir`](Self::create_dir).
+/// * **Any blocking work**: [`run_blocking`](Self::run_blocking),
+///   [`cancel_job`](Self::cancel_job).
+/// * **systemd**: [`start_watchdog`](Self::start_watchdog) (and the [`systemd`](crate::systemd)
+///   module).
+///
 /// # Threads and processes
 ///
 /// An `EventBase` is `!Send`: it and its callbacks stay on the thread that created it. Run one
@@ -139,6 +194,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// Only if the kernel refuses an epoll instance (`EMFILE`, `ENFILE`, `ENOMEM`).
     pub fn new() -> io::Result<Self> {
         Self::with_capacity(DEFAULT_EVENTS_CAPACITY)
@@ -150,6 +208,9 @@ impl<S> EventBase<S> {
     /// following iterations harvest it. A small buffer only trades syscalls for latency.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`new`](Self::new).
     pub fn with_capacity(events: usize) -> io::Result<Self> {
@@ -197,6 +258,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// A run method called from inside a callback, or in a process forked from the one that
     /// created the base; `epoll_wait` failing for any reason but `EINTR`; the error a callback
     /// passed to [`exit_with_error`](Self::exit_with_error).
@@ -210,6 +274,9 @@ impl<S> EventBase<S> {
     /// The time limit is not a timer: it does not keep an otherwise empty base alive.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`run`](Self::run).
     pub fn run_for(&mut self, state: &mut S, duration: Duration) -> io::Result<()> {
@@ -226,6 +293,9 @@ impl<S> EventBase<S> {
     /// once instead of blocking forever.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`run`](Self::run).
     pub fn run_once(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<u64> {
@@ -338,6 +408,9 @@ impl<S> EventBase<S> {
     /// base share one eventfd, created by the first call.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only the first call can fail: the kernel refuses the eventfd (`EMFILE`, ...).
     pub fn remote(&mut self) -> io::Result<Remote<S>> {

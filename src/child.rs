@@ -83,6 +83,9 @@ impl ChildHandle {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `ESRCH` once the child has been reaped (its exit callback ran): nothing was sent, and
     /// no other process could have received it. `EINVAL` for a bad signal number.
     pub fn signal(&self, signo: i32) -> io::Result<()> {
@@ -272,6 +275,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `ECHILD` if the process was already reaped; `ENOSYS` without `pidfd_open` (Linux older
     /// than 5.3, or a seccomp policy); `EMFILE` when out of fds; `Unsupported` while `SIGCHLD`
     /// is ignored (`SIG_IGN` or `SA_NOCLDWAIT`), which makes the kernel discard exit statuses.
@@ -287,6 +293,9 @@ impl<S> EventBase<S> {
     /// with `ECHILD` rather than watched wrongly.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`watch_child`](Self::watch_child); `ESRCH` if there is no such process.
     pub fn watch_pid<F>(&mut self, pid: u32, callback: F) -> io::Result<ChildHandle>
@@ -352,6 +361,9 @@ impl<S> EventBase<S> {
     /// ```
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// What `Command::spawn` reports (the program is missing, ...), with the program's name;
     /// then as for [`watch_child`](Self::watch_child). While `SIGCHLD` is ignored nothing is

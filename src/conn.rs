@@ -306,6 +306,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `InvalidInput` for a socket that is listening ([`serve`](Self::serve) takes those) or
     /// not a stream (UDP); as for [`set_io_handler`](Self::set_io_handler) (a file epoll
     /// cannot watch, the fd number already watched by another handler). The stream is closed
@@ -383,6 +386,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`set_io_handler`](Self::set_io_handler) (the listener's registration).
     pub fn serve<H>(
         &mut self,
@@ -414,6 +420,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `NotFound` for a closed connection; `InvalidInput` after
     /// [`conn_finish`](Self::conn_finish); the socket's error (`EPIPE`, `ECONNRESET`): the
     /// connection then closes, and its handler hears it as `Closed(Err(..))`, the one place
@@ -428,6 +437,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_vectored(&mut self, id: ConnId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
         let writer = self.writable(id, parts.iter().map(|p| p.len()).sum())?;
@@ -437,6 +449,9 @@ impl<S> EventBase<S> {
     /// Like [`conn_write`](Self::conn_write) for a buffer the queue keeps instead of copying.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`conn_write`](Self::conn_write).
     pub fn conn_write_owned(&mut self, id: ConnId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
@@ -499,6 +514,9 @@ impl<S> EventBase<S> {
     /// refused.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` for a closed connection.
     pub fn conn_finish(&mut self, id: ConnId) -> io::Result<()> {

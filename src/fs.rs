@@ -54,6 +54,9 @@ impl Dir {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As `open(2)` reports it, with the path: `NotFound`, `PermissionDenied`, `ENOTDIR`.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
         let path = path.as_ref();
@@ -158,11 +161,12 @@ fn open_beneath(dir: &Dir, path: &Path, direct: bool, cached: bool) -> io::Resul
             .map_err(|e| crate::error::context(e, format!("cannot open {}", shown())))?,
         false => fd,
     };
-    match cached {
+    let file = match cached {
         // RESOLVE_NO_XDEV kept it on `dir`'s local file system.
-        true => Ok(AioFile::known(File::from(fd), direct, true)),
-        false => AioFile::new(File::from(fd)),
-    }
+        true => AioFile::known(File::from(fd), direct, true),
+        false => AioFile::new(File::from(fd))?,
+    };
+    Ok(file.opened_at(&dir.path().join(path)))
 }
 
 /// Opens for reading the file an `O_PATH` handle names, if it is a regular file, through
@@ -201,8 +205,12 @@ fn open_regular(handle: OwnedFd, direct: bool) -> io::Result<OwnedFd> {
 }
 
 impl<S> EventBase<S> {
-    /// Opens `path`, relative to `dir`, for reading (with `O_DIRECT` if `direct`), on a helper
-    /// thread, and calls `callback` with the [`AioFile`]. The path can never resolve outside
+    /// Opens `path`, relative to `dir`, for reading (with `O_DIRECT` if `direct`), and calls
+    /// `callback` with the [`AioFile`]. When every step of the path is in the dentry cache and
+    /// `dir` is on a local file system, the open runs on the loop thread (`openat2` with
+    /// `RESOLVE_CACHED`, which answers `EAGAIN` rather than read a disk; counted in
+    /// [`Metrics::fs_cached_ops`](crate::Metrics::fs_cached_ops)); otherwise on a helper
+    /// thread. Either way the callback runs later, never inside `open_beneath`. The path can never resolve outside
     /// `dir` (`openat2` with `RESOLVE_BENEATH`): `..` that climbs above it, an absolute path,
     /// or a symbolic link that points out of it fail with `EXDEV`; `/proc` magic links (such
     /// as `/proc/self/exe` or `fd/N`, which could lead anywhere) fail with `ELOOP`; symbolic
@@ -226,6 +234,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open); errors of the open itself reach the callback, with the path
     /// and the directory in the message.
     pub fn open_beneath<F>(
@@ -239,6 +250,10 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
     {
         let (dir, path) = (dir.clone(), path.as_ref().to_path_buf());
+        let logged = Logged(
+            log::log_enabled!(log::Level::Debug)
+                .then(|| format!("open {} beneath {}", path.display(), dir.path.display())),
+        );
         if dir.local && self.pool.enabled() {
             match open_beneath(&dir, &path, direct, true) {
                 // Not all cached, a mount point on the way (or a way out, which the helper
@@ -248,15 +263,12 @@ impl<S> EventBase<S> {
                         crate::os_error(&e),
                         Some(libc::EAGAIN | libc::EXDEV | libc::EINVAL)
                     ) => {}
-                answer => return Ok(self.answer_soon(answer, callback)),
+                answer => return logged.job(Ok(self.answer_soon(answer, callback))),
             }
         }
         let class = dir.device;
-        self.blocking_in(
-            class,
-            move || open_beneath(&dir, &path, direct, false),
-            callback,
-        )
+        let op = move || open_beneath(&dir, &path, direct, false);
+        logged.job(self.blocking_in(class, op, callback))
     }
 
     /// Opens `path` with `options` (read, write, create, truncate, append, `custom_flags` such
@@ -279,6 +291,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// Only if no helper runs and none can be started (`EAGAIN`, `EMFILE` for its eventfd),
     /// and then the open never runs; errors of the open itself reach the callback, with the
     /// path in the message. Returns a [`JobId`] for [`cancel_job`](Self::cancel_job).
@@ -292,16 +307,18 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<AioFile>) + 'static,
     {
         let (path, options) = (path.as_ref().to_path_buf(), options.clone());
-        self.blocking_in(
-            PATHS,
-            move || AioFile::new(named(options.open(&path), "open", &path)?),
-            callback,
-        )
+        let logged = Logged::new("open", &path);
+        let op =
+            move || Ok(AioFile::new(named(options.open(&path), "open", &path)?)?.opened_at(&path));
+        logged.job(self.blocking_in(PATHS, op, callback))
     }
 
     /// The metadata of `path`, following symlinks (`statx`), on a helper thread.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn stat<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
@@ -309,11 +326,9 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Metadata>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.blocking_in(
-            PATHS,
-            move || named(std::fs::metadata(&path), "stat", &path),
-            callback,
-        )
+        let logged = Logged::new("stat", &path);
+        let op = move || named(std::fs::metadata(&path), "stat", &path);
+        logged.job(self.blocking_in(PATHS, op, callback))
     }
 
     /// Lists the directory `path` on a helper thread: every entry but `.` and `..`, with its
@@ -321,18 +336,25 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`open`](Self::open).
     pub fn read_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
     where
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<Vec<DirEntry>>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.blocking_in(PATHS, move || list(&path), callback)
+        let logged = Logged::new("list", &path);
+        logged.job(self.blocking_in(PATHS, move || list(&path), callback))
     }
 
     /// Renames `from` to `to` (`rename(2)`: replaces `to` if it exists) on a helper thread.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn rename<F>(
@@ -345,16 +367,18 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let (from, to) = (from.as_ref().to_path_buf(), to.as_ref().to_path_buf());
-        let op = move || {
-            let what = format!("rename {} to", from.display());
-            named(std::fs::rename(&from, &to), &what, &to)
-        };
-        self.blocking_in(PATHS, op, callback)
+        let what = format!("rename {} to", from.display());
+        let logged = Logged::new(&what, &to);
+        let op = move || named(std::fs::rename(&from, &to), &what, &to);
+        logged.job(self.blocking_in(PATHS, op, callback))
     }
 
     /// Removes the file `path` (`unlink(2)`) on a helper thread.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn remove_file<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
@@ -362,16 +386,17 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
-        self.blocking_in(
-            PATHS,
-            move || named(std::fs::remove_file(&path), "remove", &path),
-            callback,
-        )
+        let logged = Logged::new("remove", &path);
+        let op = move || named(std::fs::remove_file(&path), "remove", &path);
+        logged.job(self.blocking_in(PATHS, op, callback))
     }
 
     /// Creates the directory `path` (`mkdir(2)`, mode 0777 less the umask) on a helper thread.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn create_dir<F>(&mut self, path: impl AsRef<Path>, callback: F) -> io::Result<JobId>
@@ -379,8 +404,28 @@ impl<S> EventBase<S> {
         F: FnOnce(&mut EventBase<S>, &mut S, io::Result<()>) + 'static,
     {
         let path = path.as_ref().to_path_buf();
+        let logged = Logged::new("create directory", &path);
         let op = move || named(std::fs::create_dir(&path), "create directory", &path);
-        self.blocking_in(PATHS, op, callback)
+        logged.job(self.blocking_in(PATHS, op, callback))
+    }
+}
+
+/// The debug log line of an operation on a path: its name and path, and the job that
+/// runs it (whose completion the pool logs with its times). Nothing is formatted unless
+/// debug logging is on.
+struct Logged(Option<String>);
+
+impl Logged {
+    fn new(what: &str, path: &Path) -> Logged {
+        let on = log::log_enabled!(log::Level::Debug);
+        Logged(on.then(|| format!("{what} {}", path.display())))
+    }
+
+    fn job(self, id: io::Result<JobId>) -> io::Result<JobId> {
+        if let (Some(what), Ok(id)) = (self.0, &id) {
+            log::debug!("{what}: job {id:?}");
+        }
+        id
     }
 }
 

@@ -63,6 +63,6 @@ pub struct Metrics {
     /// block them, while the forwarding pipe that carries such instances to the loops was
     /// full (about 26,000 instances waiting unread), or forwarded to a base that does not run
     /// while as many as the kernel queues (`RLIMIT_SIGPENDING`) waited for it already (see
-    /// "Signals and child processes" in `docs/architecture.md`).
+    /// "Signals and child processes" in [the architecture guide](crate::guide::architecture)).
     pub signals_dropped: u64,
 }

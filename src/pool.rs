@@ -484,6 +484,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// The job is refused, and never runs, when no helper runs and none can be started (or
     /// the helpers' eventfd cannot be made), or in a process forked from the base's.
     pub(crate) fn submit_job(
@@ -630,6 +633,9 @@ impl<S> EventBase<S> {
     /// ```
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only if no helper runs and none can be started (`EAGAIN` at a thread limit, or `EMFILE`
     /// for the helpers' eventfd): then `op` never runs. While a helper runs, a job that cannot

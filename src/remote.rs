@@ -106,11 +106,15 @@ impl<S> Remote<S> {
 
     /// Queues `f` to run on the loop thread with the base and the state, and wakes the loop.
     ///
-    /// Posts run in the order they were queued, during the loop's next iteration. Fails with
-    /// Queued posts keep a base with
-    /// [`set_exit_when_empty`](EventBase::set_exit_when_empty) alive until they have run.
+    /// Posts run in the order they were queued, during the loop's next iteration. Queued
+    /// posts keep a base with [`set_exit_when_empty`](EventBase::set_exit_when_empty) alive
+    /// until they have run. Posting to a base that has been dropped fails (see Errors); posts
+    /// still queued when the base is dropped are dropped with it, not run.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `BrokenPipe` once the base has been dropped (the closure is dropped, not run).
     pub fn post<F>(&self, f: F) -> io::Result<()>
@@ -135,6 +139,9 @@ impl<S> Remote<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `BrokenPipe` once the base has been dropped.
     pub fn exit(&self) -> io::Result<()> {
         self.post(|base, _| base.exit())
@@ -143,6 +150,9 @@ impl<S> Remote<S> {
     /// Wakes the loop without running anything (it polls again and re-checks its timers).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `BrokenPipe` once the base has been dropped.
     pub fn wake(&self) -> io::Result<()> {

@@ -40,6 +40,9 @@ const FIRST_FD: RawFd = 3;
 ///
 /// # Errors
 ///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
+///
 /// A `NOTIFY_SOCKET` that is neither an absolute path nor an `@` abstract name
 /// (`InvalidInput`), or the error of sending the datagram, with the socket's name.
 pub fn notify(state: &str) -> io::Result<bool> {
@@ -72,6 +75,9 @@ fn notify_address(name: &str) -> io::Result<SocketAddr> {
 ///
 /// # Errors
 ///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
+///
 /// As for [`notify`].
 pub fn notify_ready() -> io::Result<bool> {
     notify("READY=1")
@@ -80,6 +86,9 @@ pub fn notify_ready() -> io::Result<bool> {
 /// Tells the service manager the daemon is shutting down (`STOPPING=1`).
 ///
 /// # Errors
+///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// As for [`notify`].
 pub fn notify_stopping() -> io::Result<bool> {
@@ -105,6 +114,9 @@ impl<S> EventBase<S> {
     /// id, or `None` without a watchdog.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// The first keep-alive is sent at once, and its error returned (see [`notify`]); later
     /// ones that fail are logged.
@@ -153,6 +165,9 @@ static HANDED_OVER: Mutex<bool> = Mutex::new(false);
 ///
 /// # Errors
 ///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
+///
 /// A malformed `LISTEN_FDS`; or, among announced fds that look inherited, one that is not open,
 /// close-on-exec, or not a socket (systemd's `ListenFIFO=` and `ListenSpecial=` pass other
 /// kinds: take those with [`listen_fds_unchecked`]). Nothing is taken then, nothing is closed,
@@ -199,6 +214,9 @@ pub fn listen_fds() -> io::Result<Vec<ListenFd>> {
 /// or took it. An fd with two owners is closed under one of them.
 ///
 /// # Errors
+///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// A malformed `LISTEN_FDS`, or an announced fd that is not open (`EBADF`); nothing is taken
 /// then.

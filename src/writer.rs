@@ -234,6 +234,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `AlreadyExists` if `fd` has a writer or a write handler of the caller's; `InvalidInput`
     /// for a negative fd, or a blocking one (a write larger than its buffer would stall the
     /// loop: make it non-blocking first); EBADF for an fd that is not open.
@@ -305,6 +308,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `NotFound` for a removed writer; `InvalidInput` after
     /// [`finish_writer`](Self::finish_writer); the error of a direct write (`EPIPE`,
     /// `ECONNRESET`...), which removes the writer with its queue; its callback hears it too,
@@ -339,6 +345,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// As for [`write`](Self::write).
     pub fn write_vectored(&mut self, writer: WriterId, parts: &[&[u8]]) -> io::Result<WriteStatus> {
         self.queue_write(writer, Bytes::Parts(parts))
@@ -348,6 +357,9 @@ impl<S> EventBase<S> {
     /// chunk, a response body).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`write`](Self::write).
     pub fn write_owned(&mut self, writer: WriterId, bytes: Vec<u8>) -> io::Result<WriteStatus> {
@@ -375,6 +387,9 @@ impl<S> EventBase<S> {
     /// response. Later writes are refused.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` for a removed writer.
     pub fn finish_writer(&mut self, writer: WriterId) -> io::Result<()> {

@@ -103,6 +103,9 @@ impl AlignedBuf {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `InvalidInput` if `align` is not a power of two or the size overflows; `OutOfMemory`
     /// if the allocation fails.
     pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
@@ -156,6 +159,9 @@ impl AlignedBuf {
     /// whatever they held.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `InvalidInput` if `len` exceeds [`capacity`](Self::capacity).
     pub fn set_len(&mut self, len: usize) -> io::Result<()> {

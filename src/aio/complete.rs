@@ -96,9 +96,10 @@ impl<S> EventBase<S> {
             false => combined_result(op.done, event.res),
         };
         log::debug!(
-            "file request {id:?} (opcode {}, fd {}) done by {:?} in {:?}: {res}",
-            op.iocb.aio_lio_opcode,
-            op.iocb.aio_fildes,
+            "{} of {} at {} (request {id:?}) done by {:?} in {:?}: {res}",
+            super::opcode_name(op.iocb.aio_lio_opcode),
+            op.file.describe(),
+            op.iocb.aio_offset,
             op.path,
             std::time::Duration::from_nanos(self.now.saturating_sub(op.made_at)),
         );

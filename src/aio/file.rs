@@ -25,10 +25,11 @@ const FALLBACK_ALIGN: usize = 4096;
 /// `AioFile` with requests still queued or in flight is safe: the fd is closed after the last
 /// one completes, and its number cannot be reused under a request not yet submitted.
 ///
-/// Reads and writes never block the loop: they go to kernel AIO with `RWF_NOWAIT`, and what
-/// the kernel cannot do without blocking (a page-cache miss, a file system without
-/// `RWF_NOWAIT` support such as FUSE or NFS) runs on a helper thread instead (see
-/// `docs/aio.md`). The file remembers which of its directions need a helper.
+/// Reads and writes never block the loop: a buffered read is copied from the page cache on
+/// the loop thread (`preadv2` with `RWF_NOWAIT`), other requests go to kernel AIO with
+/// `RWF_NOWAIT`, and what cannot be done without blocking (a page-cache miss, a file system
+/// without `RWF_NOWAIT` support such as FUSE or NFS) runs on a helper thread instead (see
+/// [the AIO guide](crate::guide::aio)). The file remembers which of its directions need a helper.
 #[derive(Clone)]
 pub struct AioFile {
     inner: Arc<Inner>,
@@ -46,6 +47,8 @@ struct Inner {
     append: bool,
     /// The device of its file system: the class its helper jobs compete in.
     device: u64,
+    /// The path it was opened at, when the crate opened it: for the debug log.
+    path: Option<std::path::PathBuf>,
 }
 
 /// Reads of this file go straight to a helper thread.
@@ -59,6 +62,9 @@ impl AioFile {
     /// system could make wait, for its server.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only if `fcntl(F_GETFL)` fails on the file.
     pub fn new(file: File) -> io::Result<AioFile> {
@@ -95,6 +101,7 @@ impl AioFile {
                 local,
                 append: false,
                 device,
+                path: None,
             }),
         }
     }
@@ -105,6 +112,9 @@ impl AioFile {
     /// (a network or FUSE file system, or a disk spinning up, can take seconds).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// The `open` error (with the path in the message), e.g. `EINVAL` for `O_DIRECT` on a file
     /// system that does not support it.
@@ -118,7 +128,24 @@ impl AioFile {
         let file = options.open(path).map_err(|e| {
             crate::error::context(e, format!("cannot open {} for AIO", path.display()))
         })?;
-        AioFile::new(file)
+        Ok(AioFile::new(file)?.opened_at(path))
+    }
+
+    /// Remembers the path the crate opened the file at, for the debug log.
+    pub(crate) fn opened_at(mut self, path: &Path) -> AioFile {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.path = Some(path.to_path_buf());
+        }
+        self
+    }
+
+    /// The file for the debug log: its fd, and its path if the crate opened it.
+    pub(crate) fn describe(&self) -> String {
+        let fd = self.inner.file.as_raw_fd();
+        match &self.inner.path {
+            Some(path) => format!("{} (fd {fd})", path.display()),
+            None => format!("fd {fd}"),
+        }
     }
 
     /// The file.

@@ -134,7 +134,7 @@ impl AioOptions {
     /// NFS mount that hangs holds `n` helpers, and the others keep serving the healthy disks,
     /// [`run_blocking`](EventBase::run_blocking) jobs (one class of their own) and the
     /// path operations (`open`, `stat`, ...: one class together, since their file system is
-    /// only known once the path is resolved). See "Fairness" in `docs/aio.md`.
+    /// only known once the path is resolved). See "Fairness" in [the AIO guide](crate::guide::aio).
     #[must_use]
     pub fn helpers_per_device(mut self, n: usize) -> AioOptions {
         self.helpers_per_device = Some(n.max(1));
@@ -308,6 +308,19 @@ struct Op<S> {
     /// Loop time when it was made, for the debug log's wait time.
     made_at: crate::timer::Tick,
     complete: Complete<S>,
+}
+
+/// The name of a request's operation, for the log.
+fn opcode_name(opcode: u16) -> &'static str {
+    match opcode {
+        crate::sys::aio::IOCB_CMD_PREAD => "read",
+        crate::sys::aio::IOCB_CMD_PWRITE => "write",
+        crate::sys::aio::IOCB_CMD_PREADV => "vectored read",
+        crate::sys::aio::IOCB_CMD_PWRITEV => "vectored write",
+        crate::sys::aio::IOCB_CMD_FSYNC => "fsync",
+        crate::sys::aio::IOCB_CMD_FDSYNC => "fdatasync",
+        _ => "request",
+    }
 }
 
 /// The way a request ran.

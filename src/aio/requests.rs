@@ -15,8 +15,12 @@ use crate::sys::aio as abi;
 /// The `# Errors` section shared by every transfer verb.
 macro_rules! transfer_refusals {
     () => {
-        "\n# Errors\n\nRefused at once, with the buffer handed back ([`AioError::into_parts`]), \
-         when an `O_DIRECT` request is misaligned (`InvalidInput`, naming both alignments), the \
+        "\n# Errors\n\nRead an error's errno with [`os_error`](crate::os_error): `raw_os_error()` \
+         is `None` on errors that carry a sentence of context ([Errors](crate#errors)).\n\n\
+         Refused at once, with the buffer handed back ([`AioError::into_parts`]), \
+         when a read's buffer is empty (`InvalidInput`: a read fills the buffer's *length*, not \
+         its capacity, so `Vec::with_capacity(n)` has nothing to fill), an `O_DIRECT` request is \
+         misaligned (`InvalidInput`, naming both alignments), the \
          offset is beyond `i64::MAX`, or, with helpers off, the AIO context cannot be created \
          (the first request creates it: `aio-max-nr` exhausted, or AIO blocked by seccomp; with \
          helpers on, the helpers run the request instead). Errors of the I/O itself reach the \
@@ -28,6 +32,9 @@ impl<S> EventBase<S> {
     /// Sets the AIO options. Only before the first AIO request, which creates the context.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// After the first AIO request: the context already exists with the old options.
     pub fn set_aio_options(&mut self, options: AioOptions) -> io::Result<()> {
@@ -50,12 +57,18 @@ impl<S> EventBase<S> {
     /// The buffer belongs to the loop until the callback: it is never freed or handed back while
     /// the kernel may write into it.
     ///
-    /// The read never blocks the loop thread: it goes to kernel AIO with `RWF_NOWAIT`, which
-    /// completes `O_DIRECT` reads asynchronously and page-cache hits at once, and what would
-    /// block (a page-cache miss, dirty pages to write back first, a file on FUSE or NFS) runs
-    /// on a helper thread instead; see `docs/aio.md`. With helpers off
-    /// ([`AioOptions::helper_threads`]`(0)`), only `O_DIRECT` reads are asynchronous: the others
-    /// run inside `io_submit`, on the loop thread.
+    /// The read never blocks the loop thread. A buffered read is served from the page cache
+    /// on the loop thread by one `preadv2` with `RWF_NOWAIT` (no kernel AIO, counted in
+    /// [`Metrics::aio_cached_reads`](crate::Metrics::aio_cached_reads)); what is not cached,
+    /// and a file on FUSE or NFS, runs on a helper thread instead. An `O_DIRECT` read goes to
+    /// kernel AIO with `RWF_NOWAIT`, and to a helper if it would block. The callback runs
+    /// later in the loop's iteration either way, never inside `read_at`; see
+    /// [the AIO guide](crate::guide::aio). With helpers off
+    /// ([`AioOptions::helper_threads`]`(0)`), every read goes to kernel AIO: only `O_DIRECT`
+    /// reads are asynchronous, the others run inside `io_submit`, on the loop thread.
+    ///
+    /// The read fills the buffer's *length*, not its capacity: a `Vec::with_capacity(n)` is
+    /// empty and is refused (see Errors); use `vec![0; n]`.
     #[doc = transfer_refusals!()]
     ///
     /// ```
@@ -167,6 +180,9 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
     /// runs the sync instead); errors of the sync reach the callback.
     pub fn fsync<F>(&mut self, file: &AioFile, callback: F) -> io::Result<AioId>
@@ -180,6 +196,9 @@ impl<S> EventBase<S> {
     /// (`IOCB_CMD_FDSYNC`).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// Only with helpers off, when the AIO context cannot be created (with helpers on, a helper
     /// runs the sync instead); errors of the sync reach the callback.
@@ -307,11 +326,17 @@ impl<S> EventBase<S> {
         cancelled
     }
 
-    /// The metadata of an open file (`statx` on its fd), on a helper thread (on a local file
-    /// system, from the in-memory inode, on the loop thread). Not part of the file's request
-    /// order: it may see the file before or after requests still running.
+    /// The metadata of an open file (`fstat` on its fd): on a local file system, on the loop
+    /// thread, from the in-memory inode (which cannot block; counted in
+    /// [`Metrics::fs_cached_ops`](crate::Metrics::fs_cached_ops)); otherwise (FUSE, NFS...)
+    /// on a helper thread. The callback runs later either way, never inside `file_metadata`.
+    /// Not part of the file's request order: it may see the file before or after requests
+    /// still running.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn file_metadata<F>(&mut self, file: &AioFile, callback: F) -> io::Result<JobId>
@@ -331,11 +356,14 @@ impl<S> EventBase<S> {
     /// flush). Closing happens when the last clone of the `AioFile` goes: if other clones (or
     /// requests still queued or in flight) hold it, this only lets go of this one.
     ///
-    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// It takes effect in the file's request order (see [the AIO guide](crate::guide::aio)): after every request of
     /// the file issued before it has finished, and before any issued after it starts. Returns
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn close<F>(&mut self, file: AioFile, callback: F) -> io::Result<JobId>
@@ -353,11 +381,14 @@ impl<S> EventBase<S> {
     /// that later `O_DIRECT` writes there do not extend the file; other modes punch or zero
     /// ranges (`libc::FALLOC_FL_*`).
     ///
-    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// It takes effect in the file's request order (see [the AIO guide](crate::guide::aio)): after every request of
     /// the file issued before it has finished, and before any issued after it starts. Returns
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn fallocate<F>(
@@ -377,11 +408,14 @@ impl<S> EventBase<S> {
 
     /// Truncates or extends `file` to `len` bytes (`ftruncate`) on a helper thread.
     ///
-    /// It takes effect in the file's request order (see `docs/aio.md`): after every request of
+    /// It takes effect in the file's request order (see [the AIO guide](crate::guide::aio)): after every request of
     /// the file issued before it has finished, and before any issued after it starts. Returns
     /// a [`JobId`] for [`cancel_job`](Self::cancel_job).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`open`](Self::open).
     pub fn set_len<F>(&mut self, file: &AioFile, len: u64, callback: F) -> io::Result<JobId>

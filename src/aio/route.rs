@@ -2,9 +2,11 @@
 //! for whatever kernel AIO cannot run without blocking. (When it may start is `order.rs`'s
 //! business: a request reaches `route_new` only once the order releases it.)
 //!
-//! With helpers on (the default), every read and write goes to kernel AIO with `RWF_NOWAIT`:
-//! what the kernel can do at once (a page-cache hit, `O_DIRECT` on ext4, xfs, btrfs or a block
-//! device) completes asynchronously as before, and what would block comes back:
+//! With helpers on (the default), a buffered read is first tried from the page cache on the
+//! loop thread (`read_cached`: one `preadv2` with `RWF_NOWAIT`, no kernel AIO), and every
+//! other read and write goes to kernel AIO with `RWF_NOWAIT`: what the kernel can do at once
+//! (`O_DIRECT` on ext4, xfs, btrfs or a block device) completes asynchronously as before, and
+//! what would block comes back:
 //!
 //! * `EAGAIN` in the completion (a page-cache miss, an `O_DIRECT` write that extends the file):
 //!   the request runs again on a helper, with `preadv2`/`pwritev2` and no flag;

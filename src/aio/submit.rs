@@ -27,8 +27,8 @@ impl<S> EventBase<S> {
         B: 'static,
         C: OnTransfer<S, B>,
     {
-        let checked = file
-            .check_transfer(addr, len, offset)
+        let checked = check_read_len(opcode, len)
+            .and_then(|()| file.check_transfer(addr, len, offset))
             .and_then(|()| file_offset(offset))
             .and_then(|offset| self.context_for(file, opcode).map(|()| offset));
         let offset = match checked {
@@ -61,7 +61,9 @@ impl<S> EventBase<S> {
         B: 'static,
         F: FnOnce(&mut EventBase<S>, &mut S, Vec<B>, io::Result<usize>) + 'static,
     {
-        let checked = check_iovecs(file, &iovecs, offset)
+        let total = iovecs.iter().map(|v| v.iov_len).sum();
+        let checked = check_read_len(opcode, total)
+            .and_then(|()| check_iovecs(file, &iovecs, offset))
             .and_then(|()| file_offset(offset))
             .and_then(|offset| self.context_for(file, opcode).map(|()| offset));
         let offset = match checked {
@@ -344,6 +346,20 @@ fn file_offset(offset: u64) -> io::Result<i64> {
             format!("file offset {offset} is beyond i64::MAX"),
         )
     })
+}
+
+/// Refuses a read into no bytes: its `Ok(0)` would read as the end of the file. The usual
+/// cause is a `Vec::with_capacity(n)`, whose length (what a read fills) is 0.
+fn check_read_len(opcode: u16, len: usize) -> io::Result<()> {
+    let read = matches!(opcode, abi::IOCB_CMD_PREAD | abi::IOCB_CMD_PREADV);
+    if read && len == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a read into an empty buffer: a read fills the buffer's length, not its capacity \
+             (use vec![0; n] rather than Vec::with_capacity(n))",
+        ));
+    }
+    Ok(())
 }
 
 fn check_iovecs(file: &AioFile, iovecs: &[libc::iovec], offset: u64) -> io::Result<()> {

@@ -85,9 +85,12 @@ impl<S> EventBase<S> {
     ///
     /// An fd number is not an identity: once an fd is closed its number is reused by the next
     /// open, so state keyed by fd number must be dropped with the handlers (see
-    /// `docs/architecture.md`, "Tokens and stale events").
+    /// [the architecture guide](crate::guide::architecture), "Tokens and stale events").
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// These leave the base unchanged:
     /// * `AlreadyExists`: the fd already has a handler for this direction;
@@ -182,6 +185,9 @@ impl<S> EventBase<S> {
     /// removed on error; decide in the callback (usually: remove all and close).
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// `NotFound` if the fd has no read or write handler; `AlreadyExists` if it has an error
     /// handler.

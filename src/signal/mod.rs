@@ -43,7 +43,7 @@ use registry::{Arrived, Membership};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SignalInfo {
-    /// The signal number (`libc::SIGUSR1`, ...).
+    /// The signal number ([`signals::SIGUSR1`](crate::signals::SIGUSR1), ...).
     pub signo: i32,
     /// How it was sent (`libc::SI_USER` for `kill`, `libc::SI_QUEUE` for `sigqueue`,
     /// `libc::CLD_EXITED` and friends for `SIGCHLD`, ...).
@@ -250,11 +250,16 @@ fn check_signal(signo: i32) -> io::Result<()> {
 ///
 /// # Errors
 ///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
+///
 /// `InvalidInput` for a signal that cannot be handled on a loop (as for
 /// [`add_signal_handler`](EventBase::add_signal_handler)); nothing is blocked then.
 ///
 /// ```
-/// aioloop::block_signals(&[libc::SIGTERM, libc::SIGHUP])?;
+/// use aioloop::signals::{SIGHUP, SIGTERM};
+///
+/// aioloop::block_signals(&[SIGTERM, SIGHUP])?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {
@@ -273,6 +278,9 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
 /// call it when embedding in a program whose entry point is not Rust's.)
 ///
 /// # Errors
+///
+/// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+/// on errors that carry a sentence of context ([Errors](crate#errors)).
 ///
 /// Only if `sigaction` fails, which it does not for `SIGPIPE`.
 pub fn ignore_sigpipe() -> io::Result<()> {
@@ -316,16 +324,19 @@ impl<S> EventBase<S> {
     ///
     /// # Errors
     ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
+    ///
     /// `InvalidInput` for SIGKILL, SIGSTOP, the synchronous fault signals (SIGSEGV, SIGBUS,
     /// SIGFPE, SIGILL), the C library's reserved signals and invalid numbers; an OS error if
     /// the signalfd, its eventfd or the forwarding pipe cannot be created (`EMFILE`...).
     ///
     /// ```no_run
-    /// use aioloop::EventBase;
+    /// use aioloop::{signals::SIGHUP, EventBase};
     ///
-    /// aioloop::block_signals(&[libc::SIGHUP])?;
+    /// aioloop::block_signals(&[SIGHUP])?;
     /// let mut base = EventBase::<u32>::new()?;
-    /// let reload = base.add_signal_handler(libc::SIGHUP, |_, reloads, info| {
+    /// let reload = base.add_signal_handler(SIGHUP, |_, reloads, info| {
     ///     *reloads += 1;
     ///     println!("SIGHUP from pid {}", info.pid);
     /// })?;
@@ -343,6 +354,9 @@ impl<S> EventBase<S> {
     /// its first call.
     ///
     /// # Errors
+    ///
+    /// Read an error's errno with [`os_error`](crate::os_error): `raw_os_error()` is `None`
+    /// on errors that carry a sentence of context ([Errors](crate#errors)).
     ///
     /// As for [`add_signal_handler`](Self::add_signal_handler).
     pub fn add_signal_handler_once<F>(
