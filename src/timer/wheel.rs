@@ -15,6 +15,8 @@
 //! appended to its list's tail, and a list is moved in order. That is what keeps equal
 //! deadlines first in, first out without storing a sequence number per timer.
 
+use std::cell::Cell;
+
 use super::table::Entry;
 use super::Tick;
 
@@ -37,6 +39,9 @@ pub(super) const NEVER_LIST: u16 = WHEEL_LISTS as u16;
 /// Timers scheduled during a firing pass and already due: they wait for the next pass.
 pub(super) const DEFERRED_LIST: u16 = NEVER_LIST + 1;
 const LISTS: usize = WHEEL_LISTS + 2;
+/// A first slot with at most this many timers is read through for the exact earliest
+/// deadline (a lone far timer wakes the loop once, on time); a longer one answers its start.
+const SCAN: usize = 8;
 
 #[derive(Clone, Copy)]
 struct List {
@@ -59,6 +64,12 @@ pub(super) struct Wheel {
     l0_words: [u64; L0_SLOTS / 64],
     l0_summary: u64,
     upper: [u64; UPPER],
+    /// What [`first`](Self::first) answered, until the wheel's lists or cursor change (`None`:
+    /// not known). The loop asks several times an iteration, and with only far timers nothing
+    /// changes between iterations: remembered, each ask is a load.
+    first: Cell<Option<Option<(u16, Tick)>>>,
+    /// What [`next_deadline`](Self::next_deadline) answered, forgotten with `first`.
+    next: Cell<Option<Option<Tick>>>,
 }
 
 impl Default for Wheel {
@@ -69,6 +80,8 @@ impl Default for Wheel {
             l0_words: [0; L0_SLOTS / 64],
             l0_summary: 0,
             upper: [0; UPPER],
+            first: Cell::new(None),
+            next: Cell::new(None),
         }
     }
 }
@@ -80,6 +93,7 @@ impl Wheel {
     }
 
     /// Whether the wheel's levels are empty (the never and deferred lists aside).
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.l0_summary == 0 && self.upper.iter().all(|&b| b == 0)
     }
@@ -89,6 +103,13 @@ impl Wheel {
     pub(super) fn rebase(&mut self, now: Tick) {
         debug_assert!(self.is_empty());
         self.cursor = now & !((1 << W0_BITS) - 1);
+        self.forget();
+    }
+
+    /// Forgets what `first` and `next_deadline` answered: a list or the cursor changed.
+    fn forget(&self) {
+        self.first.set(None);
+        self.next.set(None);
     }
 
     /// The list of a timer due at `deadline`, at or after `near_end()`.
@@ -106,7 +127,23 @@ impl Wheel {
 
     /// The first non-empty slot of the wheel and when it starts: no timer of the wheel is due
     /// before that.
+    #[inline]
     pub(super) fn first(&self) -> Option<(u16, Tick)> {
+        match self.first.get() {
+            Some(first) => first,
+            None => self.find_first(),
+        }
+    }
+
+    /// [`first`](Self::first), from the bitmaps, remembered.
+    #[inline(never)]
+    fn find_first(&self) -> Option<(u16, Tick)> {
+        let first = self.scan_bitmaps();
+        self.first.set(Some(first));
+        first
+    }
+
+    fn scan_bitmaps(&self) -> Option<(u16, Tick)> {
         if self.l0_summary != 0 {
             let word = self.l0_summary.trailing_zeros() as usize;
             let slot = word * 64 + self.l0_words[word].trailing_zeros() as usize;
@@ -122,11 +159,47 @@ impl Wheel {
         Some(((L0_SLOTS + level * UP_SLOTS + slot as usize) as u16, start))
     }
 
+    /// No timer of the wheel is due before this; `None` if the wheel is empty. It is the
+    /// earliest deadline, exact, when the first slot holds at most [`SCAN`] timers, else that
+    /// slot's start (earlier), so that no caller reads through a long list.
+    #[inline]
+    pub(super) fn next_deadline<S>(&self, entries: &[Entry<S>]) -> Option<Tick> {
+        match self.next.get() {
+            Some(next) => next,
+            None => self.find_next_deadline(entries),
+        }
+    }
+
+    /// [`next_deadline`](Self::next_deadline), from the first slot's list, remembered.
+    #[inline(never)]
+    fn find_next_deadline<S>(&self, entries: &[Entry<S>]) -> Option<Tick> {
+        let next = self.first().map(|(list, start)| {
+            let mut key = self.head(list);
+            let mut earliest = Tick::MAX;
+            for _ in 0..SCAN {
+                if key == NIL {
+                    return earliest;
+                }
+                let entry = &entries[key as usize];
+                earliest = earliest.min(entry.deadline);
+                key = entry.next;
+            }
+            if key == NIL {
+                earliest
+            } else {
+                start
+            }
+        });
+        self.next.set(Some(next));
+        next
+    }
+
     /// Empties list `list`, the first non-empty slot, starting at `start`, and moves the cursor
     /// there; returns the list's first timer, for the caller to place every timer again.
     pub(super) fn advance_to(&mut self, list: u16, start: Tick) -> u32 {
         debug_assert!(start >= self.near_end());
         self.cursor = start;
+        self.forget();
         let head = self.lists[list as usize].head;
         self.lists[list as usize] = EMPTY;
         self.unmark(list);
@@ -134,6 +207,7 @@ impl Wheel {
     }
 
     /// The first timer of `list` (`NIL` if empty).
+    #[inline]
     pub(super) fn head(&self, list: u16) -> u32 {
         self.lists.get(list as usize).map_or(NIL, |l| l.head)
     }
@@ -148,6 +222,9 @@ impl Wheel {
     /// Appends timer `key` to `list`.
     pub(super) fn push_back<S>(&mut self, entries: &mut [Entry<S>], list: u16, key: u32) {
         self.allocate();
+        if (list as usize) < WHEEL_LISTS {
+            self.forget();
+        }
         let l = &mut self.lists[list as usize];
         let tail = l.tail;
         l.tail = key;
@@ -168,6 +245,9 @@ impl Wheel {
         let Entry {
             place, prev, next, ..
         } = entries[key as usize];
+        if (place as usize) < WHEEL_LISTS {
+            self.forget();
+        }
         let l = &mut self.lists[place as usize];
         match prev {
             NIL => l.head = next,
