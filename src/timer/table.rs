@@ -334,6 +334,14 @@ impl<S> Timers<S> {
     #[inline]
     fn fill_near(&mut self, now: Tick) {
         let horizon = now.saturating_add(HORIZON);
+        // Mostly the heap has timers, or the wheel's first slot starts beyond the horizon.
+        if self.near.is_empty() && self.wheel.first().is_some_and(|(_, at)| at <= horizon) {
+            self.fill_near_from(horizon);
+        }
+    }
+
+    #[inline(never)]
+    fn fill_near_from(&mut self, horizon: Tick) {
         while self.near.is_empty() && self.refill(horizon) {}
     }
 

@@ -42,6 +42,7 @@ pub(crate) struct Wakeup {
 impl Wakeup {
     /// How long the poll may wait for the earliest timer, due at `at`, at time `now`: `None`
     /// when the timerfd will wake it, zero when the timer is due or in its spin window.
+    #[inline]
     pub(crate) fn poll_timeout(&self, at: Tick, now: Tick) -> Option<Duration> {
         let at = self.slot(at);
         let left = at.saturating_sub(now);
