@@ -360,10 +360,13 @@ impl<S> Timers<S> {
     /// reads through a long list.
     #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
-        let deferred = self.wheel.head(DEFERRED_LIST);
-        if deferred != NIL {
-            // Left by a pass a panic cut short: due already.
-            return Some(self.entries[deferred as usize].deadline);
+        // Only an open pass defers timers; ending it places them.
+        if self.pass.is_some() {
+            let deferred = self.wheel.head(DEFERRED_LIST);
+            if deferred != NIL {
+                // Left by a pass a panic cut short: due already.
+                return Some(self.entries[deferred as usize].deadline);
+            }
         }
         if let Some((deadline, _)) = self.near.peek() {
             return Some(deadline);
