@@ -335,7 +335,7 @@ impl<S> Timers<S> {
     fn fill_near(&mut self, now: Tick) {
         let horizon = now.saturating_add(HORIZON);
         // Mostly the heap has timers, or the wheel's first slot starts beyond the horizon.
-        if self.near.is_empty() && self.wheel.first().is_some_and(|(_, at)| at <= horizon) {
+        if self.near.is_empty() && !self.wheel.starts_after(horizon) {
             self.fill_near_from(horizon);
         }
     }

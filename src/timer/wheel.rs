@@ -18,7 +18,7 @@
 use std::cell::Cell;
 
 use super::table::Entry;
-use super::Tick;
+use super::{Tick, NEVER};
 
 /// The end of a list, or no timer.
 pub(super) const NIL: u32 = u32::MAX;
@@ -42,6 +42,8 @@ const LISTS: usize = WHEEL_LISTS + 2;
 /// A first slot with at most this many timers is read through for the exact earliest
 /// deadline (a lone far timer wakes the loop once, on time); a longer one answers its start.
 const SCAN: usize = 8;
+/// A remembered answer not known (no slot of the wheel starts at tick 0).
+const UNKNOWN: Tick = 0;
 
 #[derive(Clone, Copy)]
 struct List {
@@ -68,8 +70,12 @@ pub(super) struct Wheel {
     /// not known). The loop asks several times an iteration, and with only far timers nothing
     /// changes between iterations: remembered, each ask is a load.
     first: Cell<Option<Option<(u16, Tick)>>>,
-    /// What [`next_deadline`](Self::next_deadline) answered, forgotten with `first`.
-    next: Cell<Option<Option<Tick>>>,
+    /// What [`next_deadline`](Self::next_deadline) answered, forgotten with `first`: `NEVER`
+    /// for `None`, [`UNKNOWN`] when not known. (No timer of the wheel is due at 0 or `NEVER`.)
+    next: Cell<Tick>,
+    /// When the first slot starts, as `first` answered (`NEVER`: the wheel is empty), or
+    /// [`UNKNOWN`]: a bound that is never later than the first slot's start.
+    first_start: Cell<Tick>,
 }
 
 impl Default for Wheel {
@@ -81,7 +87,8 @@ impl Default for Wheel {
             l0_summary: 0,
             upper: [0; UPPER],
             first: Cell::new(None),
-            next: Cell::new(None),
+            next: Cell::new(UNKNOWN),
+            first_start: Cell::new(UNKNOWN),
         }
     }
 }
@@ -109,7 +116,8 @@ impl Wheel {
     /// Forgets what `first` and `next_deadline` answered: a list or the cursor changed.
     fn forget(&self) {
         self.first.set(None);
-        self.next.set(None);
+        self.next.set(UNKNOWN);
+        self.first_start.set(UNKNOWN);
     }
 
     /// The list of a timer due at `deadline`, at or after `near_end()`.
@@ -135,11 +143,20 @@ impl Wheel {
         }
     }
 
+    /// Whether the first slot starts after `at` (or the wheel is empty): cheaper than `first`,
+    /// it may answer `false` when it does not know.
+    #[inline]
+    pub(super) fn starts_after(&self, at: Tick) -> bool {
+        self.first_start.get() > at
+    }
+
     /// [`first`](Self::first), from the bitmaps, remembered.
     #[inline(never)]
     fn find_first(&self) -> Option<(u16, Tick)> {
         let first = self.scan_bitmaps();
         self.first.set(Some(first));
+        self.first_start
+            .set(first.map_or(NEVER, |(_, start)| start));
         first
     }
 
@@ -165,8 +182,9 @@ impl Wheel {
     #[inline]
     pub(super) fn next_deadline<S>(&self, entries: &[Entry<S>]) -> Option<Tick> {
         match self.next.get() {
-            Some(next) => next,
-            None => self.find_next_deadline(entries),
+            UNKNOWN => self.find_next_deadline(entries),
+            NEVER => None,
+            next => Some(next),
         }
     }
 
@@ -190,7 +208,7 @@ impl Wheel {
                 start
             }
         });
-        self.next.set(Some(next));
+        self.next.set(next.unwrap_or(NEVER));
         next
     }
 
