@@ -66,16 +66,16 @@ pub(super) struct Wheel {
     l0_words: [u64; L0_SLOTS / 64],
     l0_summary: u64,
     upper: [u64; UPPER],
-    /// What [`first`](Self::first) answered, until the wheel's lists or cursor change (`None`:
-    /// not known). The loop asks several times an iteration, and with only far timers nothing
-    /// changes between iterations: remembered, each ask is a load.
-    first: Cell<Option<Option<(u16, Tick)>>>,
-    /// What [`next_deadline`](Self::next_deadline) answered, forgotten with `first`: `NEVER`
+    /// When the first slot starts, as [`first`](Self::first) answered until the wheel's lists
+    /// or cursor changed (`NEVER`: the wheel is empty), or [`UNKNOWN`]. The loop asks several
+    /// times an iteration, and with only far timers nothing changes between iterations:
+    /// remembered, each ask is a load. Also a bound never later than the first slot's start.
+    first_start: Cell<Tick>,
+    /// The first slot's list, when `first_start` is known and not `NEVER`.
+    first_list: Cell<u16>,
+    /// What [`next_deadline`](Self::next_deadline) answered, forgotten with it: `NEVER`
     /// for `None`, [`UNKNOWN`] when not known. (No timer of the wheel is due at 0 or `NEVER`.)
     next: Cell<Tick>,
-    /// When the first slot starts, as `first` answered (`NEVER`: the wheel is empty), or
-    /// [`UNKNOWN`]: a bound that is never later than the first slot's start.
-    first_start: Cell<Tick>,
 }
 
 impl Default for Wheel {
@@ -86,7 +86,7 @@ impl Default for Wheel {
             l0_words: [0; L0_SLOTS / 64],
             l0_summary: 0,
             upper: [0; UPPER],
-            first: Cell::new(None),
+            first_list: Cell::new(0),
             next: Cell::new(UNKNOWN),
             first_start: Cell::new(UNKNOWN),
         }
@@ -115,7 +115,6 @@ impl Wheel {
 
     /// Forgets what `first` and `next_deadline` answered: a list or the cursor changed.
     fn forget(&self) {
-        self.first.set(None);
         self.next.set(UNKNOWN);
         self.first_start.set(UNKNOWN);
     }
@@ -137,9 +136,10 @@ impl Wheel {
     /// before that.
     #[inline]
     pub(super) fn first(&self) -> Option<(u16, Tick)> {
-        match self.first.get() {
-            Some(first) => first,
-            None => self.find_first(),
+        match self.first_start.get() {
+            UNKNOWN => self.find_first(),
+            NEVER => None,
+            start => Some((self.first_list.get(), start)),
         }
     }
 
@@ -154,9 +154,9 @@ impl Wheel {
     #[inline(never)]
     fn find_first(&self) -> Option<(u16, Tick)> {
         let first = self.scan_bitmaps();
-        self.first.set(Some(first));
-        self.first_start
-            .set(first.map_or(NEVER, |(_, start)| start));
+        let (list, start) = first.unwrap_or((0, NEVER));
+        self.first_list.set(list);
+        self.first_start.set(start);
         first
     }
 
