@@ -355,9 +355,10 @@ impl<S> Timers<S> {
 
     /// When the loop must wake next for its timers; `None` if no timer can ever fire. It is
     /// the earliest deadline, exact, unless the near-term heap is empty and the wheel's first
-    /// slot holds more than a few timers (see `Wheel::next_deadline`): then it is the slot's start, earlier, and the pass
-    /// there moves the slot down (one early wake-up per wheel level at most), so that no poll
-    /// reads through a long list.
+    /// slot holds more than a few timers (see `Wheel::next_deadline`): then it is the slot's
+    /// start, earlier, and the pass there moves the slot down (one early wake-up per wheel
+    /// level at most), so that no poll reads through a long list. Remembered by the wheel, it
+    /// costs a few loads while the wheel does not change.
     #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
         // Only an open pass defers timers; ending it places them.

@@ -193,7 +193,7 @@ impl Wheel {
     fn find_next_deadline<S>(&self, entries: &[Entry<S>]) -> Option<Tick> {
         let next = self.first().map(|(list, start)| {
             let mut key = self.head(list);
-            let mut earliest = Tick::MAX;
+            let mut earliest = NEVER;
             for _ in 0..SCAN {
                 if key == NIL {
                     return earliest;
