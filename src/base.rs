@@ -499,10 +499,7 @@ impl<S> EventBase<S> {
         if self.owes_work() {
             return Some(Duration::ZERO);
         }
-        let timer = self
-            .timers
-            .next_deadline()
-            .and_then(|at| self.wakeup.poll_timeout(at, now));
+        let timer = self.wakeup.poll_timeout(now);
         let limit = limit.map(|at| Duration::from_nanos(at.saturating_sub(now)));
         match (timer, limit) {
             (Some(a), Some(b)) => Some(a.min(b)),

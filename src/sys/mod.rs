@@ -252,6 +252,7 @@ pub(crate) fn inherited(fd: RawFd) -> Inherited {
 }
 
 /// Nanoseconds on `CLOCK_MONOTONIC`, the clock of `std::time::Instant` and of timerfds.
+#[inline]
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -11,6 +11,10 @@ impl<S> EventBase<S> {
     /// deadline order, first in first out for equal deadlines; stops early if a callback asks
     /// the loop to exit.
     pub(crate) fn fire_due_timers(&mut self, state: &mut S) {
+        if self.timers.next_deadline().is_some_and(|at| at > self.now) {
+            // Nothing due: no pass (an empty base still takes one, to rebase its wheel).
+            return;
+        }
         self.timers.begin_pass(self.now);
         while !self.exit_requested {
             let Some(id) = self.timers.pop_due() else {

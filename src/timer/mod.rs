@@ -173,6 +173,7 @@ impl Clock {
 
     /// Nanoseconds since the base was made: one `clock_gettime` through the vDSO, cheaper
     /// than `Instant::elapsed` (whose checked arithmetic costs more than the call itself).
+    #[inline]
     pub(crate) fn now(&self) -> Tick {
         crate::sys::monotonic_ns().saturating_sub(self.epoch_ns)
     }

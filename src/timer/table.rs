@@ -34,9 +34,6 @@ const FREE: u16 = u16::MAX;
 /// How far past the loop time the wheel's cursor may move to fill the near-term heap: one
 /// level-0 slot, so the heap holds about two slots' worth of timers at most.
 const HORIZON: Tick = 1 << W0_BITS;
-/// A first wheel slot with at most this many timers is read through for the exact earliest
-/// deadline (a lone far timer wakes the loop once, on time); a longer one answers its start.
-const SCAN: usize = 8;
 
 /// What a timer does when it fires.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -307,10 +304,20 @@ impl<S> Timers<S> {
     /// Empties the wheel's first slot if it starts by `until`: its timers go to lower levels or
     /// to the near-term heap, in the order they are listed. Returns `false` if it did not (the
     /// wheel is empty, or its first slot starts later).
+    #[inline]
     fn refill(&mut self, until: Tick) -> bool {
-        let Some((list, start)) = self.wheel.first().filter(|&(_, start)| start <= until) else {
-            return false;
-        };
+        match self.wheel.first() {
+            Some((list, start)) if start <= until => {
+                self.empty_slot(list, start);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Empties wheel slot `list`, the first, which starts at `start`.
+    #[inline(never)]
+    fn empty_slot(&mut self, list: u16, start: Tick) {
         let mut key = self.wheel.advance_to(list, start);
         while key != NIL {
             let entry = &self.entries[key as usize];
@@ -318,15 +325,23 @@ impl<S> Timers<S> {
             self.place(key, deadline);
             key = next;
         }
-        true
     }
 
     /// Fills the near-term heap, if empty, from the wheel's slots that start by the horizon of
     /// loop time `now`. The cursor never runs further ahead of the loop than that: were it to
     /// move to a far timer, every timer added for earlier would go to the heap until that one
     /// fired (an hour, for a daemon's hourly timer), at a heap's `O(log n)` cost.
+    #[inline]
     fn fill_near(&mut self, now: Tick) {
         let horizon = now.saturating_add(HORIZON);
+        // Mostly the heap has timers, or the wheel's first slot starts beyond the horizon.
+        if self.near.is_empty() && !self.wheel.starts_after(horizon) {
+            self.fill_near_from(horizon);
+        }
+    }
+
+    #[inline(never)]
+    fn fill_near_from(&mut self, horizon: Tick) {
         while self.near.is_empty() && self.refill(horizon) {}
     }
 
@@ -340,30 +355,24 @@ impl<S> Timers<S> {
 
     /// When the loop must wake next for its timers; `None` if no timer can ever fire. It is
     /// the earliest deadline, exact, unless the near-term heap is empty and the wheel's first
-    /// slot holds more than [`SCAN`] timers: then it is the slot's start, earlier, and the pass
-    /// there moves the slot down (one early wake-up per wheel level at most), so that no poll
-    /// reads through a long list.
+    /// slot holds more than a few timers (see `Wheel::next_deadline`): then it is the slot's
+    /// start, earlier, and the pass there moves the slot down (one early wake-up per wheel
+    /// level at most), so that no poll reads through a long list. Remembered by the wheel, it
+    /// costs a few loads while the wheel does not change.
+    #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
-        let deferred = self.wheel.head(DEFERRED_LIST);
-        if deferred != NIL {
-            // Left by a pass a panic cut short: due already.
-            return Some(self.entries[deferred as usize].deadline);
+        // Only an open pass defers timers; ending it places them.
+        if self.pass.is_some() {
+            let deferred = self.wheel.head(DEFERRED_LIST);
+            if deferred != NIL {
+                // Left by a pass a panic cut short: due already.
+                return Some(self.entries[deferred as usize].deadline);
+            }
         }
         if let Some((deadline, _)) = self.near.peek() {
             return Some(deadline);
         }
-        let (list, start) = self.wheel.first()?;
-        let mut key = self.wheel.head(list);
-        let mut earliest = NEVER;
-        for _ in 0..SCAN {
-            if key == NIL {
-                break;
-            }
-            let entry = &self.entries[key as usize];
-            earliest = earliest.min(entry.deadline);
-            key = entry.next;
-        }
-        Some(if key == NIL { earliest } else { start })
+        self.wheel.next_deadline(&self.entries)
     }
 
     /// Starts a firing pass that fires, through [`pop_due`](Self::pop_due), every timer due at
@@ -400,10 +409,20 @@ impl<S> Timers<S> {
     /// near-term heap is refilled as the next poll would, so that `next_deadline` between runs
     /// (an embedding loop's `next_timeout`) reads at most the first few timers of a far wheel
     /// slot.
+    #[inline]
     pub(crate) fn end_pass(&mut self) {
         let Some(reached) = self.pass.take() else {
             return;
         };
+        if self.wheel.head(DEFERRED_LIST) != NIL {
+            self.place_deferred();
+        }
+        self.fill_near(reached);
+    }
+
+    /// Schedules the timers a pass deferred.
+    #[inline(never)]
+    fn place_deferred(&mut self) {
         loop {
             let key = self.wheel.head(DEFERRED_LIST);
             if key == NIL {
@@ -413,7 +432,6 @@ impl<S> Timers<S> {
             let deadline = self.entries[key as usize].deadline;
             self.place(key, deadline);
         }
-        self.fill_near(reached);
     }
 
     /// Takes a firing timer's action out (see [`Fired`]). One-shot and exit timers are removed.

@@ -30,6 +30,9 @@ pub(crate) struct Wakeup {
     /// The time the timerfd is armed for: when the loop must wake for its timers (see
     /// `Timers::next_deadline_mut`), rounded up to the slack.
     armed: Option<Tick>,
+    /// When the loop must wake for its timers, rounded up to the slack, as the last
+    /// `arm_timer_wakeup` found it.
+    next: Option<Tick>,
     /// Creating the timerfd failed (fd limit): fall back to the poll's millisecond timeout.
     unavailable: bool,
     /// How long before a deadline the timerfd fires, for the loop to busy-poll the rest.
@@ -40,10 +43,12 @@ pub(crate) struct Wakeup {
 }
 
 impl Wakeup {
-    /// How long the poll may wait for the earliest timer, due at `at`, at time `now`: `None`
-    /// when the timerfd will wake it, zero when the timer is due or in its spin window.
-    pub(crate) fn poll_timeout(&self, at: Tick, now: Tick) -> Option<Duration> {
-        let at = self.slot(at);
+    /// How long the poll may wait for the earliest timer at time `now`: `None` when the
+    /// timerfd will wake it or no timer can fire, zero when the timer is due or in its spin
+    /// window. It reads what `arm_timer_wakeup`, the last work before each poll, found.
+    #[inline]
+    pub(crate) fn poll_timeout(&self, now: Tick) -> Option<Duration> {
+        let at = self.next?;
         let left = at.saturating_sub(now);
         let armed = self.armed == Some(at);
         if left == 0 || (armed && left <= self.spin) {
@@ -119,6 +124,7 @@ impl<S> EventBase<S> {
             .timers
             .next_deadline_mut(self.now)
             .map(|at| self.wakeup.slot(at));
+        self.wakeup.next = next;
         if next != self.wakeup.armed && !self.wakeup.unavailable {
             self.rearm_timer_wakeup(next);
         }

@@ -15,8 +15,10 @@
 //! appended to its list's tail, and a list is moved in order. That is what keeps equal
 //! deadlines first in, first out without storing a sequence number per timer.
 
+use std::cell::Cell;
+
 use super::table::Entry;
-use super::Tick;
+use super::{Tick, NEVER};
 
 /// The end of a list, or no timer.
 pub(super) const NIL: u32 = u32::MAX;
@@ -37,6 +39,11 @@ pub(super) const NEVER_LIST: u16 = WHEEL_LISTS as u16;
 /// Timers scheduled during a firing pass and already due: they wait for the next pass.
 pub(super) const DEFERRED_LIST: u16 = NEVER_LIST + 1;
 const LISTS: usize = WHEEL_LISTS + 2;
+/// A first slot with at most this many timers is read through for the exact earliest
+/// deadline (a lone far timer wakes the loop once, on time); a longer one answers its start.
+const SCAN: usize = 8;
+/// A remembered answer not known (no slot of the wheel starts at tick 0).
+const UNKNOWN: Tick = 0;
 
 #[derive(Clone, Copy)]
 struct List {
@@ -59,6 +66,16 @@ pub(super) struct Wheel {
     l0_words: [u64; L0_SLOTS / 64],
     l0_summary: u64,
     upper: [u64; UPPER],
+    /// When the first slot starts, as [`first`](Self::first) answered until the wheel's lists
+    /// or cursor changed (`NEVER`: the wheel is empty), or [`UNKNOWN`]. The loop asks several
+    /// times an iteration, and with only far timers nothing changes between iterations:
+    /// remembered, each ask is a load. Also a bound never later than the first slot's start.
+    first_start: Cell<Tick>,
+    /// The first slot's list, when `first_start` is known and not `NEVER`.
+    first_list: Cell<u16>,
+    /// What [`next_deadline`](Self::next_deadline) answered, forgotten with it: `NEVER`
+    /// for `None`, [`UNKNOWN`] when not known. (No timer of the wheel is due at 0 or `NEVER`.)
+    next: Cell<Tick>,
 }
 
 impl Default for Wheel {
@@ -69,6 +86,9 @@ impl Default for Wheel {
             l0_words: [0; L0_SLOTS / 64],
             l0_summary: 0,
             upper: [0; UPPER],
+            first_list: Cell::new(0),
+            next: Cell::new(UNKNOWN),
+            first_start: Cell::new(UNKNOWN),
         }
     }
 }
@@ -80,6 +100,7 @@ impl Wheel {
     }
 
     /// Whether the wheel's levels are empty (the never and deferred lists aside).
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.l0_summary == 0 && self.upper.iter().all(|&b| b == 0)
     }
@@ -89,6 +110,13 @@ impl Wheel {
     pub(super) fn rebase(&mut self, now: Tick) {
         debug_assert!(self.is_empty());
         self.cursor = now & !((1 << W0_BITS) - 1);
+        self.forget();
+    }
+
+    /// Forgets what `first` and `next_deadline` answered: a list or the cursor changed.
+    fn forget(&self) {
+        self.next.set(UNKNOWN);
+        self.first_start.set(UNKNOWN);
     }
 
     /// The list of a timer due at `deadline`, at or after `near_end()`.
@@ -106,7 +134,33 @@ impl Wheel {
 
     /// The first non-empty slot of the wheel and when it starts: no timer of the wheel is due
     /// before that.
+    #[inline]
     pub(super) fn first(&self) -> Option<(u16, Tick)> {
+        match self.first_start.get() {
+            UNKNOWN => self.find_first(),
+            NEVER => None,
+            start => Some((self.first_list.get(), start)),
+        }
+    }
+
+    /// Whether the first slot starts after `at` (or the wheel is empty): cheaper than `first`,
+    /// it may answer `false` when it does not know.
+    #[inline]
+    pub(super) fn starts_after(&self, at: Tick) -> bool {
+        self.first_start.get() > at
+    }
+
+    /// [`first`](Self::first), from the bitmaps, remembered.
+    #[inline(never)]
+    fn find_first(&self) -> Option<(u16, Tick)> {
+        let first = self.scan_bitmaps();
+        let (list, start) = first.unwrap_or((0, NEVER));
+        self.first_list.set(list);
+        self.first_start.set(start);
+        first
+    }
+
+    fn scan_bitmaps(&self) -> Option<(u16, Tick)> {
         if self.l0_summary != 0 {
             let word = self.l0_summary.trailing_zeros() as usize;
             let slot = word * 64 + self.l0_words[word].trailing_zeros() as usize;
@@ -122,11 +176,48 @@ impl Wheel {
         Some(((L0_SLOTS + level * UP_SLOTS + slot as usize) as u16, start))
     }
 
+    /// No timer of the wheel is due before this; `None` if the wheel is empty. It is the
+    /// earliest deadline, exact, when the first slot holds at most [`SCAN`] timers, else that
+    /// slot's start (earlier), so that no caller reads through a long list.
+    #[inline]
+    pub(super) fn next_deadline<S>(&self, entries: &[Entry<S>]) -> Option<Tick> {
+        match self.next.get() {
+            UNKNOWN => self.find_next_deadline(entries),
+            NEVER => None,
+            next => Some(next),
+        }
+    }
+
+    /// [`next_deadline`](Self::next_deadline), from the first slot's list, remembered.
+    #[inline(never)]
+    fn find_next_deadline<S>(&self, entries: &[Entry<S>]) -> Option<Tick> {
+        let next = self.first().map(|(list, start)| {
+            let mut key = self.head(list);
+            let mut earliest = NEVER;
+            for _ in 0..SCAN {
+                if key == NIL {
+                    return earliest;
+                }
+                let entry = &entries[key as usize];
+                earliest = earliest.min(entry.deadline);
+                key = entry.next;
+            }
+            if key == NIL {
+                earliest
+            } else {
+                start
+            }
+        });
+        self.next.set(next.unwrap_or(NEVER));
+        next
+    }
+
     /// Empties list `list`, the first non-empty slot, starting at `start`, and moves the cursor
     /// there; returns the list's first timer, for the caller to place every timer again.
     pub(super) fn advance_to(&mut self, list: u16, start: Tick) -> u32 {
         debug_assert!(start >= self.near_end());
         self.cursor = start;
+        self.forget();
         let head = self.lists[list as usize].head;
         self.lists[list as usize] = EMPTY;
         self.unmark(list);
@@ -134,6 +225,7 @@ impl Wheel {
     }
 
     /// The first timer of `list` (`NIL` if empty).
+    #[inline]
     pub(super) fn head(&self, list: u16) -> u32 {
         self.lists.get(list as usize).map_or(NIL, |l| l.head)
     }
@@ -148,6 +240,9 @@ impl Wheel {
     /// Appends timer `key` to `list`.
     pub(super) fn push_back<S>(&mut self, entries: &mut [Entry<S>], list: u16, key: u32) {
         self.allocate();
+        if (list as usize) < WHEEL_LISTS {
+            self.forget();
+        }
         let l = &mut self.lists[list as usize];
         let tail = l.tail;
         l.tail = key;
@@ -168,6 +263,9 @@ impl Wheel {
         let Entry {
             place, prev, next, ..
         } = entries[key as usize];
+        if (place as usize) < WHEEL_LISTS {
+            self.forget();
+        }
         let l = &mut self.lists[place as usize];
         match prev {
             NIL => l.head = next,

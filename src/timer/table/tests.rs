@@ -431,3 +431,30 @@ fn pass(
         dead.drain(..5000);
     }
 }
+
+#[test]
+fn the_remembered_far_deadline_follows_every_change_of_the_wheel() {
+    // With only far timers, the answer is remembered between polls; adding, cancelling and
+    // moving timers, and the loop reaching them, must each be seen at the next ask.
+    let mut timers = Timers::new();
+    let a = timers.insert(60_000 * MS, true, exit());
+    assert_eq!(timers.next_deadline_mut(0), Some(60_000 * MS));
+    assert_eq!(timers.next_deadline_mut(MS), Some(60_000 * MS));
+    let b = timers.insert(30_000 * MS + 5, true, exit());
+    assert_eq!(timers.next_deadline_mut(MS), Some(30_000 * MS + 5));
+    let c = timers.insert(30_000 * MS + 3, true, exit());
+    assert_eq!(timers.next_deadline(), Some(30_000 * MS + 3), "same slot");
+    assert!(timers.remove(c));
+    assert_eq!(timers.next_deadline(), Some(30_000 * MS + 5));
+    assert!(timers.reschedule(b, 90_000 * MS));
+    assert_eq!(timers.next_deadline_mut(MS), Some(60_000 * MS));
+    assert!(timers.remove(a));
+    assert_eq!(timers.next_deadline_mut(MS), Some(90_000 * MS));
+    assert_eq!(drain(&mut timers, 89_999 * MS), []);
+    assert_eq!(timers.next_deadline_mut(89_999 * MS), Some(90_000 * MS));
+    assert_eq!(drain(&mut timers, 90_000 * MS), [b]);
+    assert_eq!(timers.next_deadline_mut(90_000 * MS), None);
+    let d = timers.insert(100_000 * MS, true, exit());
+    assert_eq!(timers.next_deadline_mut(90_000 * MS), Some(100_000 * MS));
+    assert_eq!(drain(&mut timers, 100_000 * MS), [d]);
+}
