@@ -372,9 +372,9 @@ pub(crate) fn dio_alignment(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
     ))
 }
 
-/// The device of the file system `fd` is on (`statx` with `AT_STATX_DONT_SYNC`, which takes
-/// what the kernel holds and never asks a FUSE or network server), or 0 if unknown.
-pub(crate) fn device_of(fd: BorrowedFd<'_>) -> u64 {
+/// `statx` of `fd` itself with `AT_STATX_DONT_SYNC`: what the kernel holds, never asking a
+/// FUSE or network server (which may stall). `mask` names the fields wanted beyond the basics.
+fn statx_held(fd: BorrowedFd<'_>, mask: u32) -> io::Result<libc::statx> {
     // SAFETY: an all-zero statx is a valid value for the kernel to fill.
     let mut stx: libc::statx = unsafe { mem::zeroed() };
     // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
@@ -383,33 +383,24 @@ pub(crate) fn device_of(fd: BorrowedFd<'_>) -> u64 {
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-            0,
-            &mut stx,
-        )
-    };
-    match rc {
-        0 => libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
-        _ => 0,
-    }
-}
-
-/// The type bits of the mode (`S_IFMT`), the device and the inode number of `fd`'s file,
-/// which never change for an inode: `statx` with `AT_STATX_DONT_SYNC` takes them from what the
-/// kernel holds and never asks a FUSE or network server (which may stall).
-pub(crate) fn kind_and_identity(fd: BorrowedFd<'_>) -> io::Result<(u32, u64, u64)> {
-    // SAFETY: an all-zero statx is a valid value for the kernel to fill.
-    let mut stx: libc::statx = unsafe { mem::zeroed() };
-    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` outlives the call.
-    let rc = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_TYPE | libc::STATX_INO,
+            mask,
             &mut stx,
         )
     };
     check(rc.into())?;
+    Ok(stx)
+}
+
+/// The device of the file system `fd` is on (from what the kernel holds: see [`statx_held`]),
+/// or 0 if unknown.
+pub(crate) fn device_of(fd: BorrowedFd<'_>) -> u64 {
+    statx_held(fd, 0).map_or(0, |stx| libc::makedev(stx.stx_dev_major, stx.stx_dev_minor))
+}
+
+/// The type bits of the mode (`S_IFMT`), the device and the inode number of `fd`'s file,
+/// which never change for an inode (from what the kernel holds: see [`statx_held`]).
+pub(crate) fn kind_and_identity(fd: BorrowedFd<'_>) -> io::Result<(u32, u64, u64)> {
+    let stx = statx_held(fd, libc::STATX_TYPE | libc::STATX_INO)?;
     let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
     Ok((u32::from(stx.stx_mode) & libc::S_IFMT, dev, stx.stx_ino))
 }
