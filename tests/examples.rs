@@ -2,41 +2,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod example_bin;
 mod scratch;
-use scratch::ScratchDir;
 
-/// The example's binary, built (once per test run) with the profile this test was built with.
-///
-/// A plain `cargo test` builds the examples as binaries next to the tests, but
-/// `cargo test --all-targets` builds them as test harnesses instead, and an earlier plain
-/// binary may be stale: so the test asks cargo itself, which is a no-op when they are fresh.
-fn example(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--examples"]);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => drop(build.arg("--release")),
-            Some(profile) => drop(build.args(["--profile", profile])),
-        }
-        let status = build
-            .status()
-            .expect("cannot run cargo to build the examples");
-        assert!(status.success(), "cargo build --examples failed");
-    });
-    let path = profile_dir.join("examples").join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+use example_bin::example;
+use scratch::ScratchDir;
 
 fn spawn(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(example(name))

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod example_bin;
 mod scratch;
+
+use example_bin::{example, raw_exchange};
 
 const BIG: u64 = 256 << 20;
 
@@ -41,27 +44,6 @@ fn site() -> &'static Path {
     })
 }
 
-fn example_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "--example", "fileserver"]);
-            if profile_dir.ends_with("release") {
-                build.arg("--release");
-            }
-            assert!(
-                build.status().unwrap().success(),
-                "cannot build the example"
-            );
-            profile_dir.join("examples/fileserver")
-        })
-        .clone()
-}
-
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -85,7 +67,7 @@ impl Server {
         fd_limit: Option<u64>,
         stderr: Option<&Path>,
     ) -> Server {
-        let mut command = Command::new(example_binary());
+        let mut command = Command::new(example("fileserver"));
         command
             .args(["--addr", "127.0.0.1:0", "--root"])
             .arg(root)
@@ -324,18 +306,6 @@ fn no_request_path_leaks_anything_outside_the_root() {
     }
 }
 
-/// Sends raw bytes and reads until the server closes.
-fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
 #[test]
 fn pipelined_requests_are_answered_in_order_and_junk_gets_4xx() {
     let server = Server::start(&["--max-header", "1024"]);
@@ -556,7 +526,7 @@ fn bad_arguments_exit_2_and_a_root_or_port_that_fails_exits_1_each_with_a_clear_
         "--log",
     ];
     for flag in missing {
-        let out = Command::new(example_binary())
+        let out = Command::new(example("fileserver"))
             .args(["--addr", "127.0.0.1:0", "--root", root, flag])
             .output()
             .unwrap();
@@ -568,7 +538,10 @@ fn bad_arguments_exit_2_and_a_root_or_port_that_fails_exits_1_each_with_a_clear_
         );
     }
     for (args, expected) in cases {
-        let out = Command::new(example_binary()).args(args).output().unwrap();
+        let out = Command::new(example("fileserver"))
+            .args(args)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let failed = expected.contains("cannot open") || expected.contains("Not a directory");
         let code = if failed { 1 } else { 2 };
@@ -578,7 +551,7 @@ fn bad_arguments_exit_2_and_a_root_or_port_that_fails_exits_1_each_with_a_clear_
     }
     let taken = Server::start(&[]);
     let addr = taken.addr.to_string();
-    let out = Command::new(example_binary())
+    let out = Command::new(example("fileserver"))
         .args(["--addr", &addr, "--root", root])
         .output()
         .unwrap();

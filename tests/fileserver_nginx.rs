@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod example_bin;
 mod scratch;
+
+use example_bin::example;
 mod skip;
 
 use scratch::ScratchDir;
@@ -124,19 +127,7 @@ fn start_nginx(nginx: &Path, dir: &Path, root: &Path) -> (Reaped, SocketAddr) {
 }
 
 fn start_fileserver(root: &Path) -> (Reaped, SocketAddr) {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--example", "fileserver"]);
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().unwrap().success(),
-        "cannot build the example"
-    );
-    let child = Command::new(profile_dir.join("examples/fileserver"))
+    let child = Command::new(example("fileserver"))
         .args(["--addr", "127.0.0.1:0", "--root"])
         .arg(root)
         .stdout(Stdio::piped())

@@ -1,39 +1,18 @@
 //! The examples that read files (`browse`, `fileserver`), run as a user would, on a FUSE file
 //! system that stalls every request: their loops keep time and keep answering.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/example_bin/mod.rs"]
+mod example_bin;
 mod slowfs;
-use slowfs::SlowFs;
 
-/// The root package's example binary, built (once per test run) with this test's profile.
-fn example(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "aioloop", "--examples"]);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => drop(build.arg("--release")),
-            Some(profile) => drop(build.args(["--profile", profile])),
-        }
-        let status = build
-            .status()
-            .expect("cannot run cargo to build the examples");
-        assert!(status.success(), "cargo build -p aioloop --examples failed");
-    });
-    let path = profile_dir.join("examples").join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+use example_bin::{example, raw_exchange};
+use slowfs::SlowFs;
 
 /// Runs an example to its end and returns (exit code, stdout, stderr).
 fn run_example(name: &str, args: &[&str]) -> (i32, String, String) {
@@ -102,18 +81,6 @@ fn curl(args: &[&str]) -> Output {
         .args(args)
         .output();
     out.expect("curl is needed: apt-get install curl")
-}
-
-/// Sends raw bytes and reads until the server closes.
-fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 /// Starts `examples/fileserver` on `root` with `extra` arguments, on an ephemeral port.
